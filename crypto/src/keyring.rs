@@ -1,0 +1,697 @@
+//! Data keys, the name key, and the keyring record sealed under the master key.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use aes_gcm::Aes256Gcm;
+use chacha20poly1305::aead::{AeadInOut, KeyInit};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use rand::RngCore;
+use zeroize::Zeroizing;
+
+use crate::{CryptoError, KEY_LEN, MasterKey};
+
+/// Format version of the keyring record and of its plaintext.
+pub const KEYRING_VERSION: u8 = 1;
+/// Seals per AES-256-GCM key after which the key must be rotated: 2^30.
+///
+/// With random 96-bit nonces, the chance that any two of `n` seals share a nonce is about
+/// n²/2^97; at 2^30 seals that is 2^-37, well inside NIST SP 800-38D's 2^-32 bound (which
+/// 2^32 seals would just reach). See docs/FORMAT.md.
+pub const AES_GCM_SEAL_BUDGET: u64 = 1 << 30;
+/// Seals per AES-256-GCM key past which sealing is refused outright, even if the store
+/// did not rotate in time: 2^31.
+pub const AES_GCM_HARD_LIMIT: u64 = 1 << 31;
+/// Seal counts are persisted as a reservation this far ahead of use, so the keyring is
+/// rewritten once per this many seals, and a crash can only over-count.
+pub const SEAL_RESERVATION: u64 = 1 << 16;
+
+const KEYRING_AAD: &[u8] = b"sealkv keyring v1\0";
+const KEYRING_NONCE_LEN: usize = 24;
+const TAG_LEN: usize = 16;
+const PLAIN_HEADER_LEN: usize = 1 + KEY_LEN + 4 + 4;
+const ENTRY_LEN: usize = 4 + 1 + 1 + 8 + 8 + KEY_LEN;
+
+/// The AEAD of a data key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Algorithm {
+    /// XChaCha20-Poly1305 with 24-byte random nonces (the default).
+    XChaCha20Poly1305 = 1,
+    /// AES-256-GCM with 12-byte random nonces, subject to a seal budget.
+    Aes256Gcm = 2,
+}
+
+impl Algorithm {
+    /// The algorithm with this code, if any.
+    pub fn from_code(code: u8) -> Option<Self> {
+        match code {
+            1 => Some(Self::XChaCha20Poly1305),
+            2 => Some(Self::Aes256Gcm),
+            _ => None,
+        }
+    }
+
+    /// Nonce length in bytes.
+    pub fn nonce_len(self) -> usize {
+        match self {
+            Self::XChaCha20Poly1305 => 24,
+            Self::Aes256Gcm => 12,
+        }
+    }
+
+    /// Its name as the CLI spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::XChaCha20Poly1305 => "xchacha20poly1305",
+            Self::Aes256Gcm => "aes256gcm",
+        }
+    }
+}
+
+/// The life-cycle state of a data key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum KeyState {
+    /// Seals new values; exactly one key is primary.
+    Primary = 1,
+    /// Opens old values, seals nothing.
+    DecryptOnly = 2,
+    /// Key bytes wiped; values under it cannot be opened.
+    Destroyed = 3,
+}
+
+impl KeyState {
+    fn from_code(code: u8) -> Option<Self> {
+        match code {
+            1 => Some(Self::Primary),
+            2 => Some(Self::DecryptOnly),
+            3 => Some(Self::Destroyed),
+            _ => None,
+        }
+    }
+
+    /// Its name for display.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Primary => "primary",
+            Self::DecryptOnly => "decrypt-only",
+            Self::Destroyed => "destroyed",
+        }
+    }
+}
+
+pub(crate) enum Cipher {
+    XChaCha(Box<XChaCha20Poly1305>),
+    Aes(Box<Aes256Gcm>),
+}
+
+impl Cipher {
+    fn new(algorithm: Algorithm, key: &[u8; KEY_LEN]) -> Self {
+        match algorithm {
+            Algorithm::XChaCha20Poly1305 => {
+                Self::XChaCha(Box::new(XChaCha20Poly1305::new(key.into())))
+            }
+            Algorithm::Aes256Gcm => Self::Aes(Box::new(Aes256Gcm::new(key.into()))),
+        }
+    }
+
+    /// Encrypts `buf` in place and returns the tag. `nonce` has the algorithm's length.
+    pub(crate) fn encrypt(
+        &self,
+        nonce: &[u8],
+        aad: &[u8],
+        buf: &mut [u8],
+    ) -> Result<[u8; TAG_LEN], CryptoError> {
+        let tag = match self {
+            Self::XChaCha(c) => {
+                let nonce = nonce
+                    .try_into()
+                    .map_err(|_| CryptoError::Malformed("nonce length"))?;
+                c.encrypt_inout_detached(nonce, aad, buf.into())
+            }
+            Self::Aes(c) => {
+                let nonce = nonce
+                    .try_into()
+                    .map_err(|_| CryptoError::Malformed("nonce length"))?;
+                c.encrypt_inout_detached(nonce, aad, buf.into())
+            }
+        }
+        .map_err(|_| CryptoError::Malformed("value too long for the cipher"))?;
+        let mut out = [0u8; TAG_LEN];
+        out.copy_from_slice(&tag);
+        Ok(out)
+    }
+
+    /// Decrypts `buf` in place after checking `tag`; any failure is [`CryptoError::Unseal`].
+    pub(crate) fn decrypt(
+        &self,
+        nonce: &[u8],
+        aad: &[u8],
+        buf: &mut [u8],
+        tag: &[u8],
+    ) -> Result<(), CryptoError> {
+        let ok = match self {
+            Self::XChaCha(c) => {
+                let nonce = nonce.try_into().map_err(|_| CryptoError::Unseal)?;
+                let tag = tag.try_into().map_err(|_| CryptoError::Unseal)?;
+                c.decrypt_inout_detached(nonce, aad, buf.into(), tag)
+            }
+            Self::Aes(c) => {
+                let nonce = nonce.try_into().map_err(|_| CryptoError::Unseal)?;
+                let tag = tag.try_into().map_err(|_| CryptoError::Unseal)?;
+                c.decrypt_inout_detached(nonce, aad, buf.into(), tag)
+            }
+        };
+        ok.map_err(|_| CryptoError::Unseal)
+    }
+}
+
+/// One data key. Its bytes are reachable only through sealing and opening.
+pub struct DataKey {
+    id: u32,
+    algorithm: Algorithm,
+    created: u64,
+    state: KeyState,
+    /// Seals made with this key (in memory, exact).
+    seals: AtomicU64,
+    /// The seal count as last persisted: an upper bound on seals before the last open.
+    reserved: u64,
+    key: Option<Zeroizing<[u8; KEY_LEN]>>,
+    cipher: Option<Cipher>,
+}
+
+impl fmt::Debug for DataKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DataKey")
+            .field("id", &self.id)
+            .field("algorithm", &self.algorithm)
+            .field("state", &self.state)
+            .field("seals", &self.seals())
+            .finish_non_exhaustive()
+    }
+}
+
+impl DataKey {
+    fn generate(id: u32, algorithm: Algorithm, created: u64, state: KeyState) -> Self {
+        let mut key = Zeroizing::new([0u8; KEY_LEN]);
+        rand::rng().fill_bytes(&mut key[..]);
+        Self::from_parts(id, algorithm, created, state, 0, Some(key))
+    }
+
+    fn from_parts(
+        id: u32,
+        algorithm: Algorithm,
+        created: u64,
+        state: KeyState,
+        seals: u64,
+        key: Option<Zeroizing<[u8; KEY_LEN]>>,
+    ) -> Self {
+        let cipher = key.as_ref().map(|k| Cipher::new(algorithm, k));
+        Self {
+            id,
+            algorithm,
+            created,
+            state,
+            seals: AtomicU64::new(seals),
+            reserved: seals,
+            key,
+            cipher,
+        }
+    }
+
+    /// The key id recorded in every envelope sealed with it.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+    /// Its algorithm.
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+    /// Creation time, seconds since the Unix epoch.
+    pub fn created(&self) -> u64 {
+        self.created
+    }
+    /// Its state.
+    pub fn state(&self) -> KeyState {
+        self.state
+    }
+    /// Seals made with it (an upper bound across restarts).
+    pub fn seals(&self) -> u64 {
+        self.seals.load(Ordering::Relaxed)
+    }
+
+    /// Counts one seal, refusing an AES-GCM key past its hard limit.
+    pub(crate) fn count_seal(&self) -> Result<(), CryptoError> {
+        let before = self.seals.fetch_add(1, Ordering::Relaxed);
+        if self.algorithm == Algorithm::Aes256Gcm && before >= AES_GCM_HARD_LIMIT {
+            self.seals.fetch_sub(1, Ordering::Relaxed);
+            return Err(CryptoError::SealBudgetExhausted(self.id));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn cipher(&self) -> Result<&Cipher, CryptoError> {
+        self.cipher
+            .as_ref()
+            .ok_or(CryptoError::KeyDestroyed(self.id))
+    }
+}
+
+/// The key that turns namespace and key names into fixed-size tags (keyed BLAKE3).
+pub struct NameKey(Zeroizing<[u8; KEY_LEN]>);
+
+impl fmt::Debug for NameKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("NameKey(…)")
+    }
+}
+
+/// Length of a name tag in bytes.
+pub const TAG_BYTES: usize = 16;
+
+impl NameKey {
+    /// The tag of a namespace name.
+    pub fn namespace_tag(&self, namespace: &[u8]) -> [u8; TAG_BYTES] {
+        let mut h = blake3::Hasher::new_keyed(&self.0);
+        h.update(b"sealkv namespace\0");
+        h.update(&(namespace.len() as u64).to_le_bytes());
+        h.update(namespace);
+        truncate(h.finalize())
+    }
+
+    /// The tag of a key name within a namespace.
+    pub fn key_tag(&self, namespace: &[u8], key: &[u8]) -> [u8; TAG_BYTES] {
+        let mut h = blake3::Hasher::new_keyed(&self.0);
+        h.update(b"sealkv key\0");
+        h.update(&(namespace.len() as u64).to_le_bytes());
+        h.update(namespace);
+        h.update(&(key.len() as u64).to_le_bytes());
+        h.update(key);
+        truncate(h.finalize())
+    }
+
+    /// A tag for any other record the store keeps under a secret name.
+    pub fn record_tag(&self, label: &[u8]) -> [u8; TAG_BYTES] {
+        let mut h = blake3::Hasher::new_keyed(&self.0);
+        h.update(b"sealkv record\0");
+        h.update(label);
+        truncate(h.finalize())
+    }
+}
+
+fn truncate(hash: blake3::Hash) -> [u8; TAG_BYTES] {
+    let mut out = [0u8; TAG_BYTES];
+    out.copy_from_slice(&hash.as_bytes()[..TAG_BYTES]);
+    out
+}
+
+/// A summary of one data key, with no key material.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyInfo {
+    /// Key id.
+    pub id: u32,
+    /// Algorithm.
+    pub algorithm: Algorithm,
+    /// Creation time, seconds since the Unix epoch.
+    pub created: u64,
+    /// State.
+    pub state: KeyState,
+    /// Seals made (an upper bound).
+    pub seals: u64,
+}
+
+/// All data keys of a store, plus its name key. Sealed as one record under the master key.
+pub struct Keyring {
+    name_key: NameKey,
+    next_id: u32,
+    keys: Vec<DataKey>,
+    primary: usize,
+}
+
+impl fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Keyring")
+            .field("keys", &self.keys)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Keyring {
+    /// A new keyring: a random name key and one primary data key (id 1).
+    pub fn new(algorithm: Algorithm, now: u64) -> Self {
+        let mut name = Zeroizing::new([0u8; KEY_LEN]);
+        rand::rng().fill_bytes(&mut name[..]);
+        Self {
+            name_key: NameKey(name),
+            next_id: 2,
+            keys: vec![DataKey::generate(1, algorithm, now, KeyState::Primary)],
+            primary: 0,
+        }
+    }
+
+    /// The name key.
+    pub fn name_key(&self) -> &NameKey {
+        &self.name_key
+    }
+
+    /// The primary data key.
+    pub fn primary(&self) -> &DataKey {
+        &self.keys[self.primary]
+    }
+
+    /// The data key with this id.
+    pub fn key(&self, id: u32) -> Result<&DataKey, CryptoError> {
+        self.keys
+            .iter()
+            .find(|k| k.id == id)
+            .ok_or(CryptoError::UnknownKey(id))
+    }
+
+    /// A summary of every key, oldest first.
+    pub fn keys(&self) -> Vec<KeyInfo> {
+        self.keys
+            .iter()
+            .map(|k| KeyInfo {
+                id: k.id,
+                algorithm: k.algorithm,
+                created: k.created,
+                state: k.state,
+                seals: k.seals(),
+            })
+            .collect()
+    }
+
+    /// Makes a new primary data key and demotes the old one to decrypt-only. Returns the new id.
+    pub fn rotate(&mut self, algorithm: Algorithm, now: u64) -> Result<u32, CryptoError> {
+        let id = self.next_id;
+        self.next_id = id
+            .checked_add(1)
+            .ok_or(CryptoError::Malformed("key ids exhausted"))?;
+        self.keys[self.primary].state = KeyState::DecryptOnly;
+        self.keys
+            .push(DataKey::generate(id, algorithm, now, KeyState::Primary));
+        self.primary = self.keys.len() - 1;
+        Ok(id)
+    }
+
+    /// Wipes a non-primary key's bytes. Its id stays, so values still under it give a
+    /// clear [`CryptoError::KeyDestroyed`].
+    pub fn destroy(&mut self, id: u32) -> Result<(), CryptoError> {
+        let index = self
+            .keys
+            .iter()
+            .position(|k| k.id == id)
+            .ok_or(CryptoError::UnknownKey(id))?;
+        if index == self.primary {
+            return Err(CryptoError::Malformed(
+                "the primary data key cannot be destroyed; rotate first",
+            ));
+        }
+        let key = &mut self.keys[index];
+        key.state = KeyState::Destroyed;
+        key.cipher = None; // ciphers zeroize their key schedules on drop
+        key.key = None; // Zeroizing wipes the bytes on drop
+        Ok(())
+    }
+
+    /// True when the primary is AES-256-GCM and has used `budget` seals.
+    pub fn seal_budget_reached(&self, budget: u64) -> bool {
+        let p = self.primary();
+        p.algorithm == Algorithm::Aes256Gcm && p.seals() >= budget
+    }
+
+    /// True when a key's seal count has outrun its persisted reservation, so the store
+    /// must write the keyring again (in the same transaction as the seals).
+    pub fn needs_persist(&self) -> bool {
+        self.keys.iter().any(|k| k.seals() > k.reserved)
+    }
+
+    /// Seals the keyring under the master key, binding it to the database id.
+    ///
+    /// Every persisted seal count is a reservation [`SEAL_RESERVATION`] ahead of use, so
+    /// counts survive a crash as upper bounds. Marks the reservations as persisted;
+    /// call it only when the result will be committed (or call it again).
+    pub fn seal(&mut self, master: &MasterKey, db_id: &[u8; 16]) -> Result<Vec<u8>, CryptoError> {
+        for k in &mut self.keys {
+            if k.seals() >= k.reserved {
+                k.reserved = k.seals().saturating_add(SEAL_RESERVATION);
+            }
+        }
+        let mut plain = Zeroizing::new(Vec::with_capacity(
+            PLAIN_HEADER_LEN + ENTRY_LEN * self.keys.len(),
+        ));
+        plain.push(KEYRING_VERSION);
+        plain.extend_from_slice(&self.name_key.0[..]);
+        plain.extend_from_slice(&self.next_id.to_le_bytes());
+        plain.extend_from_slice(&(self.keys.len() as u32).to_le_bytes());
+        for k in &self.keys {
+            plain.extend_from_slice(&k.id.to_le_bytes());
+            plain.push(k.algorithm as u8);
+            plain.push(k.state as u8);
+            plain.extend_from_slice(&k.created.to_le_bytes());
+            plain.extend_from_slice(&k.reserved.to_le_bytes());
+            match &k.key {
+                Some(bytes) => plain.extend_from_slice(&bytes[..]),
+                None => plain.extend_from_slice(&[0u8; KEY_LEN]),
+            }
+        }
+        let mut nonce = [0u8; KEYRING_NONCE_LEN];
+        rand::rng().fill_bytes(&mut nonce);
+        seal_keyring_with_nonce(master, db_id, &nonce, &plain)
+    }
+
+    /// Opens a sealed keyring. A wrong master key (or a damaged record) gives
+    /// [`CryptoError::WrongKey`].
+    pub fn open(master: &MasterKey, db_id: &[u8; 16], record: &[u8]) -> Result<Self, CryptoError> {
+        let (&version, rest) = record
+            .split_first()
+            .ok_or(CryptoError::Malformed("empty keyring record"))?;
+        if version > KEYRING_VERSION {
+            return Err(CryptoError::UnsupportedVersion(version));
+        }
+        if version != KEYRING_VERSION || rest.len() < KEYRING_NONCE_LEN + TAG_LEN {
+            return Err(CryptoError::Malformed(
+                "keyring record too short or of unknown version",
+            ));
+        }
+        let (nonce, body) = rest.split_at(KEYRING_NONCE_LEN);
+        let (ct, tag) = body.split_at(body.len() - TAG_LEN);
+        let mut plain = Zeroizing::new(ct.to_vec());
+        let cipher = XChaCha20Poly1305::new(master.expose().into());
+        let aad = keyring_aad(db_id);
+        let tag = tag.try_into().map_err(|_| CryptoError::WrongKey)?;
+        cipher
+            .decrypt_inout_detached(
+                &XNonce::try_from(nonce).map_err(|_| CryptoError::WrongKey)?,
+                &aad,
+                plain.as_mut_slice().into(),
+                tag,
+            )
+            .map_err(|_| CryptoError::WrongKey)?;
+        Self::parse(&plain)
+    }
+
+    fn parse(plain: &[u8]) -> Result<Self, CryptoError> {
+        let bad = CryptoError::Malformed("keyring contents are inconsistent");
+        if plain.len() < PLAIN_HEADER_LEN {
+            return Err(bad);
+        }
+        if plain[0] != KEYRING_VERSION {
+            return Err(CryptoError::UnsupportedVersion(plain[0]));
+        }
+        let mut name = Zeroizing::new([0u8; KEY_LEN]);
+        name.copy_from_slice(&plain[1..1 + KEY_LEN]);
+        let next_id = u32::from_le_bytes(le4(&plain[33..37]));
+        let count = u32::from_le_bytes(le4(&plain[37..41])) as usize;
+        let entries = &plain[PLAIN_HEADER_LEN..];
+        if count == 0
+            || entries.len()
+                != count
+                    .checked_mul(ENTRY_LEN)
+                    .ok_or(CryptoError::Malformed("count"))?
+        {
+            return Err(bad);
+        }
+        let mut keys = Vec::with_capacity(count);
+        let mut primary = None;
+        for (i, e) in entries.chunks_exact(ENTRY_LEN).enumerate() {
+            let id = u32::from_le_bytes(le4(&e[0..4]));
+            let algorithm = Algorithm::from_code(e[4])
+                .ok_or(CryptoError::Malformed("unknown algorithm in keyring"))?;
+            let state = KeyState::from_code(e[5])
+                .ok_or(CryptoError::Malformed("unknown key state in keyring"))?;
+            let created = u64::from_le_bytes(le8(&e[6..14]));
+            let seals = u64::from_le_bytes(le8(&e[14..22]));
+            if id >= next_id || keys.iter().any(|k: &DataKey| k.id == id) {
+                return Err(CryptoError::Malformed(
+                    "duplicate or out-of-range key id in keyring",
+                ));
+            }
+            let key = if state == KeyState::Destroyed {
+                None
+            } else {
+                let mut k = Zeroizing::new([0u8; KEY_LEN]);
+                k.copy_from_slice(&e[22..22 + KEY_LEN]);
+                Some(k)
+            };
+            if state == KeyState::Primary {
+                if primary.is_some() {
+                    return Err(CryptoError::Malformed("keyring has two primary keys"));
+                }
+                primary = Some(i);
+            }
+            keys.push(DataKey::from_parts(
+                id, algorithm, created, state, seals, key,
+            ));
+        }
+        let primary = primary.ok_or(CryptoError::Malformed("keyring has no primary key"))?;
+        Ok(Self {
+            name_key: NameKey(name),
+            next_id,
+            keys,
+            primary,
+        })
+    }
+}
+
+fn le4(b: &[u8]) -> [u8; 4] {
+    let mut out = [0u8; 4];
+    out.copy_from_slice(&b[..4]);
+    out
+}
+
+fn le8(b: &[u8]) -> [u8; 8] {
+    let mut out = [0u8; 8];
+    out.copy_from_slice(&b[..8]);
+    out
+}
+
+fn keyring_aad(db_id: &[u8; 16]) -> [u8; KEYRING_AAD.len() + 16] {
+    let mut aad = [0u8; KEYRING_AAD.len() + 16];
+    aad[..KEYRING_AAD.len()].copy_from_slice(KEYRING_AAD);
+    aad[KEYRING_AAD.len()..].copy_from_slice(db_id);
+    aad
+}
+
+pub(crate) fn seal_keyring_with_nonce(
+    master: &MasterKey,
+    db_id: &[u8; 16],
+    nonce: &[u8; KEYRING_NONCE_LEN],
+    plain: &[u8],
+) -> Result<Vec<u8>, CryptoError> {
+    let mut out = Vec::with_capacity(1 + KEYRING_NONCE_LEN + plain.len() + TAG_LEN);
+    out.push(KEYRING_VERSION);
+    out.extend_from_slice(nonce);
+    out.extend_from_slice(plain);
+    let cipher = XChaCha20Poly1305::new(master.expose().into());
+    let tag = cipher
+        .encrypt_inout_detached(
+            &XNonce::from(*nonce),
+            &keyring_aad(db_id),
+            (&mut out[1 + KEYRING_NONCE_LEN..]).into(),
+        )
+        .map_err(|_| CryptoError::Malformed("keyring too long"))?;
+    out.extend_from_slice(&tag);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DB: [u8; 16] = [7; 16];
+
+    #[test]
+    fn keyring_roundtrips_and_wrong_key_is_distinct() {
+        let master = MasterKey::generate();
+        let mut ring = Keyring::new(Algorithm::XChaCha20Poly1305, 100);
+        ring.rotate(Algorithm::Aes256Gcm, 200).unwrap();
+        let record = ring.seal(&master, &DB).unwrap();
+        let back = Keyring::open(&master, &DB, &record).unwrap();
+        assert_eq!(back.keys().len(), 2);
+        assert_eq!(back.primary().id(), 2);
+        assert_eq!(back.primary().algorithm(), Algorithm::Aes256Gcm);
+        assert_eq!(back.key(1).unwrap().state(), KeyState::DecryptOnly);
+        assert_eq!(
+            back.name_key().namespace_tag(b"x"),
+            ring.name_key().namespace_tag(b"x")
+        );
+        let other = MasterKey::generate();
+        assert_eq!(
+            Keyring::open(&other, &DB, &record).unwrap_err(),
+            CryptoError::WrongKey
+        );
+        assert_eq!(
+            Keyring::open(&master, &[8; 16], &record).unwrap_err(),
+            CryptoError::WrongKey
+        );
+    }
+
+    #[test]
+    fn every_corruption_of_the_record_is_refused() {
+        let master = MasterKey::generate();
+        let mut ring = Keyring::new(Algorithm::XChaCha20Poly1305, 1);
+        let record = ring.seal(&master, &DB).unwrap();
+        for i in 0..record.len() {
+            let mut bad = record.clone();
+            bad[i] ^= 0x01;
+            assert!(Keyring::open(&master, &DB, &bad).is_err(), "flip at {i}");
+        }
+        for len in 0..record.len() {
+            assert!(
+                Keyring::open(&master, &DB, &record[..len]).is_err(),
+                "truncated to {len}"
+            );
+        }
+        let mut newer = record.clone();
+        newer[0] = 9;
+        assert_eq!(
+            Keyring::open(&master, &DB, &newer).unwrap_err(),
+            CryptoError::UnsupportedVersion(9)
+        );
+    }
+
+    #[test]
+    fn destroy_wipes_but_keeps_the_id() {
+        let master = MasterKey::generate();
+        let mut ring = Keyring::new(Algorithm::XChaCha20Poly1305, 1);
+        assert!(ring.destroy(1).is_err(), "primary cannot be destroyed");
+        ring.rotate(Algorithm::XChaCha20Poly1305, 2).unwrap();
+        ring.destroy(1).unwrap();
+        assert!(matches!(
+            ring.key(1).unwrap().cipher(),
+            Err(CryptoError::KeyDestroyed(1))
+        ));
+        let back = Keyring::open(&master, &DB, &ring.seal(&master, &DB).unwrap()).unwrap();
+        assert_eq!(back.key(1).unwrap().state(), KeyState::Destroyed);
+        assert!(matches!(back.key(9), Err(CryptoError::UnknownKey(9))));
+    }
+
+    #[test]
+    fn seal_counts_persist_as_reservations() {
+        let master = MasterKey::generate();
+        let mut ring = Keyring::new(Algorithm::Aes256Gcm, 1);
+        assert!(!ring.needs_persist());
+        for _ in 0..5 {
+            ring.primary().count_seal().unwrap();
+        }
+        assert!(ring.needs_persist());
+        assert!(ring.seal_budget_reached(5));
+        assert!(!ring.seal_budget_reached(6));
+        let record = ring.seal(&master, &DB).unwrap();
+        assert!(!ring.needs_persist());
+        let back = Keyring::open(&master, &DB, &record).unwrap();
+        assert_eq!(back.primary().seals(), 5 + SEAL_RESERVATION);
+    }
+
+    #[test]
+    fn name_tags_separate_namespaces_and_keys() {
+        let ring = Keyring::new(Algorithm::XChaCha20Poly1305, 1);
+        let nk = ring.name_key();
+        assert_ne!(nk.key_tag(b"a", b"bc"), nk.key_tag(b"ab", b"c"));
+        assert_ne!(nk.namespace_tag(b"a"), nk.namespace_tag(b"b"));
+        let other = Keyring::new(Algorithm::XChaCha20Poly1305, 1);
+        assert_ne!(nk.namespace_tag(b"a"), other.name_key().namespace_tag(b"a"));
+    }
+}

@@ -1,0 +1,72 @@
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+//! sealkv-crypto: every byte sealkv writes passes through here. It does no I/O.
+//!
+//! - [`MasterKey`]: raw, hex, or Argon2id from a [`Passphrase`] with capped [`KdfParams`];
+//! - [`Keyring`]: data keys (XChaCha20-Poly1305 or AES-256-GCM) with states and seal
+//!   counts, plus the [`NameKey`] that turns names into tags; sealed as one record;
+//! - [`Compression`]: none, zstd or snappy, skipped when it does not pay, capped on the
+//!   way out;
+//! - [`envelope`]: the sealed value format, whose associated data binds the database,
+//!   the header, the namespace and the key.
+//!
+//! ```
+//! use sealkv_crypto::{envelope, Algorithm, Compression, Context, Keyring, MasterKey};
+//!
+//! # fn main() -> Result<(), sealkv_crypto::CryptoError> {
+//! let master = MasterKey::generate();
+//! let db_id = [7u8; 16];
+//! let mut ring = Keyring::new(Algorithm::XChaCha20Poly1305, 0);
+//! let ctx = Context { db_id: &db_id, namespace: b"session", key: b"4915550001.0" };
+//! let sealed = envelope::seal(&ring, &Compression::default(), &ctx, b"secret")?;
+//! assert_eq!(&envelope::open(&ring, &ctx, &sealed, 1 << 20)?[..], b"secret");
+//!
+//! // The keyring itself is sealed under the master key; another key cannot open it.
+//! let record = ring.seal(&master, &db_id)?;
+//! assert!(Keyring::open(&MasterKey::generate(), &db_id, &record).is_err());
+//! # Ok(())
+//! # }
+//! ```
+
+mod compress;
+pub mod envelope;
+mod error;
+mod keyring;
+mod master;
+
+pub use compress::{Codec, Compression};
+pub use envelope::{Context, Header};
+pub use error::CryptoError;
+pub use keyring::{
+    AES_GCM_HARD_LIMIT, AES_GCM_SEAL_BUDGET, Algorithm, DataKey, KeyInfo, KeyState, Keyring,
+    NameKey, SEAL_RESERVATION, TAG_BYTES,
+};
+pub use master::{KEY_LEN, KdfParams, MasterKey, Passphrase, SALT_LEN, generate_salt};
+
+/// Internals for known-answer tests and fuzz targets. Not a stable API.
+#[doc(hidden)]
+pub mod internal {
+    use crate::{Compression, Context, CryptoError, Keyring};
+
+    /// Seals with a chosen key id and nonce (never reuse a nonce outside tests).
+    pub fn seal_with_nonce(
+        keyring: &Keyring,
+        key_id: u32,
+        nonce: &[u8],
+        compression: &Compression,
+        ctx: &Context<'_>,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, CryptoError> {
+        crate::envelope::seal_with(keyring, key_id, nonce, compression, ctx, plaintext)
+    }
+
+    /// Seals raw keyring plaintext with a chosen nonce (for known-answer tests).
+    pub fn seal_keyring_plaintext(
+        master: &crate::MasterKey,
+        db_id: &[u8; 16],
+        nonce: &[u8; 24],
+        plain: &[u8],
+    ) -> Result<Vec<u8>, CryptoError> {
+        crate::keyring::seal_keyring_with_nonce(master, db_id, nonce, plain)
+    }
+}
