@@ -6,12 +6,16 @@
 //! Run: `cargo bench -p sealkv-benches --bench crypto`
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use sealkv_crypto::{Algorithm, Codec, Compression, Context, Keyring, envelope};
 use sealkv_benches::auth_like_value;
+use sealkv_crypto::{Algorithm, Codec, Compression, Context, Keyring, envelope};
 
 fn seal_open(c: &mut Criterion) {
     let db_id = [1u8; 16];
-    let ctx = Context { db_id: &db_id, namespace: b"session", key: b"4915550001.0" };
+    let ctx = Context {
+        db_id: &db_id,
+        namespace: b"session",
+        key: b"4915550001.0",
+    };
     for alg in [Algorithm::XChaCha20Poly1305, Algorithm::Aes256Gcm] {
         let ring = Keyring::new(alg, 0);
         let mut group = c.benchmark_group(format!("seal+open/{}", alg.name()));

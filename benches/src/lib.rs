@@ -14,7 +14,9 @@ pub fn auth_like_value(size: usize, seed: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(size);
     let mut field = 0;
     while out.len() < size {
-        out.extend_from_slice(format!("{{\"field{field}\":{{\"type\":\"Buffer\",\"data\":\"").as_bytes());
+        out.extend_from_slice(
+            format!("{{\"field{field}\":{{\"type\":\"Buffer\",\"data\":\"").as_bytes(),
+        );
         for _ in 0..44 {
             out.push(B64[(next() % 64) as usize]);
         }

@@ -176,7 +176,7 @@ pub struct DataKey {
     /// Seals made with this key (in memory, exact).
     seals: AtomicU64,
     /// The seal count as last persisted: an upper bound on seals before the last open.
-    reserved: u64,
+    reserved: AtomicU64,
     key: Option<Zeroizing<[u8; KEY_LEN]>>,
     cipher: Option<Cipher>,
 }
@@ -214,7 +214,7 @@ impl DataKey {
             created,
             state,
             seals: AtomicU64::new(seals),
-            reserved: seals,
+            reserved: AtomicU64::new(seals),
             key,
             cipher,
         }
@@ -424,7 +424,9 @@ impl Keyring {
     /// True when a key's seal count has outrun its persisted reservation, so the store
     /// must write the keyring again (in the same transaction as the seals).
     pub fn needs_persist(&self) -> bool {
-        self.keys.iter().any(|k| k.seals() > k.reserved)
+        self.keys
+            .iter()
+            .any(|k| k.seals() > k.reserved.load(Ordering::Relaxed))
     }
 
     /// Seals the keyring under the master key, binding it to the database id.
@@ -432,10 +434,12 @@ impl Keyring {
     /// Every persisted seal count is a reservation [`SEAL_RESERVATION`] ahead of use, so
     /// counts survive a crash as upper bounds. Marks the reservations as persisted;
     /// call it only when the result will be committed (or call it again).
-    pub fn seal(&mut self, master: &MasterKey, db_id: &[u8; 16]) -> Result<Vec<u8>, CryptoError> {
-        for k in &mut self.keys {
-            if k.seals() >= k.reserved {
-                k.reserved = k.seals().saturating_add(SEAL_RESERVATION);
+    pub fn seal(&self, master: &MasterKey, db_id: &[u8; 16]) -> Result<Vec<u8>, CryptoError> {
+        for k in &self.keys {
+            let seals = k.seals();
+            if seals >= k.reserved.load(Ordering::Relaxed) {
+                k.reserved
+                    .store(seals.saturating_add(SEAL_RESERVATION), Ordering::Relaxed);
             }
         }
         let mut plain = Zeroizing::new(Vec::with_capacity(
@@ -450,7 +454,7 @@ impl Keyring {
             plain.push(k.algorithm as u8);
             plain.push(k.state as u8);
             plain.extend_from_slice(&k.created.to_le_bytes());
-            plain.extend_from_slice(&k.reserved.to_le_bytes());
+            plain.extend_from_slice(&k.reserved.load(Ordering::Relaxed).to_le_bytes());
             match &k.key {
                 Some(bytes) => plain.extend_from_slice(&bytes[..]),
                 None => plain.extend_from_slice(&[0u8; KEY_LEN]),
@@ -631,7 +635,7 @@ mod tests {
     #[test]
     fn every_corruption_of_the_record_is_refused() {
         let master = MasterKey::generate();
-        let mut ring = Keyring::new(Algorithm::XChaCha20Poly1305, 1);
+        let ring = Keyring::new(Algorithm::XChaCha20Poly1305, 1);
         let record = ring.seal(&master, &DB).unwrap();
         for i in 0..record.len() {
             let mut bad = record.clone();
@@ -671,7 +675,7 @@ mod tests {
     #[test]
     fn seal_counts_persist_as_reservations() {
         let master = MasterKey::generate();
-        let mut ring = Keyring::new(Algorithm::Aes256Gcm, 1);
+        let ring = Keyring::new(Algorithm::Aes256Gcm, 1);
         assert!(!ring.needs_persist());
         for _ in 0..5 {
             ring.primary().count_seal().unwrap();

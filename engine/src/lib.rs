@@ -1,1 +1,54 @@
-//! x
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+//! sealkv-engine: the encrypted store on one redb file.
+//!
+//! Values are compressed and sealed by `sealkv-crypto`, stored under keyed tags of
+//! their namespace and key (the file shows no names), written through atomic, durable,
+//! group-committed write transactions, with per-key exclusive transactions for callers
+//! and online key rotation.
+//!
+//! ```
+//! use sealkv_engine::{Batch, MasterKey, Options, Store};
+//!
+//! # fn main() -> Result<(), sealkv_engine::Error> {
+//! # let dir = tempfile::tempdir()?;
+//! let path = dir.path().join("auth.sealkv");
+//! let store = Store::create(&path, MasterKey::generate(), Options::default())?;
+//! let mut batch = Batch::new();
+//! batch.put("creds", "creds", br#"{"me":{}}"#.to_vec()).put("pre-key", "1", b"...".to_vec());
+//! store.set(&batch)?;
+//! assert_eq!(store.list("pre-key")?, vec!["1".to_string()]);
+//! let n = store.transaction("4915550001", |tx| {
+//!     let found = tx.get("pre-key", &["1"])?;
+//!     tx.delete("pre-key", "1");
+//!     Ok::<_, sealkv_engine::Error>(found.len())
+//! })?;
+//! assert_eq!(n, 1);
+//! assert!(store.get("pre-key", &["1"])?.is_empty());
+//! # Ok(())
+//! # }
+//! ```
+
+mod backend;
+mod commit;
+mod error;
+mod options;
+mod rotate;
+mod store;
+mod txn;
+
+pub use commit::Batch;
+pub use error::{Error, Result};
+pub use options::{Clock, Options, Secret, system_clock};
+pub use rotate::ReencryptProgress;
+pub use sealkv_crypto::{
+    Algorithm, Codec, Compression, KdfParams, KeyInfo, KeyState, MasterKey, Passphrase,
+};
+pub use store::{FORMAT_VERSION, MAX_NAME_LEN, NamespaceStats, Stats, Store, Value};
+pub use txn::Tx;
+
+/// Internals for tests and fuzz targets. Not a stable API.
+#[doc(hidden)]
+pub mod internal {
+    pub use crate::backend::BackendFactory;
+}

@@ -1,0 +1,433 @@
+//! The write path: sealing in the caller's thread, then group commit.
+//!
+//! Callers seal their changes themselves (in parallel, under a read lock on the
+//! keyring), then queue them. The first caller to find no commit running becomes the
+//! leader: it takes everything queued, writes it in one redb write transaction with one
+//! fsync, hands each caller the result, and repeats until the queue is empty. A change
+//! that cannot be sealed (too large, bad name) fails in its caller before it is queued,
+//! so it never fails anyone else.
+//!
+//! A commit that fails is retried: the database is reopened, so redb recovers to the
+//! last durable commit, and the whole batch, whose puts and deletes are idempotent, is
+//! written again. When retries run out the store is poisoned: it refuses writes until
+//! reopened, rather than guess what reached the disk.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use redb::{ReadableTable, WriteTransaction};
+use sealkv_crypto::{Context, Keyring, TAG_BYTES, envelope};
+use zeroize::Zeroizing;
+
+use crate::error::{Error, Result};
+use crate::store::{
+    DATA, META, META_KEYRING, Store, check_name, lock, prefix_range, read_lock, row_key, write_lock,
+};
+
+/// A set of changes applied atomically: puts and deletes across any namespaces.
+/// Later changes to the same key replace earlier ones.
+#[derive(Default, Clone)]
+pub struct Batch {
+    pub(crate) ops: BTreeMap<(String, String), Option<Zeroizing<Vec<u8>>>>,
+}
+
+impl std::fmt::Debug for Batch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batch")
+            .field("changes", &self.ops.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Batch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Stores `value` under `namespace`/`key`.
+    pub fn put(&mut self, namespace: &str, key: &str, value: impl Into<Vec<u8>>) -> &mut Self {
+        self.ops.insert(
+            (namespace.to_string(), key.to_string()),
+            Some(Zeroizing::new(value.into())),
+        );
+        self
+    }
+
+    /// Deletes `namespace`/`key` (nothing happens if it is absent).
+    pub fn delete(&mut self, namespace: &str, key: &str) -> &mut Self {
+        self.ops
+            .insert((namespace.to_string(), key.to_string()), None);
+        self
+    }
+
+    /// Puts `Some` values and deletes `None` ones, as Baileys' `set` does.
+    pub fn set(
+        &mut self,
+        namespace: &str,
+        key: &str,
+        value: Option<impl Into<Vec<u8>>>,
+    ) -> &mut Self {
+        match value {
+            Some(v) => self.put(namespace, key, v),
+            None => self.delete(namespace, key),
+        }
+    }
+
+    /// Number of changes.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// True when there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// Moves every change of `other` into this batch (its changes win).
+    pub fn extend(&mut self, other: Batch) {
+        self.ops.extend(other.ops);
+    }
+}
+
+/// One caller's sealed changes.
+pub(crate) struct Sealed {
+    /// Row key → sealed value, or None to delete.
+    rows: Vec<([u8; 32], Option<Vec<u8>>)>,
+    /// Namespace tag → sealed catalog entry, for namespaces that gain values.
+    catalog: BTreeMap<[u8; TAG_BYTES], Vec<u8>>,
+    /// Namespaces that lose values (their catalog entry goes when they are empty).
+    shrinking: BTreeSet<[u8; TAG_BYTES]>,
+    clear: bool,
+}
+
+struct Request {
+    sealed: Sealed,
+    result: Mutex<Option<Result<()>>>,
+}
+
+/// The group-commit queue.
+#[derive(Default)]
+pub(crate) struct Queue {
+    pending: Vec<Arc<Request>>,
+    leader: bool,
+}
+
+impl Store {
+    /// Applies every change of `batch` in one atomic, durable write transaction.
+    pub fn set(&self, batch: &Batch) -> Result<()> {
+        self.check_writable()?;
+        {
+            let ring = self.ring();
+            let sealed = self.seal_batch(&ring, batch)?;
+            self.commit_sealed(&ring, sealed)?;
+        }
+        // The batch is committed; a failed automatic rotation must not report it as
+        // failed. Rotation is tried again on the next commit (and an I/O failure has
+        // poisoned the store, which the next write reports).
+        let _ = self.maybe_auto_rotate();
+        Ok(())
+    }
+
+    /// Stores one value (a batch of one).
+    pub fn put(&self, namespace: &str, key: &str, value: impl Into<Vec<u8>>) -> Result<()> {
+        let mut batch = Batch::new();
+        batch.put(namespace, key, value);
+        self.set(&batch)
+    }
+
+    /// Deletes one value. Returns whether it existed.
+    pub fn delete(&self, namespace: &str, key: &str) -> Result<bool> {
+        let existed = !self.get(namespace, &[key])?.is_empty();
+        let mut batch = Batch::new();
+        batch.delete(namespace, key);
+        self.set(&batch)?;
+        Ok(existed)
+    }
+
+    /// Deletes every value in every namespace, in one transaction.
+    pub fn clear(&self) -> Result<()> {
+        self.check_writable()?;
+        let ring = self.ring();
+        let sealed = Sealed {
+            rows: Vec::new(),
+            catalog: BTreeMap::new(),
+            shrinking: BTreeSet::new(),
+            clear: true,
+        };
+        self.commit_sealed(&ring, sealed)
+    }
+
+    pub(crate) fn check_writable(&self) -> Result<()> {
+        if self.inner.poisoned.load(Ordering::Acquire) {
+            Err(Error::Poisoned)
+        } else {
+            Ok(())
+        }
+    }
+
+    pub(crate) fn seal_batch(&self, ring: &Keyring, batch: &Batch) -> Result<Sealed> {
+        let opts = &self.inner.opts;
+        let db_id = &self.inner.db_id;
+        let nk = ring.name_key();
+        let mut sealed = Sealed {
+            rows: Vec::with_capacity(batch.ops.len()),
+            catalog: BTreeMap::new(),
+            shrinking: BTreeSet::new(),
+            clear: false,
+        };
+        let mut plain = Zeroizing::new(Vec::new());
+        for ((ns, key), value) in &batch.ops {
+            check_name(ns)?;
+            check_name(key)?;
+            let ns_tag = nk.namespace_tag(ns.as_bytes());
+            let key_tag = nk.key_tag(ns.as_bytes(), key.as_bytes());
+            let row = row_key(&ns_tag, &key_tag);
+            let Some(value) = value else {
+                sealed.shrinking.insert(ns_tag);
+                sealed.rows.push((row, None));
+                continue;
+            };
+            if value.len() > opts.max_value_size {
+                return Err(Error::ValueTooLarge {
+                    namespace: ns.clone(),
+                    key: key.clone(),
+                    size: value.len(),
+                    limit: opts.max_value_size,
+                });
+            }
+            plain.clear();
+            plain.reserve(4 + key.len() + value.len());
+            plain.extend_from_slice(&(key.len() as u32).to_le_bytes());
+            plain.extend_from_slice(key.as_bytes());
+            plain.extend_from_slice(value);
+            let ctx = Context {
+                db_id,
+                namespace: &ns_tag,
+                key: &key_tag,
+            };
+            let env = envelope::seal(ring, &opts.compression, &ctx, &plain).map_err(Error::Key)?;
+            sealed.rows.push((row, Some(env)));
+            if let std::collections::btree_map::Entry::Vacant(slot) = sealed.catalog.entry(ns_tag) {
+                slot.insert(self.seal_catalog_entry(ring, ns, &ns_tag)?);
+            }
+        }
+        Ok(sealed)
+    }
+
+    pub(crate) fn seal_catalog_entry(
+        &self,
+        ring: &Keyring,
+        ns: &str,
+        ns_tag: &[u8; TAG_BYTES],
+    ) -> Result<Vec<u8>> {
+        let mut plain = Zeroizing::new(Vec::with_capacity(4 + ns.len()));
+        plain.extend_from_slice(&(ns.len() as u32).to_le_bytes());
+        plain.extend_from_slice(ns.as_bytes());
+        let ctx = Context {
+            db_id: &self.inner.db_id,
+            namespace: &self.inner.catalog_tag,
+            key: ns_tag,
+        };
+        envelope::seal(ring, &sealkv_crypto::Compression::NONE, &ctx, &plain).map_err(Error::Key)
+    }
+
+    /// Queues sealed changes and waits for the group commit that carries them.
+    pub(crate) fn commit_sealed(&self, ring: &Keyring, sealed: Sealed) -> Result<()> {
+        let request = Arc::new(Request {
+            sealed,
+            result: Mutex::new(None),
+        });
+        let mut q = lock(&self.inner.queue);
+        q.pending.push(request.clone());
+        loop {
+            if let Some(result) = lock(&request.result).take() {
+                return result;
+            }
+            if q.leader {
+                q = self
+                    .inner
+                    .queue_cv
+                    .wait(q)
+                    .unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            q.leader = true;
+            drop(q);
+            self.lead(ring);
+            q = lock(&self.inner.queue);
+        }
+    }
+
+    /// Commits queued batches until the queue is empty, then gives up the lead.
+    fn lead(&self, ring: &Keyring) {
+        loop {
+            let batch: Vec<Arc<Request>> = {
+                let mut q = lock(&self.inner.queue);
+                if q.pending.is_empty() {
+                    q.leader = false;
+                    drop(q);
+                    self.inner.queue_cv.notify_all();
+                    return;
+                }
+                std::mem::take(&mut q.pending)
+            };
+            let outcome = self.write_with_retry(|txn| apply(self, ring, txn, &batch));
+            for r in &batch {
+                *lock(&r.result) = Some(match &outcome {
+                    Ok(()) => Ok(()),
+                    Err(e) => Err(e.duplicate()),
+                });
+            }
+            // Wake the callers while holding the queue lock, so none misses it.
+            let _q = lock(&self.inner.queue);
+            self.inner.queue_cv.notify_all();
+        }
+    }
+
+    /// Holds the commit path exclusively (for compaction and key changes). Take the
+    /// keyring write lock, if needed, before this.
+    pub(crate) fn commit_lock(&self) -> CommitGuard<'_> {
+        let mut q = lock(&self.inner.queue);
+        while q.leader {
+            q = self
+                .inner
+                .queue_cv
+                .wait(q)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+        q.leader = true;
+        CommitGuard { store: self }
+    }
+
+    /// Runs one write transaction with the retry policy: on failure the database is
+    /// reopened (redb recovers) and `f` runs again; after the last attempt the store is
+    /// poisoned.
+    pub(crate) fn write_with_retry(
+        &self,
+        mut f: impl FnMut(&WriteTransaction) -> Result<()>,
+    ) -> Result<()> {
+        self.check_writable()?;
+        let attempts = self.inner.opts.commit_retries + 1;
+        let mut last = None;
+        for attempt in 0..attempts {
+            if attempt > 0 {
+                std::thread::sleep(self.inner.opts.commit_retry_delay);
+                if let Err(e) = self.reopen_db() {
+                    last = Some(e);
+                    continue;
+                }
+            }
+            let result = (|| -> Result<()> {
+                let db = self.db()?;
+                let txn = db.begin_write()?;
+                f(&txn)?;
+                txn.commit()?;
+                Ok(())
+            })();
+            match result {
+                Ok(()) => return Ok(()),
+                // Only storage failures are worth another attempt; anything else is final.
+                Err(e) if e.is_io() || matches!(e, Error::Storage(_)) => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        // Leave a usable handle behind if we can; either way, refuse writes from now on.
+        let _ = self.reopen_db();
+        self.inner.poisoned.store(true, Ordering::Release);
+        Err(Error::CommitFailed {
+            attempts,
+            source: Box::new(last.unwrap_or(Error::Poisoned)),
+        })
+    }
+
+    /// Drops the redb handle and opens the file again, so redb recovers from a failed
+    /// commit. Waits for readers holding the old handle.
+    fn reopen_db(&self) -> Result<()> {
+        let mut slot = write_lock(&self.inner.db);
+        if let Some(db) = slot.take() {
+            let mut db = db;
+            for _ in 0..5_000 {
+                match Arc::try_unwrap(db) {
+                    Ok(only) => {
+                        drop(only); // releases the file lock
+                        break;
+                    }
+                    Err(shared) => {
+                        db = shared;
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                    }
+                }
+            }
+        }
+        *slot = Some(Arc::new(Store::open_redb(
+            &self.inner.path,
+            &self.inner.opts,
+            false,
+        )?));
+        Ok(())
+    }
+}
+
+pub(crate) struct CommitGuard<'a> {
+    store: &'a Store,
+}
+
+impl Drop for CommitGuard<'_> {
+    fn drop(&mut self) {
+        // Callers that queued meanwhile are waiting; the first to wake takes the lead.
+        let mut q = lock(&self.store.inner.queue);
+        q.leader = false;
+        drop(q);
+        self.store.inner.queue_cv.notify_all();
+    }
+}
+
+fn apply(
+    store: &Store,
+    ring: &Keyring,
+    txn: &WriteTransaction,
+    batch: &[Arc<Request>],
+) -> Result<()> {
+    let mut data = txn.open_table(DATA)?;
+    let cat = store.inner.catalog_tag;
+    let mut shrinking = BTreeSet::new();
+    for r in batch {
+        let s = &r.sealed;
+        if s.clear {
+            data.retain(|_, _| false)?;
+        }
+        for (row, value) in &s.rows {
+            match value {
+                Some(v) => {
+                    data.insert(row, v.as_slice())?;
+                }
+                None => {
+                    data.remove(row)?;
+                }
+            }
+        }
+        for (ns_tag, entry) in &s.catalog {
+            let key = row_key(&cat, ns_tag);
+            if data.get(key)?.is_none() {
+                data.insert(key, entry.as_slice())?;
+            }
+        }
+        shrinking.extend(s.shrinking.iter().copied());
+    }
+    for ns_tag in shrinking {
+        if data.range(prefix_range(&ns_tag))?.next().is_none() {
+            data.remove(row_key(&cat, &ns_tag))?;
+        }
+    }
+    drop(data);
+    if ring.needs_persist() {
+        let record = ring
+            .seal(&read_lock(&store.inner.master), &store.inner.db_id)
+            .map_err(Error::Key)?;
+        txn.open_table(META)?
+            .insert(META_KEYRING, record.as_slice())?;
+    }
+    Ok(())
+}

@@ -1,0 +1,223 @@
+//! The engine's error type.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use sealkv_crypto::CryptoError;
+
+/// Everything a store operation can report. Every variant a user can cause says what
+/// happened and, where there is one, what to do.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// The master key or passphrase does not open this store's keyring.
+    WrongKey,
+    /// The store was created with a passphrase and opened with a raw key, or the reverse.
+    KeyKindMismatch {
+        /// What the file expects: "passphrase" or "raw key".
+        expected: &'static str,
+    },
+    /// Another process (or another handle in this one) has the file open.
+    Locked(PathBuf),
+    /// The file is not a sealkv database (empty, random bytes, another redb file).
+    NotSealkv(PathBuf),
+    /// The file was written by a newer sealkv format version.
+    NewerFormat {
+        /// Version found in the file.
+        found: u32,
+        /// Newest version this build reads.
+        supported: u32,
+    },
+    /// The file is damaged or truncated beyond what redb can repair.
+    Corrupt(String),
+    /// A file already exists where a new store was to be created.
+    AlreadyExists(PathBuf),
+    /// A stored value failed to open. Names the namespace and key (when they are known);
+    /// which check failed is not said.
+    Integrity {
+        /// Namespace of the value ("" when unknown).
+        namespace: String,
+        /// Key of the value (its tag in hex when the name is unknown).
+        key: String,
+        /// What kind of failure (opaque for authentication failures).
+        reason: CryptoError,
+    },
+    /// A value is larger than the store's maximum value size.
+    ValueTooLarge {
+        /// Namespace of the value.
+        namespace: String,
+        /// Key of the value.
+        key: String,
+        /// Size in bytes.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// A namespace or key name is empty or too long.
+    InvalidName(String),
+    /// An earlier commit failed with an I/O error and could not be recovered; the store
+    /// refuses writes until it is reopened.
+    Poisoned,
+    /// A commit failed (after the configured retries); nothing of it was applied.
+    CommitFailed {
+        /// Attempts made.
+        attempts: u32,
+        /// The last error.
+        source: Box<Error>,
+    },
+    /// Destroying a data key that values still use.
+    KeyInUse {
+        /// The key id.
+        key_id: u32,
+        /// Values still sealed under it.
+        values: u64,
+    },
+    /// A key operation the keyring refused (unknown id, primary key, budget spent).
+    Key(CryptoError),
+    /// An I/O error outside redb (backup, file checks).
+    Io(std::io::Error),
+    /// An error from redb.
+    Storage(redb::Error),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::WrongKey => f.write_str("wrong master key or passphrase"),
+            Self::KeyKindMismatch { expected } => {
+                write!(f, "this store is opened with a {expected}, not the kind of key given")
+            }
+            Self::Locked(p) => write!(f, "{} is in use by another process or handle", p.display()),
+            Self::NotSealkv(p) => write!(f, "{} is not a sealkv database", p.display()),
+            Self::NewerFormat { found, supported } => write!(
+                f,
+                "the store has format version {found}, newer than the {supported} this build reads; upgrade sealkv"
+            ),
+            Self::Corrupt(what) => write!(f, "the store is damaged: {what}"),
+            Self::AlreadyExists(p) => write!(f, "{} already exists", p.display()),
+            Self::Integrity { namespace, key, reason } => {
+                write!(f, "value {namespace}/{key} failed to open: {reason}")
+            }
+            Self::ValueTooLarge { namespace, key, size, limit } => write!(
+                f,
+                "value {namespace}/{key} is {size} bytes, over the store's limit of {limit} bytes"
+            ),
+            Self::InvalidName(why) => write!(f, "invalid name: {why}"),
+            Self::Poisoned => f.write_str(
+                "the store refuses writes after an unrecovered I/O error during a commit; reopen it",
+            ),
+            Self::CommitFailed { attempts, source } => {
+                write!(f, "commit failed after {attempts} attempts, nothing applied: {source}")
+            }
+            Self::KeyInUse { key_id, values } => {
+                write!(f, "data key {key_id} still seals {values} values; re-encrypt them first")
+            }
+            Self::Key(e) => write!(f, "key operation refused: {e}"),
+            Self::Io(e) => write!(f, "i/o error: {e}"),
+            Self::Storage(e) => write!(f, "storage error: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Integrity { reason, .. } => Some(reason),
+            Self::CommitFailed { source, .. } => Some(source.as_ref()),
+            Self::Key(e) => Some(e),
+            Self::Io(e) => Some(e),
+            Self::Storage(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Self::Io(e)
+    }
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Error {
+            fn from(e: $t) -> Self {
+                Self::Storage(e.into())
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::Error,
+    redb::StorageError,
+    redb::TableError,
+    redb::TransactionError,
+    redb::CommitError,
+    redb::DatabaseError,
+    redb::CompactionError
+);
+
+impl Error {
+    /// True for I/O-class failures after which redb must be reopened.
+    pub(crate) fn is_io(&self) -> bool {
+        matches!(
+            self,
+            Self::Storage(redb::Error::Io(_) | redb::Error::PreviousIo) | Self::Io(_)
+        )
+    }
+}
+
+impl Error {
+    /// A copy for every caller of a shared group commit (I/O and redb errors are
+    /// copied by kind and message).
+    pub(crate) fn duplicate(&self) -> Error {
+        match self {
+            Self::WrongKey => Self::WrongKey,
+            Self::KeyKindMismatch { expected } => Self::KeyKindMismatch { expected },
+            Self::Locked(p) => Self::Locked(p.clone()),
+            Self::NotSealkv(p) => Self::NotSealkv(p.clone()),
+            Self::NewerFormat { found, supported } => Self::NewerFormat {
+                found: *found,
+                supported: *supported,
+            },
+            Self::Corrupt(s) => Self::Corrupt(s.clone()),
+            Self::AlreadyExists(p) => Self::AlreadyExists(p.clone()),
+            Self::Integrity {
+                namespace,
+                key,
+                reason,
+            } => Self::Integrity {
+                namespace: namespace.clone(),
+                key: key.clone(),
+                reason: reason.clone(),
+            },
+            Self::ValueTooLarge {
+                namespace,
+                key,
+                size,
+                limit,
+            } => Self::ValueTooLarge {
+                namespace: namespace.clone(),
+                key: key.clone(),
+                size: *size,
+                limit: *limit,
+            },
+            Self::InvalidName(s) => Self::InvalidName(s.clone()),
+            Self::Poisoned => Self::Poisoned,
+            Self::CommitFailed { attempts, source } => Self::CommitFailed {
+                attempts: *attempts,
+                source: Box::new(source.duplicate()),
+            },
+            Self::KeyInUse { key_id, values } => Self::KeyInUse {
+                key_id: *key_id,
+                values: *values,
+            },
+            Self::Key(e) => Self::Key(e.clone()),
+            Self::Io(e) => Self::Io(std::io::Error::new(e.kind(), e.to_string())),
+            Self::Storage(e) => Self::Io(std::io::Error::other(e.to_string())),
+        }
+    }
+}
+
+/// The result type of the engine.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,110 @@
+//! Store options.
+
+use std::fmt;
+use std::time::Duration;
+
+use sealkv_crypto::{
+    AES_GCM_SEAL_BUDGET, Algorithm, Compression, KdfParams, MasterKey, Passphrase,
+};
+
+use crate::backend::BackendFactory;
+
+/// How the master key is given: a raw key, or a passphrase for Argon2id.
+#[derive(Clone)]
+pub enum Secret {
+    /// A raw 32-byte master key.
+    Key(MasterKey),
+    /// A passphrase; the store keeps the Argon2id salt and parameters.
+    Passphrase(Passphrase),
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Key(_) => f.write_str("Secret::Key(…)"),
+            Self::Passphrase(_) => f.write_str("Secret::Passphrase(…)"),
+        }
+    }
+}
+
+impl From<MasterKey> for Secret {
+    fn from(k: MasterKey) -> Self {
+        Self::Key(k)
+    }
+}
+
+impl From<Passphrase> for Secret {
+    fn from(p: Passphrase) -> Self {
+        Self::Passphrase(p)
+    }
+}
+
+/// Options for creating and opening a store.
+#[derive(Clone)]
+pub struct Options {
+    /// AEAD for new data keys. Default XChaCha20-Poly1305.
+    pub cipher: Algorithm,
+    /// Compression before sealing. Default zstd level 1 for values of 64 bytes or more.
+    pub compression: Compression,
+    /// Largest value accepted or returned, in bytes. Default 16 MiB.
+    pub max_value_size: usize,
+    /// Attempts after the first when a commit fails (the database is reopened between
+    /// attempts, so redb recovers to the last commit). Default 2.
+    pub commit_retries: u32,
+    /// Pause before each retry. Default 20 ms.
+    pub commit_retry_delay: Duration,
+    /// redb page cache, in bytes. Default 64 MiB.
+    pub cache_size: usize,
+    /// Argon2id parameters for a store created with a passphrase (and for `rekey`).
+    pub kdf: KdfParams,
+    /// Seals after which an AES-256-GCM primary key is rotated. Default 2^30.
+    pub aes_gcm_seal_budget: u64,
+    /// Rotate the primary data key once it is this old (checked at open and commit).
+    pub rotate_after: Option<Duration>,
+    /// Source of "now" (seconds since the Unix epoch); tests move it.
+    pub clock: Clock,
+    #[doc(hidden)]
+    pub backend: Option<BackendFactory>,
+}
+
+impl fmt::Debug for Options {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Options")
+            .field("cipher", &self.cipher)
+            .field("compression", &self.compression)
+            .field("max_value_size", &self.max_value_size)
+            .field("commit_retries", &self.commit_retries)
+            .field("cache_size", &self.cache_size)
+            .field("kdf", &self.kdf)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A source of the current time in seconds since the Unix epoch.
+pub type Clock = std::sync::Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// Seconds since the Unix epoch from the system clock.
+pub fn system_clock() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            cipher: Algorithm::XChaCha20Poly1305,
+            compression: Compression::default(),
+            max_value_size: 16 << 20,
+            commit_retries: 2,
+            commit_retry_delay: Duration::from_millis(20),
+            cache_size: 64 << 20,
+            kdf: KdfParams::default(),
+            aes_gcm_seal_budget: AES_GCM_SEAL_BUDGET,
+            rotate_after: None,
+            clock: std::sync::Arc::new(system_clock),
+            backend: None,
+        }
+    }
+}

@@ -1,0 +1,292 @@
+//! Key life cycle: data-key rotation with resumable re-encryption, destruction of
+//! unused keys, master-key change, and automatic rotation.
+//!
+//! Re-encryption runs on an explicit call ([`Store::reencrypt`]), not in a background
+//! thread: it rewrites every value, and a library that starts rewriting the whole file
+//! on its own, in a process that did not ask for it, surprises the process (I/O
+//! bursts, a thread outliving the caller's expectations). Automatic rotation only
+//! makes a new primary key, which is cheap and immediate; the CLI's `rotate` and the
+//! operator decide when the rewrite runs.
+
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
+use sealkv_crypto::{Context, Header, KeyState, Keyring, envelope};
+
+use crate::error::{Error, Result};
+use crate::options::Secret;
+use crate::store::{
+    DATA, Kdf, META, META_KDF, META_KEYRING, Store, read_lock, split_row, write_lock,
+};
+
+pub(crate) const META_CURSOR: &str = "reencrypt_cursor";
+
+/// Progress of a re-encryption.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReencryptProgress {
+    /// Rows examined so far (in this run).
+    pub scanned: u64,
+    /// Rows in the store when the run began.
+    pub total: u64,
+    /// Values re-sealed under the primary key so far (in this run).
+    pub resealed: u64,
+}
+
+impl Store {
+    /// Makes a new primary data key (with the store's cipher); the old primary becomes
+    /// decrypt-only. Returns the new key id. Values keep their old key until
+    /// [`Store::reencrypt`] runs.
+    pub fn rotate(&self) -> Result<u32> {
+        self.check_writable()?;
+        let mut ring = write_lock(&self.inner.keyring);
+        let _commit = self.commit_lock();
+        let new_id = ring
+            .rotate(self.inner.opts.cipher, (self.inner.opts.clock)())
+            .map_err(Error::Key)?;
+        let persisted = self.persist_keyring(&ring, true);
+        if let Err(e) = persisted {
+            // Nothing was committed: go back to the keyring on disk.
+            *ring = self.load_keyring()?;
+            return Err(e);
+        }
+        Ok(new_id)
+    }
+
+    fn persist_keyring(&self, ring: &Keyring, reset_cursor: bool) -> Result<()> {
+        let record = ring
+            .seal(&read_lock(&self.inner.master), &self.inner.db_id)
+            .map_err(Error::Key)?;
+        self.write_with_retry(|txn| {
+            let mut meta = txn.open_table(META)?;
+            meta.insert(META_KEYRING, record.as_slice())?;
+            if reset_cursor {
+                meta.remove(META_CURSOR)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn load_keyring(&self) -> Result<Keyring> {
+        let db = self.db()?;
+        let txn = db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        let record = meta
+            .get(META_KEYRING)?
+            .ok_or_else(|| Error::Corrupt("keyring missing".into()))?;
+        Keyring::open(
+            &read_lock(&self.inner.master),
+            &self.inner.db_id,
+            record.value(),
+        )
+        .map_err(|_| Error::WrongKey)
+    }
+
+    /// Re-seals every value not under the primary key, `batch` values per write
+    /// transaction. Each batch commits together with the job's cursor, so a crash loses
+    /// at most the batch in flight and calling this again resumes after the last
+    /// committed batch. Readers are never blocked; writers wait at most one batch.
+    /// `progress` is called after every batch.
+    pub fn reencrypt(
+        &self,
+        batch: usize,
+        mut progress: impl FnMut(ReencryptProgress),
+    ) -> Result<ReencryptProgress> {
+        self.check_writable()?;
+        let batch = batch.max(1);
+        let total = {
+            let db = self.db()?;
+            let txn = db.begin_read()?;
+            let t = txn.open_table(DATA)?;
+            t.len()?
+        };
+        let mut report = ReencryptProgress {
+            scanned: 0,
+            total,
+            resealed: 0,
+        };
+        loop {
+            let ring = self.ring();
+            let primary = ring.primary().id();
+            let db = self.db()?;
+            let snapshot = db.begin_read()?;
+            let cursor: Option<[u8; 32]> = snapshot
+                .open_table(META)?
+                .get(META_CURSOR)?
+                .and_then(|v| <[u8; 32]>::try_from(v.value()).ok());
+            let data = snapshot.open_table(DATA)?;
+            let range = match cursor {
+                Some(c) => {
+                    data.range((std::ops::Bound::Excluded(c), std::ops::Bound::Unbounded))?
+                }
+                None => data.range::<[u8; 32]>(..)?,
+            };
+            let mut rewrites: Vec<([u8; 32], Vec<u8>, Vec<u8>)> = Vec::new();
+            let mut last = None;
+            let mut scanned: u64 = 0;
+            for row in range {
+                let (k, v) = row?;
+                let key = k.value();
+                scanned += 1;
+                last = Some(key);
+                let sealed = v.value();
+                let header = Header::parse(sealed).ok();
+                if header.is_some_and(|h| h.key_id != primary) {
+                    let (ns_tag, key_tag) = split_row(&key);
+                    let ctx = Context {
+                        db_id: &self.inner.db_id,
+                        namespace: &ns_tag,
+                        key: &key_tag,
+                    };
+                    let limit = self.inner.opts.max_value_size + 4 + crate::store::MAX_NAME_LEN;
+                    // A value that does not open is left as it is; verify() reports it.
+                    if let Ok(plain) = envelope::open(&ring, &ctx, sealed, limit) {
+                        let resealed =
+                            envelope::seal(&ring, &self.inner.opts.compression, &ctx, &plain)
+                                .map_err(Error::Key)?;
+                        rewrites.push((key, sealed.to_vec(), resealed));
+                    }
+                }
+                if rewrites.len() >= batch || scanned >= batch as u64 * 8 {
+                    break;
+                }
+            }
+            drop(data);
+            drop(snapshot);
+            let Some(last) = last else {
+                // Finished: drop the cursor.
+                let _commit = self.commit_lock();
+                self.write_with_retry(|txn| {
+                    txn.open_table(META)?.remove(META_CURSOR)?;
+                    Ok(())
+                })?;
+                return Ok(report);
+            };
+            let mut applied = 0;
+            {
+                let _commit = self.commit_lock();
+                self.write_with_retry(|txn| {
+                    applied = 0;
+                    let mut table = txn.open_table(DATA)?;
+                    for (key, old, new) in &rewrites {
+                        // Only if no writer replaced it since the snapshot.
+                        let current = table.get(key)?.map(|v| v.value() == old.as_slice());
+                        if current == Some(true) {
+                            table.insert(key, new.as_slice())?;
+                            applied += 1;
+                        }
+                    }
+                    drop(table);
+                    txn.open_table(META)?.insert(META_CURSOR, &last[..])?;
+                    if ring.needs_persist() {
+                        let record = ring
+                            .seal(&read_lock(&self.inner.master), &self.inner.db_id)
+                            .map_err(Error::Key)?;
+                        txn.open_table(META)?
+                            .insert(META_KEYRING, record.as_slice())?;
+                    }
+                    Ok(())
+                })?;
+            }
+            report.scanned += scanned;
+            report.resealed += applied;
+            progress(report);
+        }
+    }
+
+    /// Destroys a decrypt-only data key that no value uses: its bytes are wiped from the
+    /// keyring. Refused, naming the count, while values still use it.
+    pub fn destroy_key(&self, key_id: u32) -> Result<()> {
+        self.check_writable()?;
+        let mut ring = write_lock(&self.inner.keyring);
+        let _commit = self.commit_lock();
+        let in_use = self.values_per_key()?.get(&key_id).copied().unwrap_or(0);
+        if in_use > 0 {
+            return Err(Error::KeyInUse {
+                key_id,
+                values: in_use,
+            });
+        }
+        ring.destroy(key_id).map_err(Error::Key)?;
+        if let Err(e) = self.persist_keyring(&ring, false) {
+            *ring = self.load_keyring()?;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Destroys every decrypt-only key that no value uses; returns their ids.
+    pub fn destroy_unused_keys(&self) -> Result<Vec<u32>> {
+        let candidates: Vec<u32> = self
+            .ring()
+            .keys()
+            .iter()
+            .filter(|k| k.state == KeyState::DecryptOnly)
+            .map(|k| k.id)
+            .collect();
+        let mut destroyed = Vec::new();
+        for id in candidates {
+            match self.destroy_key(id) {
+                Ok(()) => destroyed.push(id),
+                Err(Error::KeyInUse { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(destroyed)
+    }
+
+    pub(crate) fn values_per_key(&self) -> Result<std::collections::BTreeMap<u32, u64>> {
+        let db = self.db()?;
+        let txn = db.begin_read()?;
+        let table = txn.open_table(DATA)?;
+        let mut counts = std::collections::BTreeMap::new();
+        for row in table.iter()? {
+            let (_, v) = row?;
+            if let Ok(h) = Header::parse(v.value()) {
+                *counts.entry(h.key_id).or_insert(0u64) += 1;
+            }
+        }
+        Ok(counts)
+    }
+
+    /// Changes the master key or passphrase. Only the keyring is re-sealed, in one
+    /// transaction whatever the data size: afterwards the old secret gets
+    /// [`Error::WrongKey`] and the new one opens everything.
+    pub fn rekey(&self, new_secret: impl Into<Secret>) -> Result<()> {
+        self.check_writable()?;
+        let new_secret = new_secret.into();
+        let ring = write_lock(&self.inner.keyring);
+        let _commit = self.commit_lock();
+        let kdf = Kdf::for_secret(&new_secret, self.inner.opts.kdf);
+        let new_master = kdf.master_key(&new_secret)?;
+        let record = ring
+            .seal(&new_master, &self.inner.db_id)
+            .map_err(Error::Key)?;
+        let kdf_bytes = kdf.encode();
+        self.write_with_retry(|txn| {
+            let mut meta = txn.open_table(META)?;
+            meta.insert(META_KDF, kdf_bytes.as_slice())?;
+            meta.insert(META_KEYRING, record.as_slice())?;
+            Ok(())
+        })?;
+        *write_lock(&self.inner.master) = new_master;
+        Ok(())
+    }
+
+    /// True when the primary key is due for rotation: older than `rotate_after`, or an
+    /// AES-256-GCM key that has spent its seal budget.
+    pub fn rotation_due(&self) -> bool {
+        let ring = self.ring();
+        let opts = &self.inner.opts;
+        let aged = opts.rotate_after.is_some_and(|max| {
+            (opts.clock)().saturating_sub(ring.primary().created()) >= max.as_secs()
+        });
+        aged || ring.seal_budget_reached(opts.aes_gcm_seal_budget)
+    }
+
+    /// Rotates if [`Store::rotation_due`]; called at open and after each commit.
+    pub(crate) fn maybe_auto_rotate(&self) -> Result<Option<u32>> {
+        if self.is_poisoned() || !self.rotation_due() {
+            return Ok(None);
+        }
+        self.rotate().map(Some)
+    }
+}

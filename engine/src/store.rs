@@ -1,0 +1,796 @@
+//! The store: one redb file holding sealed values under keyed name tags.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard};
+
+use rand::RngCore;
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use sealkv_crypto::{
+    Context, CryptoError, Header, KdfParams, Keyring, MasterKey, TAG_BYTES, envelope, generate_salt,
+};
+use zeroize::Zeroizing;
+
+use crate::backend::Boxed;
+use crate::commit::Queue;
+use crate::error::{Error, Result};
+use crate::options::{Options, Secret};
+use crate::txn::KeyLocks;
+
+/// Newest file format this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+/// Longest namespace or key name, in bytes.
+pub const MAX_NAME_LEN: usize = 1024;
+
+pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("sealkv_meta");
+pub(crate) const DATA: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("sealkv_data");
+
+pub(crate) const META_FORMAT: &str = "format";
+pub(crate) const META_DB_ID: &str = "db_id";
+pub(crate) const META_KDF: &str = "kdf";
+pub(crate) const META_KEYRING: &str = "keyring";
+
+const REDB_MAGIC: &[u8] = b"redb";
+const KDF_RAW: u8 = 0;
+const KDF_ARGON2ID: u8 = 1;
+
+/// A value read from the store, wiped from memory when dropped.
+pub type Value = Zeroizing<Vec<u8>>;
+
+static NEXT_STORE_ID: AtomicU64 = AtomicU64::new(1);
+
+/// An open sealkv store. Cheap to clone; clones share one open file.
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.inner.path)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) id: u64,
+    pub(crate) path: PathBuf,
+    pub(crate) db: RwLock<Option<Arc<Database>>>,
+    pub(crate) db_id: [u8; 16],
+    pub(crate) master: RwLock<MasterKey>,
+    pub(crate) keyring: RwLock<Keyring>,
+    pub(crate) opts: Options,
+    pub(crate) poisoned: AtomicBool,
+    pub(crate) locks: KeyLocks,
+    pub(crate) queue: Mutex<Queue>,
+    pub(crate) queue_cv: Condvar,
+    pub(crate) catalog_tag: [u8; TAG_BYTES],
+}
+
+/// The key derivation record of a store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Kdf {
+    Raw,
+    Argon2id { params: KdfParams, salt: Vec<u8> },
+}
+
+impl Kdf {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        match self {
+            Self::Raw => vec![KDF_RAW],
+            Self::Argon2id { params, salt } => {
+                let mut out = vec![KDF_ARGON2ID];
+                out.extend_from_slice(&params.m_cost_kib.to_le_bytes());
+                out.extend_from_slice(&params.t_cost.to_le_bytes());
+                out.extend_from_slice(&params.p_cost.to_le_bytes());
+                out.push(salt.len() as u8);
+                out.extend_from_slice(salt);
+                out
+            }
+        }
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self> {
+        let bad = || Error::Corrupt("key derivation record is malformed".into());
+        match bytes.split_first() {
+            Some((&KDF_RAW, [])) => Ok(Self::Raw),
+            Some((&KDF_ARGON2ID, rest)) if rest.len() >= 13 => {
+                let u =
+                    |i: usize| u32::from_le_bytes([rest[i], rest[i + 1], rest[i + 2], rest[i + 3]]);
+                let params = KdfParams {
+                    m_cost_kib: u(0),
+                    t_cost: u(4),
+                    p_cost: u(8),
+                };
+                let salt_len = rest[12] as usize;
+                let salt = rest
+                    .get(13..)
+                    .filter(|s| s.len() == salt_len && salt_len >= 16)
+                    .ok_or_else(bad)?;
+                Ok(Self::Argon2id {
+                    params,
+                    salt: salt.to_vec(),
+                })
+            }
+            _ => Err(bad()),
+        }
+    }
+
+    /// Derives the master key from the caller's secret.
+    pub(crate) fn master_key(&self, secret: &Secret) -> Result<MasterKey> {
+        match (self, secret) {
+            (Self::Raw, Secret::Key(k)) => Ok(k.clone()),
+            (Self::Argon2id { params, salt }, Secret::Passphrase(p)) => {
+                MasterKey::derive(p.expose(), salt, params).map_err(Error::Key)
+            }
+            (Self::Raw, Secret::Passphrase(_)) => Err(Error::KeyKindMismatch {
+                expected: "raw key",
+            }),
+            (Self::Argon2id { .. }, Secret::Key(_)) => Err(Error::KeyKindMismatch {
+                expected: "passphrase",
+            }),
+        }
+    }
+
+    /// A fresh record for a secret (new salt for a passphrase).
+    pub(crate) fn for_secret(secret: &Secret, params: KdfParams) -> Self {
+        match secret {
+            Secret::Key(_) => Self::Raw,
+            Secret::Passphrase(_) => Self::Argon2id {
+                params,
+                salt: generate_salt().to_vec(),
+            },
+        }
+    }
+}
+
+/// The meta records of a store, checked.
+struct Meta {
+    db_id: [u8; 16],
+    kdf: Kdf,
+    keyring: Vec<u8>,
+}
+
+fn read_meta(db: &impl ReadableDatabase, path: &Path) -> Result<Meta> {
+    let not_ours = || Error::NotSealkv(path.to_path_buf());
+    let txn = db.begin_read()?;
+    let meta = match txn.open_table(META) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Err(not_ours()),
+        Err(redb::TableError::TableTypeMismatch { .. }) => return Err(not_ours()),
+        Err(e) => return Err(e.into()),
+    };
+    let get = |k: &str| -> Result<Option<Vec<u8>>> { Ok(meta.get(k)?.map(|v| v.value().to_vec())) };
+    let format = get(META_FORMAT)?.ok_or_else(not_ours)?;
+    let format = <[u8; 4]>::try_from(format.as_slice()).map_err(|_| not_ours())?;
+    let found = u32::from_le_bytes(format);
+    if found > FORMAT_VERSION {
+        return Err(Error::NewerFormat {
+            found,
+            supported: FORMAT_VERSION,
+        });
+    }
+    let db_id = get(META_DB_ID)?
+        .and_then(|v| <[u8; 16]>::try_from(v.as_slice()).ok())
+        .ok_or_else(|| Error::Corrupt("database id missing".into()))?;
+    let kdf = Kdf::decode(
+        &get(META_KDF)?.ok_or_else(|| Error::Corrupt("key derivation record missing".into()))?,
+    )?;
+    let keyring = get(META_KEYRING)?.ok_or_else(|| Error::Corrupt("keyring missing".into()))?;
+    Ok(Meta {
+        db_id,
+        kdf,
+        keyring,
+    })
+}
+
+fn open_keyring(master: &MasterKey, db_id: &[u8; 16], record: &[u8]) -> Result<Keyring> {
+    Keyring::open(master, db_id, record).map_err(|e| match e {
+        CryptoError::WrongKey => Error::WrongKey,
+        CryptoError::UnsupportedVersion(v) => Error::NewerFormat {
+            found: v.into(),
+            supported: FORMAT_VERSION,
+        },
+        other => Error::Corrupt(format!("keyring: {other}")),
+    })
+}
+
+fn map_open_error(e: redb::DatabaseError, path: &Path) -> Error {
+    match e {
+        redb::DatabaseError::DatabaseAlreadyOpen | redb::DatabaseError::LockProtocolMismatch => {
+            Error::Locked(path.to_path_buf())
+        }
+        redb::DatabaseError::UpgradeRequired(_) => Error::NotSealkv(path.to_path_buf()),
+        redb::DatabaseError::Storage(redb::StorageError::Corrupted(what)) => {
+            Error::Corrupt(format!("{what} (is the file truncated?)"))
+        }
+        redb::DatabaseError::Storage(redb::StorageError::Io(io))
+            if io.kind() == std::io::ErrorKind::UnexpectedEof =>
+        {
+            Error::Corrupt("the file ends early (truncated)".into())
+        }
+        other => other.into(),
+    }
+}
+
+/// Refuses paths that are not regular, non-empty files starting with redb's magic,
+/// without writing anything.
+fn precheck(path: &Path) -> Result<()> {
+    let meta = fs::metadata(path)?;
+    if meta.is_dir() {
+        return Err(Error::NotSealkv(path.to_path_buf()));
+    }
+    let mut head = [0u8; 4];
+    let mut file = fs::File::open(path)?;
+    let mut got = 0;
+    while got < head.len() {
+        match file.read(&mut head[got..])? {
+            0 => return Err(Error::NotSealkv(path.to_path_buf())),
+            n => got += n,
+        }
+    }
+    if head != REDB_MAGIC {
+        return Err(Error::NotSealkv(path.to_path_buf()));
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Creates a new store at `path`, which must not exist (or be an empty file).
+    pub fn create(
+        path: impl AsRef<Path>,
+        secret: impl Into<Secret>,
+        opts: Options,
+    ) -> Result<Self> {
+        let path = path.as_ref();
+        let secret = secret.into();
+        if fs::metadata(path)
+            .map(|m| m.len() > 0 || m.is_dir())
+            .unwrap_or(false)
+        {
+            return Err(Error::AlreadyExists(path.to_path_buf()));
+        }
+        let kdf = Kdf::for_secret(&secret, opts.kdf);
+        let master = kdf.master_key(&secret)?;
+        let mut db_id = [0u8; 16];
+        rand::rng().fill_bytes(&mut db_id);
+        let keyring = Keyring::new(opts.cipher, (opts.clock)());
+        let db = Self::open_redb(path, &opts, true)?;
+        let txn = db.begin_write()?;
+        {
+            let mut meta = txn.open_table(META)?;
+            meta.insert(META_FORMAT, &FORMAT_VERSION.to_le_bytes()[..])?;
+            meta.insert(META_DB_ID, &db_id[..])?;
+            meta.insert(META_KDF, kdf.encode().as_slice())?;
+            meta.insert(
+                META_KEYRING,
+                keyring
+                    .seal(&master, &db_id)
+                    .map_err(Error::Key)?
+                    .as_slice(),
+            )?;
+            txn.open_table(DATA)?;
+        }
+        txn.commit()?;
+        Ok(Self::assemble(path, db, db_id, master, keyring, opts))
+    }
+
+    /// Opens an existing store.
+    ///
+    /// A wrong key, a file in use, a file that is not a sealkv store, a newer format and
+    /// a damaged file each give their own error; in each case the file is left as it was
+    /// (the checks run on a read-only open first).
+    pub fn open(path: impl AsRef<Path>, secret: impl Into<Secret>, opts: Options) -> Result<Self> {
+        let path = path.as_ref();
+        let secret = secret.into();
+        let mut master = None;
+        if opts.backend.is_none() {
+            precheck(path)?;
+            match redb::Builder::new()
+                .set_cache_size(1 << 20)
+                .open_read_only(path)
+            {
+                Ok(ro) => {
+                    let meta = read_meta(&ro, path)?;
+                    let key = meta.kdf.master_key(&secret)?;
+                    open_keyring(&key, &meta.db_id, &meta.keyring)?;
+                    master = Some(key);
+                    drop(ro);
+                }
+                // The file needs redb's crash recovery, which a read-only open will not do.
+                Err(redb::DatabaseError::RepairAborted) => {}
+                Err(e) => return Err(map_open_error(e, path)),
+            }
+        }
+        let db = Self::open_redb(path, &opts, false)?;
+        let meta = read_meta(&db, path)?;
+        let master = match master {
+            Some(m) => m,
+            None => meta.kdf.master_key(&secret)?,
+        };
+        let keyring = open_keyring(&master, &meta.db_id, &meta.keyring)?;
+        let store = Self::assemble(path, db, meta.db_id, master, keyring, opts);
+        store.maybe_auto_rotate()?;
+        Ok(store)
+    }
+
+    pub(crate) fn open_redb(path: &Path, opts: &Options, create: bool) -> Result<Database> {
+        let mut builder = redb::Builder::new();
+        builder.set_cache_size(opts.cache_size);
+        let result = match &opts.backend {
+            Some(factory) => builder.create_with_backend(Boxed(factory(path, create)?)),
+            None if create => builder.create(path),
+            None => builder.open(path),
+        };
+        result.map_err(|e| map_open_error(e, path))
+    }
+
+    fn assemble(
+        path: &Path,
+        db: Database,
+        db_id: [u8; 16],
+        master: MasterKey,
+        keyring: Keyring,
+        opts: Options,
+    ) -> Self {
+        let catalog_tag = keyring.name_key().record_tag(b"namespace catalog");
+        Self {
+            inner: Arc::new(Inner {
+                id: NEXT_STORE_ID.fetch_add(1, Ordering::Relaxed),
+                path: path.to_path_buf(),
+                db: RwLock::new(Some(Arc::new(db))),
+                db_id,
+                master: RwLock::new(master),
+                keyring: RwLock::new(keyring),
+                opts,
+                poisoned: AtomicBool::new(false),
+                locks: KeyLocks::default(),
+                queue: Mutex::new(Queue::default()),
+                queue_cv: Condvar::new(),
+                catalog_tag,
+            }),
+        }
+    }
+
+    /// The path of the store file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// The options the store was opened with.
+    pub fn options(&self) -> &Options {
+        &self.inner.opts
+    }
+
+    /// The current redb handle; none after a failed reopen, when the store is poisoned.
+    pub(crate) fn db(&self) -> Result<Arc<Database>> {
+        read_lock(&self.inner.db).clone().ok_or(Error::Poisoned)
+    }
+
+    pub(crate) fn ring(&self) -> RwLockReadGuard<'_, Keyring> {
+        read_lock(&self.inner.keyring)
+    }
+
+    /// Reads values: the ones found, by key. Missing keys are absent from the map.
+    pub fn get<K: AsRef<str>>(
+        &self,
+        namespace: &str,
+        keys: &[K],
+    ) -> Result<BTreeMap<String, Value>> {
+        check_name(namespace)?;
+        let ring = self.ring();
+        let ns_tag = ring.name_key().namespace_tag(namespace.as_bytes());
+        let db = self.db()?;
+        let txn = db.begin_read()?;
+        let table = txn.open_table(DATA)?;
+        let mut out = BTreeMap::new();
+        for key in keys {
+            let key = key.as_ref();
+            check_name(key)?;
+            let key_tag = ring
+                .name_key()
+                .key_tag(namespace.as_bytes(), key.as_bytes());
+            let Some(sealed) = table.get(row_key(&ns_tag, &key_tag))? else {
+                continue;
+            };
+            let value = self.open_row(
+                &ring,
+                &ns_tag,
+                &key_tag,
+                sealed.value(),
+                Some(key),
+                namespace,
+            )?;
+            out.insert(key.to_string(), value);
+        }
+        Ok(out)
+    }
+
+    /// Opens one sealed row and returns its value. With `expect`, checks the stored key
+    /// name; without, returns it (name, value) packed as stored.
+    pub(crate) fn open_row(
+        &self,
+        ring: &Keyring,
+        ns_tag: &[u8; TAG_BYTES],
+        key_tag: &[u8; TAG_BYTES],
+        sealed: &[u8],
+        expect: Option<&str>,
+        namespace: &str,
+    ) -> Result<Value> {
+        let (name, value) = self.open_named(
+            ring,
+            ns_tag,
+            key_tag,
+            sealed,
+            namespace,
+            expect.unwrap_or(""),
+        )?;
+        if let Some(expected) = expect
+            && name != expected
+        {
+            return Err(integrity(namespace, expected, CryptoError::Unseal));
+        }
+        Ok(value)
+    }
+
+    /// Opens a sealed row, returning (stored key name, value).
+    pub(crate) fn open_named(
+        &self,
+        ring: &Keyring,
+        ns_tag: &[u8; TAG_BYTES],
+        key_tag: &[u8; TAG_BYTES],
+        sealed: &[u8],
+        namespace: &str,
+        key_hint: &str,
+    ) -> Result<(String, Value)> {
+        let hint = || {
+            if key_hint.is_empty() {
+                hex_tag(key_tag)
+            } else {
+                key_hint.to_string()
+            }
+        };
+        let ctx = Context {
+            db_id: &self.inner.db_id,
+            namespace: ns_tag,
+            key: key_tag,
+        };
+        let limit = self.inner.opts.max_value_size + 4 + MAX_NAME_LEN;
+        let mut plain = envelope::open(ring, &ctx, sealed, limit)
+            .map_err(|e| integrity(namespace, &hint(), e))?;
+        let bad = || {
+            integrity(
+                namespace,
+                &hint(),
+                CryptoError::Malformed("stored value has no key name"),
+            )
+        };
+        let len = plain
+            .get(..4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+            .ok_or_else(bad)?;
+        let name_bytes = plain.get(4..4 + len).ok_or_else(bad)?;
+        let name = std::str::from_utf8(name_bytes)
+            .map_err(|_| bad())?
+            .to_string();
+        let expected_tag = if ns_tag == &self.inner.catalog_tag {
+            ring.name_key().namespace_tag(name.as_bytes())
+        } else {
+            ring.name_key()
+                .key_tag(namespace.as_bytes(), name.as_bytes())
+        };
+        if expected_tag != *key_tag {
+            return Err(integrity(namespace, &hint(), CryptoError::Unseal));
+        }
+        plain.drain(..4 + len);
+        if plain.len() > self.inner.opts.max_value_size {
+            return Err(integrity(
+                namespace,
+                &name,
+                CryptoError::TooLarge {
+                    size: plain.len() as u64,
+                    limit: self.inner.opts.max_value_size as u64,
+                },
+            ));
+        }
+        Ok((name, plain))
+    }
+
+    /// The keys of a namespace, sorted.
+    pub fn list(&self, namespace: &str) -> Result<Vec<String>> {
+        check_name(namespace)?;
+        let ring = self.ring();
+        let ns_tag = ring.name_key().namespace_tag(namespace.as_bytes());
+        let db = self.db()?;
+        let txn = db.begin_read()?;
+        let table = txn.open_table(DATA)?;
+        let mut names = Vec::new();
+        for row in table.range(prefix_range(&ns_tag))? {
+            let (k, v) = row?;
+            let key_tag = split_row(&k.value()).1;
+            names.push(
+                self.open_named(&ring, &ns_tag, &key_tag, v.value(), namespace, "")?
+                    .0,
+            );
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    /// The namespaces that hold at least one value, sorted.
+    pub fn namespaces(&self) -> Result<Vec<String>> {
+        let ring = self.ring();
+        let db = self.db()?;
+        let txn = db.begin_read()?;
+        let table = txn.open_table(DATA)?;
+        let cat = self.inner.catalog_tag;
+        let mut names = Vec::new();
+        for row in table.range(prefix_range(&cat))? {
+            let (k, v) = row?;
+            let ns_tag = split_row(&k.value()).1;
+            names.push(
+                self.open_named(&ring, &cat, &ns_tag, v.value(), "(catalog)", "")?
+                    .0,
+            );
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    /// Number of values in a namespace.
+    pub fn count(&self, namespace: &str) -> Result<u64> {
+        check_name(namespace)?;
+        let ns_tag = self.ring().name_key().namespace_tag(namespace.as_bytes());
+        let db = self.db()?;
+        let txn = db.begin_read()?;
+        let table = txn.open_table(DATA)?;
+        let mut n = 0;
+        for row in table.range(prefix_range(&ns_tag))? {
+            row?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Opens every value and reports each one that fails, without stopping at the first.
+    pub fn verify(&self) -> Result<Vec<Error>> {
+        let ring = self.ring();
+        let db = self.db()?;
+        let txn = db.begin_read()?;
+        let table = txn.open_table(DATA)?;
+        let names = self.namespace_names(&ring, &table);
+        let mut failures = Vec::new();
+        for row in table.iter()? {
+            let (k, v) = row?;
+            let (ns_tag, key_tag) = split_row(&k.value());
+            let ns_name = if ns_tag == self.inner.catalog_tag {
+                "(catalog)".to_string()
+            } else {
+                names
+                    .get(&ns_tag)
+                    .cloned()
+                    .unwrap_or_else(|| hex_tag(&ns_tag))
+            };
+            if let Err(e) = self.open_named(&ring, &ns_tag, &key_tag, v.value(), &ns_name, "") {
+                failures.push(e);
+            }
+        }
+        Ok(failures)
+    }
+
+    /// Namespace tag → name, from the catalog (entries that fail to open are skipped).
+    pub(crate) fn namespace_names(
+        &self,
+        ring: &Keyring,
+        table: &impl ReadableTable<[u8; 32], &'static [u8]>,
+    ) -> BTreeMap<[u8; TAG_BYTES], String> {
+        let cat = self.inner.catalog_tag;
+        let mut names = BTreeMap::new();
+        if let Ok(range) = table.range(prefix_range(&cat)) {
+            for (k, v) in range.flatten() {
+                let ns_tag = split_row(&k.value()).1;
+                if let Ok((name, _)) =
+                    self.open_named(ring, &cat, &ns_tag, v.value(), "(catalog)", "")
+                {
+                    names.insert(ns_tag, name);
+                }
+            }
+        }
+        names
+    }
+
+    /// Entries and bytes per namespace, data keys with their use, and the file size.
+    pub fn stats(&self) -> Result<Stats> {
+        let ring = self.ring();
+        let db = self.db()?;
+        let txn = db.begin_read()?;
+        let table = txn.open_table(DATA)?;
+        let names = self.namespace_names(&ring, &table);
+        let mut stats = Stats {
+            namespaces: BTreeMap::new(),
+            keys: Vec::new(),
+            values_per_key: BTreeMap::new(),
+            file_size: fs::metadata(&self.inner.path).map(|m| m.len()).unwrap_or(0),
+            entries: table.len()?,
+        };
+        for row in table.iter()? {
+            let (k, v) = row?;
+            let (ns_tag, _) = split_row(&k.value());
+            if ns_tag != self.inner.catalog_tag {
+                let name = names
+                    .get(&ns_tag)
+                    .cloned()
+                    .unwrap_or_else(|| hex_tag(&ns_tag));
+                let e = stats.namespaces.entry(name).or_default();
+                e.entries += 1;
+                e.bytes += v.value().len() as u64;
+            }
+            if let Ok(h) = Header::parse(v.value()) {
+                *stats.values_per_key.entry(h.key_id).or_default() += 1;
+            }
+        }
+        stats.keys = ring.keys();
+        Ok(stats)
+    }
+
+    /// Writes a consistent copy of the store to `dest` (which must not exist) while the
+    /// store stays in use. The copy opens with the same master key.
+    pub fn backup(&self, dest: impl AsRef<Path>) -> Result<()> {
+        let dest = dest.as_ref();
+        if fs::metadata(dest).is_ok() {
+            return Err(Error::AlreadyExists(dest.to_path_buf()));
+        }
+        let db = self.db()?;
+        let snapshot = db.begin_read()?;
+        let result = (|| -> Result<()> {
+            let copy = redb::Builder::new()
+                .create(dest)
+                .map_err(|e| map_open_error(e, dest))?;
+            let txn = copy.begin_write()?;
+            {
+                let src_meta = snapshot.open_table(META)?;
+                let mut meta = txn.open_table(META)?;
+                for row in src_meta.iter()? {
+                    let (k, v) = row?;
+                    meta.insert(k.value(), v.value())?;
+                }
+                let src = snapshot.open_table(DATA)?;
+                let mut data = txn.open_table(DATA)?;
+                for row in src.iter()? {
+                    let (k, v) = row?;
+                    data.insert(k.value(), v.value())?;
+                }
+            }
+            txn.commit()?;
+            Ok(())
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(dest);
+        }
+        result
+    }
+
+    /// Returns the file's free pages to the file system. Waits for readers to finish.
+    pub fn compact(&self) -> Result<()> {
+        self.with_exclusive_db(|db| {
+            while db.compact()? {}
+            Ok(())
+        })
+    }
+
+    /// Runs `f` with the only reference to the database, waiting for other users.
+    pub(crate) fn with_exclusive_db<T>(
+        &self,
+        f: impl FnOnce(&mut Database) -> Result<T>,
+    ) -> Result<T> {
+        let _commit = self.commit_lock();
+        let mut slot = write_lock(&self.inner.db);
+        let Some(slot) = slot.as_mut() else {
+            return Err(Error::Poisoned);
+        };
+        for _ in 0..10_000 {
+            if let Some(db) = Arc::get_mut(slot) {
+                return f(db);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        Err(Error::Locked(self.inner.path.clone()))
+    }
+
+    /// True once a commit failed for good: writes are refused until the store is reopened.
+    pub fn is_poisoned(&self) -> bool {
+        self.inner.poisoned.load(Ordering::Acquire)
+    }
+}
+
+/// What [`Store::stats`] reports.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Per namespace: entries and sealed bytes.
+    pub namespaces: BTreeMap<String, NamespaceStats>,
+    /// Every data key of the keyring.
+    pub keys: Vec<sealkv_crypto::KeyInfo>,
+    /// Values sealed under each key id (catalog entries included).
+    pub values_per_key: BTreeMap<u32, u64>,
+    /// Size of the store file in bytes.
+    pub file_size: u64,
+    /// Rows in the data table (values and catalog entries).
+    pub entries: u64,
+}
+
+/// Entries and bytes of one namespace.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NamespaceStats {
+    /// Values in the namespace.
+    pub entries: u64,
+    /// Their sealed size in bytes.
+    pub bytes: u64,
+}
+
+pub(crate) fn integrity(namespace: &str, key: &str, reason: CryptoError) -> Error {
+    Error::Integrity {
+        namespace: namespace.to_string(),
+        key: key.to_string(),
+        reason,
+    }
+}
+
+pub(crate) fn hex_tag(tag: &[u8]) -> String {
+    format!("#{}", hex_lower(tag))
+}
+
+fn hex_lower(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub(crate) fn check_name(name: &str) -> Result<()> {
+    if name.is_empty() {
+        return Err(Error::InvalidName("names must not be empty".into()));
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(Error::InvalidName(format!(
+            "a name of {} bytes is over the limit of {MAX_NAME_LEN}",
+            name.len()
+        )));
+    }
+    Ok(())
+}
+
+pub(crate) fn row_key(ns: &[u8; TAG_BYTES], key: &[u8; TAG_BYTES]) -> [u8; 32] {
+    let mut k = [0u8; 32];
+    k[..TAG_BYTES].copy_from_slice(ns);
+    k[TAG_BYTES..].copy_from_slice(key);
+    k
+}
+
+pub(crate) fn split_row(k: &[u8; 32]) -> ([u8; TAG_BYTES], [u8; TAG_BYTES]) {
+    let mut a = [0u8; TAG_BYTES];
+    let mut b = [0u8; TAG_BYTES];
+    a.copy_from_slice(&k[..TAG_BYTES]);
+    b.copy_from_slice(&k[TAG_BYTES..]);
+    (a, b)
+}
+
+pub(crate) fn prefix_range(ns: &[u8; TAG_BYTES]) -> std::ops::RangeInclusive<[u8; 32]> {
+    row_key(ns, &[0; TAG_BYTES])..=row_key(ns, &[0xff; TAG_BYTES])
+}
+
+pub(crate) fn read_lock<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    // A panic while holding one of our locks cannot leave the data half-updated (every
+    // update is a single assignment), so a poisoned lock is still safe to use.
+    l.read().unwrap_or_else(|p| p.into_inner())
+}
+
+pub(crate) fn write_lock<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|p| p.into_inner())
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

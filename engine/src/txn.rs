@@ -1,0 +1,191 @@
+//! Per-key exclusive transactions.
+//!
+//! `Store::transaction(lock_key, f)` holds an exclusive lock on `lock_key` (different
+//! keys run concurrently), buffers `f`'s writes (reads through the transaction see
+//! them), and commits them in one write transaction when `f` returns `Ok`. An `Err`
+//! from `f` discards everything. A transaction begun on the same thread inside another
+//! (of the same store) joins it: the outer lock covers it, and the outer commit
+//! carries its writes.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashSet};
+use std::rc::Rc;
+use std::sync::{Condvar, Mutex};
+
+use crate::commit::Batch;
+use crate::error::{Error, Result};
+use crate::store::{Store, Value, lock};
+
+/// Exclusive locks by name.
+#[derive(Default)]
+pub(crate) struct KeyLocks {
+    held: Mutex<HashSet<String>>,
+    released: Condvar,
+}
+
+pub(crate) struct KeyGuard<'a> {
+    locks: &'a KeyLocks,
+    key: String,
+}
+
+impl KeyLocks {
+    pub(crate) fn lock(&self, key: &str) -> KeyGuard<'_> {
+        let mut held = lock(&self.held);
+        while held.contains(key) {
+            held = self.released.wait(held).unwrap_or_else(|p| p.into_inner());
+        }
+        held.insert(key.to_string());
+        KeyGuard {
+            locks: self,
+            key: key.to_string(),
+        }
+    }
+}
+
+impl Drop for KeyGuard<'_> {
+    fn drop(&mut self) {
+        lock(&self.locks.held).remove(&self.key);
+        self.locks.released.notify_all();
+    }
+}
+
+#[derive(Default)]
+struct TxState {
+    writes: Batch,
+}
+
+thread_local! {
+    static ACTIVE: RefCell<Vec<(u64, Rc<RefCell<TxState>>)>> = const { RefCell::new(Vec::new()) };
+}
+
+fn active(store_id: u64) -> Option<Rc<RefCell<TxState>>> {
+    ACTIVE.with(|a| {
+        a.borrow()
+            .iter()
+            .rev()
+            .find(|(id, _)| *id == store_id)
+            .map(|(_, s)| s.clone())
+    })
+}
+
+struct ActiveGuard(u64);
+
+impl ActiveGuard {
+    fn push(store_id: u64, state: Rc<RefCell<TxState>>) -> Self {
+        ACTIVE.with(|a| a.borrow_mut().push((store_id, state)));
+        Self(store_id)
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        ACTIVE.with(|a| {
+            let mut a = a.borrow_mut();
+            if let Some(i) = a.iter().rposition(|(id, _)| *id == self.0) {
+                a.remove(i);
+            }
+        });
+    }
+}
+
+/// A transaction in progress: reads see its own writes; writes are buffered.
+pub struct Tx<'a> {
+    store: &'a Store,
+    state: Rc<RefCell<TxState>>,
+}
+
+impl std::fmt::Debug for Tx<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tx").finish_non_exhaustive()
+    }
+}
+
+impl Tx<'_> {
+    /// Reads values, seeing this transaction's own writes and deletes first.
+    pub fn get<K: AsRef<str>>(
+        &self,
+        namespace: &str,
+        keys: &[K],
+    ) -> Result<BTreeMap<String, Value>> {
+        let mut out = BTreeMap::new();
+        let mut missing = Vec::new();
+        {
+            let state = self.state.borrow();
+            for key in keys {
+                let key = key.as_ref();
+                match state
+                    .writes
+                    .ops
+                    .get(&(namespace.to_string(), key.to_string()))
+                {
+                    Some(Some(v)) => {
+                        out.insert(key.to_string(), v.clone());
+                    }
+                    Some(None) => {}
+                    None => missing.push(key),
+                }
+            }
+        }
+        if !missing.is_empty() {
+            out.extend(self.store.get(namespace, &missing)?);
+        }
+        Ok(out)
+    }
+
+    /// Buffers a put.
+    pub fn put(&mut self, namespace: &str, key: &str, value: impl Into<Vec<u8>>) {
+        self.state.borrow_mut().writes.put(namespace, key, value);
+    }
+
+    /// Buffers a delete.
+    pub fn delete(&mut self, namespace: &str, key: &str) {
+        self.state.borrow_mut().writes.delete(namespace, key);
+    }
+
+    /// Buffers every change of a batch.
+    pub fn set(&mut self, batch: Batch) {
+        self.state.borrow_mut().writes.extend(batch);
+    }
+
+    /// The store this transaction writes to.
+    pub fn store(&self) -> &Store {
+        self.store
+    }
+}
+
+impl Store {
+    /// Runs `f` exclusively for `lock_key` and commits its writes atomically.
+    ///
+    /// Returns `f`'s error unchanged (nothing written), or the commit's error (after the
+    /// configured retries; nothing applied). Called inside another transaction of this
+    /// store on the same thread, it joins that transaction instead.
+    pub fn transaction<T, E: From<Error>>(
+        &self,
+        lock_key: &str,
+        f: impl FnOnce(&mut Tx<'_>) -> std::result::Result<T, E>,
+    ) -> std::result::Result<T, E> {
+        if let Some(state) = active(self.inner.id) {
+            return f(&mut Tx { store: self, state });
+        }
+        self.check_writable()?;
+        let _lock = self.inner.locks.lock(lock_key);
+        let state = Rc::new(RefCell::new(TxState::default()));
+        let value = {
+            let _active = ActiveGuard::push(self.inner.id, state.clone());
+            f(&mut Tx {
+                store: self,
+                state: state.clone(),
+            })?
+        };
+        let writes = std::mem::take(&mut state.borrow_mut().writes);
+        if !writes.is_empty() {
+            self.set(&writes)?;
+        }
+        Ok(value)
+    }
+
+    /// True when the calling thread is inside a transaction of this store.
+    pub fn in_transaction(&self) -> bool {
+        active(self.inner.id).is_some()
+    }
+}

@@ -1,0 +1,305 @@
+//! Reads, writes, atomic batches, transactions and group commit.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+
+use common::*;
+use sealkv_engine::{Batch, Error, Options, Store};
+
+#[test]
+fn values_roundtrip_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.sealkv");
+    {
+        let store = Store::create(&path, key(), fast_opts()).unwrap();
+        let mut b = Batch::new();
+        b.put("session", "4915550001.0", vec![1u8; 3000])
+            .put("creds", "creds", b"{}".to_vec());
+        store.set(&b).unwrap();
+        assert_eq!(
+            &store.get("session", &["4915550001.0"]).unwrap()["4915550001.0"][..],
+            &[1u8; 3000][..]
+        );
+    }
+    let store = Store::open(&path, key(), fast_opts()).unwrap();
+    let got = store.get("session", &["4915550001.0", "missing"]).unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(store.namespaces().unwrap(), vec!["creds", "session"]);
+    assert_eq!(store.list("session").unwrap(), vec!["4915550001.0"]);
+    assert!(store.delete("session", "4915550001.0").unwrap());
+    assert!(!store.delete("session", "4915550001.0").unwrap());
+    assert_eq!(
+        store.namespaces().unwrap(),
+        vec!["creds"],
+        "an emptied namespace disappears"
+    );
+    store.clear().unwrap();
+    assert!(store.namespaces().unwrap().is_empty());
+    assert!(store.verify().unwrap().is_empty());
+}
+
+#[test]
+fn wrong_key_and_wrong_kind_are_distinct_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.sealkv");
+    drop(Store::create(&path, passphrase("correct horse"), fast_opts()).unwrap());
+    assert!(matches!(
+        Store::open(&path, passphrase("wrong horse"), fast_opts()),
+        Err(Error::WrongKey)
+    ));
+    assert!(matches!(
+        Store::open(&path, key(), fast_opts()),
+        Err(Error::KeyKindMismatch { .. })
+    ));
+    Store::open(&path, passphrase("correct horse"), fast_opts()).unwrap();
+    let raw = dir.path().join("r.sealkv");
+    drop(Store::create(&raw, key(), fast_opts()).unwrap());
+    let other = sealkv_engine::MasterKey::from_bytes(&[1; 32]).unwrap();
+    assert!(matches!(
+        Store::open(&raw, other, fast_opts()),
+        Err(Error::WrongKey)
+    ));
+}
+
+#[test]
+fn multi_namespace_set_is_atomic_and_bad_changes_fail_whole_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::create(
+        dir.path().join("s"),
+        key(),
+        Options {
+            max_value_size: 1000,
+            ..fast_opts()
+        },
+    )
+    .unwrap();
+    let mut b = Batch::new();
+    b.put("a", "1", vec![0; 10])
+        .put("b", "2", vec![0; 10])
+        .put("c", "3", vec![0; 1001]);
+    assert!(matches!(
+        store.set(&b),
+        Err(Error::ValueTooLarge {
+            size: 1001,
+            limit: 1000,
+            ..
+        })
+    ));
+    assert!(
+        store.namespaces().unwrap().is_empty(),
+        "nothing of a failed batch is written"
+    );
+    let mut name = Batch::new();
+    name.put("a", "1", vec![1])
+        .put("b", &"x".repeat(2000), vec![1]);
+    assert!(matches!(store.set(&name), Err(Error::InvalidName(_))));
+    assert!(store.namespaces().unwrap().is_empty());
+    b.delete("c", "3");
+    store.set(&b).unwrap();
+    assert_eq!(store.namespaces().unwrap(), vec!["a", "b"]);
+}
+
+#[test]
+fn transaction_reads_its_writes_and_discards_on_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = new_store(dir.path());
+    store.put("pre-key", "1", b"one".to_vec()).unwrap();
+    let r: Result<(), Error> = store.transaction("acct", |tx| {
+        tx.put("pre-key", "2", b"two".to_vec());
+        tx.delete("pre-key", "1");
+        let seen = tx.get("pre-key", &["1", "2"])?;
+        assert_eq!(seen.keys().collect::<Vec<_>>(), vec!["2"]);
+        Err(Error::InvalidName("caller gave up".into()))
+    });
+    assert!(r.is_err());
+    assert_eq!(
+        store.list("pre-key").unwrap(),
+        vec!["1"],
+        "closure error writes nothing"
+    );
+    store
+        .transaction("acct", |tx| {
+            tx.put("pre-key", "2", b"two".to_vec());
+            tx.delete("pre-key", "1");
+            Ok::<_, Error>(())
+        })
+        .unwrap();
+    assert_eq!(store.list("pre-key").unwrap(), vec!["2"]);
+}
+
+#[test]
+fn nested_transactions_join_the_outer_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = new_store(dir.path());
+    assert!(!store.in_transaction());
+    let r: Result<(), Error> = store.transaction("k", |tx| {
+        assert!(tx.store().in_transaction());
+        tx.put("n", "outer", vec![1]);
+        // Same lock key: would deadlock if it did not join.
+        store.transaction("k", |inner| {
+            assert!(
+                inner.get("n", &["outer"])?.contains_key("outer"),
+                "inner sees outer writes"
+            );
+            inner.put("n", "inner", vec![2]);
+            Ok::<_, Error>(())
+        })?;
+        assert!(
+            store.get("n", &["inner"])?.is_empty(),
+            "nothing committed before the outer ends"
+        );
+        Err(Error::InvalidName("abort outer".into()))
+    });
+    assert!(r.is_err());
+    assert!(
+        store.namespaces().unwrap().is_empty(),
+        "outer abort discards the joined inner writes"
+    );
+    store
+        .transaction("k", |_| {
+            store.transaction("other", |tx| {
+                tx.put("n", "x", vec![1]);
+                Ok::<_, Error>(())
+            })
+        })
+        .unwrap();
+    assert_eq!(store.list("n").unwrap(), vec!["x"]);
+}
+
+#[test]
+fn one_lock_key_serializes_increments() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = new_store(dir.path());
+    let threads = 8;
+    let per = 5;
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                for _ in 0..per {
+                    store
+                        .transaction("counter", |tx| {
+                            let n = tx
+                                .get("c", &["n"])?
+                                .get("n")
+                                .map(|v| u64::from_le_bytes(v[..8].try_into().unwrap()))
+                                .unwrap_or(0);
+                            std::thread::yield_now();
+                            tx.put("c", "n", (n + 1).to_le_bytes().to_vec());
+                            Ok::<_, Error>(())
+                        })
+                        .unwrap();
+                }
+            });
+        }
+    });
+    let v = store.get("c", &["n"]).unwrap();
+    assert_eq!(
+        u64::from_le_bytes(v["n"][..8].try_into().unwrap()),
+        threads * per
+    );
+}
+
+#[test]
+fn different_lock_keys_overlap() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = new_store(dir.path());
+    // Two transactions on different keys must both be inside at once: each waits at a
+    // barrier the other must reach. With one global lock this would never finish.
+    let barrier = Barrier::new(2);
+    let inside = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for k in ["a", "b"] {
+            let (store, barrier, inside) = (&store, &barrier, &inside);
+            s.spawn(move || {
+                store
+                    .transaction(k, |tx| {
+                        inside.fetch_add(1, Ordering::SeqCst);
+                        barrier.wait();
+                        assert_eq!(inside.load(Ordering::SeqCst), 2);
+                        tx.put("n", k, vec![1]);
+                        Ok::<_, Error>(())
+                    })
+                    .unwrap();
+            });
+        }
+    });
+    assert_eq!(store.list("n").unwrap(), vec!["a", "b"]);
+}
+
+#[test]
+fn concurrent_group_commits_each_get_their_own_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(
+        Store::create(
+            dir.path().join("s"),
+            key(),
+            Options {
+                max_value_size: 100,
+                ..fast_opts()
+            },
+        )
+        .unwrap(),
+    );
+    let threads = 16;
+    let per = 20;
+    let barrier = Barrier::new(threads);
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let (store, barrier) = (&store, &barrier);
+            s.spawn(move || {
+                barrier.wait();
+                for i in 0..per {
+                    let mut b = Batch::new();
+                    // Every 5th change of odd threads is too large: only that caller fails.
+                    let size = if t % 2 == 1 && i % 5 == 0 { 101 } else { 10 };
+                    b.put(&format!("t{t}"), &i.to_string(), vec![t as u8; size]);
+                    let r = store.set(&b);
+                    assert_eq!(r.is_ok(), size == 10, "thread {t} item {i}: {r:?}");
+                }
+            });
+        }
+    });
+    for t in 0..threads {
+        let expected = if t % 2 == 1 { per - per / 5 } else { per };
+        assert_eq!(store.count(&format!("t{t}")).unwrap(), expected as u64);
+    }
+    assert!(store.verify().unwrap().is_empty());
+}
+
+#[test]
+fn stats_count_entries_and_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = new_store(dir.path());
+    let mut b = Batch::new();
+    for i in 0..10 {
+        b.put("session", &i.to_string(), vec![7; 100]);
+    }
+    b.put("creds", "creds", vec![1; 10]);
+    store.set(&b).unwrap();
+    let s = store.stats().unwrap();
+    assert_eq!(s.namespaces["session"].entries, 10);
+    assert_eq!(s.namespaces["creds"].entries, 1);
+    assert!(s.namespaces["session"].bytes > 0);
+    assert_eq!(s.keys.len(), 1);
+    assert_eq!(s.values_per_key[&1], 13, "11 values and 2 catalog entries");
+    assert!(s.file_size > 0);
+}
+
+#[test]
+fn backup_is_a_consistent_copy_that_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = new_store(dir.path());
+    store.put("n", "k", b"v".to_vec()).unwrap();
+    let dest = dir.path().join("backup.sealkv");
+    store.backup(&dest).unwrap();
+    store.put("n", "later", b"w".to_vec()).unwrap();
+    assert!(matches!(store.backup(&dest), Err(Error::AlreadyExists(_))));
+    let copy = Store::open(&dest, key(), fast_opts()).unwrap();
+    assert_eq!(copy.list("n").unwrap(), vec!["k"]);
+    assert!(copy.verify().unwrap().is_empty());
+    store.compact().unwrap();
+    assert_eq!(store.list("n").unwrap(), vec!["k", "later"]);
+}
