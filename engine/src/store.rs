@@ -645,65 +645,99 @@ impl Store {
             return Err(Error::AlreadyExists(dest.to_path_buf()));
         }
         let db = self.db()?;
-        let snapshot = db.begin_read()?;
-        let result = (|| -> Result<()> {
-            let copy = redb::Builder::new()
-                .create(dest)
-                .map_err(|e| map_open_error(e, dest))?;
-            let txn = copy.begin_write()?;
-            {
-                let src_meta = snapshot.open_table(META)?;
-                let mut meta = txn.open_table(META)?;
-                for row in src_meta.iter()? {
-                    let (k, v) = row?;
-                    meta.insert(k.value(), v.value())?;
-                }
-                let src = snapshot.open_table(DATA)?;
-                let mut data = txn.open_table(DATA)?;
-                for row in src.iter()? {
-                    let (k, v) = row?;
-                    data.insert(k.value(), v.value())?;
-                }
-            }
-            txn.commit()?;
-            Ok(())
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(dest);
-        }
-        result
+        copy_snapshot(&db, dest)
     }
 
-    /// Returns the file's free pages to the file system. Waits for readers to finish.
+    /// Rewrites the store into a fresh file holding only live data, and puts it in place
+    /// of the old one (write to a temporary file, fsync, rename, fsync the directory).
+    ///
+    /// This is also the purge: redb's own compaction moves pages but leaves old bytes in
+    /// freed space, so after destroying a key its ciphertext could linger; a rewrite
+    /// leaves nothing but live values. Waits for readers and blocks writers meanwhile.
+    /// A crash before the rename leaves the old file; after it, the new one.
     pub fn compact(&self) -> Result<()> {
-        self.with_exclusive_db(|db| {
-            while db.compact()? {}
-            Ok(())
-        })
-    }
-
-    /// Runs `f` with the only reference to the database, waiting for other users.
-    pub(crate) fn with_exclusive_db<T>(
-        &self,
-        f: impl FnOnce(&mut Database) -> Result<T>,
-    ) -> Result<T> {
+        self.check_writable()?;
         let _commit = self.commit_lock();
         let mut slot = write_lock(&self.inner.db);
-        let Some(slot) = slot.as_mut() else {
+        let Some(mut db) = slot.take() else {
             return Err(Error::Poisoned);
         };
-        for _ in 0..10_000 {
-            if let Some(db) = Arc::get_mut(slot) {
-                return f(db);
-            }
-            std::thread::sleep(std::time::Duration::from_millis(1));
+        let path = self.inner.path.clone();
+        let mut tmp = path.clone().into_os_string();
+        tmp.push(".compact-tmp");
+        let tmp = PathBuf::from(tmp);
+        let _ = fs::remove_file(&tmp);
+        let copied = copy_snapshot(&db, &tmp);
+        if let Err(e) = copied {
+            let _ = fs::remove_file(&tmp);
+            *slot = Some(db);
+            return Err(e);
         }
-        Err(Error::Locked(self.inner.path.clone()))
+        // Only our handle may remain before the file is replaced.
+        for _ in 0..10_000 {
+            match Arc::try_unwrap(db) {
+                Ok(only) => {
+                    drop(only);
+                    break;
+                }
+                Err(shared) => {
+                    db = shared;
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+            }
+        }
+        let swapped = fs::rename(&tmp, &path).and_then(|()| sync_dir(&path));
+        match Store::open_redb(&path, &self.inner.opts, false) {
+            Ok(reopened) => *slot = Some(Arc::new(reopened)),
+            Err(e) => {
+                self.inner.poisoned.store(true, Ordering::Release);
+                return Err(e);
+            }
+        }
+        swapped?;
+        Ok(())
     }
 
     /// True once a commit failed for good: writes are refused until the store is reopened.
     pub fn is_poisoned(&self) -> bool {
         self.inner.poisoned.load(Ordering::Acquire)
+    }
+}
+
+fn copy_snapshot(db: &Database, dest: &Path) -> Result<()> {
+    let snapshot = db.begin_read()?;
+    let result = (|| -> Result<()> {
+        let copy = redb::Builder::new()
+            .create(dest)
+            .map_err(|e| map_open_error(e, dest))?;
+        let txn = copy.begin_write()?;
+        {
+            let src_meta = snapshot.open_table(META)?;
+            let mut meta = txn.open_table(META)?;
+            for row in src_meta.iter()? {
+                let (k, v) = row?;
+                meta.insert(k.value(), v.value())?;
+            }
+            let src = snapshot.open_table(DATA)?;
+            let mut data = txn.open_table(DATA)?;
+            for row in src.iter()? {
+                let (k, v) = row?;
+                data.insert(k.value(), v.value())?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(dest);
+    }
+    result
+}
+
+fn sync_dir(path: &Path) -> std::io::Result<()> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => fs::File::open(dir)?.sync_all(),
+        _ => fs::File::open(".")?.sync_all(),
     }
 }
 

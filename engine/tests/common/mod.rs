@@ -46,6 +46,8 @@ pub struct FaultState {
     /// Keep failing every operation after the first failure.
     pub sticky: std::sync::atomic::AtomicBool,
     pub failures: AtomicU64,
+    /// Kind of the first injected failure: 1 write, 2 sync, 3 set_len.
+    pub first_kind: AtomicU64,
 }
 
 impl FaultState {
@@ -53,19 +55,22 @@ impl FaultState {
         self.ops.store(0, Ordering::SeqCst);
         self.failures.store(0, Ordering::SeqCst);
         self.sticky.store(sticky, Ordering::SeqCst);
+        self.first_kind.store(0, Ordering::SeqCst);
         self.fail_at.store(n, Ordering::SeqCst);
     }
     pub fn disarm(&self) {
         self.fail_at.store(0, Ordering::SeqCst);
     }
-    fn check(&self) -> io::Result<()> {
+    fn check(&self, kind: u64) -> io::Result<()> {
         let at = self.fail_at.load(Ordering::SeqCst);
         if at == 0 {
             return Ok(());
         }
         let n = self.ops.fetch_add(1, Ordering::SeqCst) + 1;
         if n == at || (self.sticky.load(Ordering::SeqCst) && n > at) {
-            self.failures.fetch_add(1, Ordering::SeqCst);
+            if self.failures.fetch_add(1, Ordering::SeqCst) == 0 {
+                self.first_kind.store(kind, Ordering::SeqCst);
+            }
             return Err(io::Error::other("injected fault"));
         }
         Ok(())
@@ -80,15 +85,15 @@ impl StorageBackend for Faulty {
         self.inner.read(offset, out)
     }
     fn set_len(&self, len: u64) -> io::Result<()> {
-        self.state.check()?;
+        self.state.check(3)?;
         self.inner.set_len(len)
     }
     fn sync_data(&self) -> io::Result<()> {
-        self.state.check()?;
+        self.state.check(2)?;
         self.inner.sync_data()
     }
     fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
-        self.state.check()?;
+        self.state.check(1)?;
         self.inner.write(offset, data)
     }
     fn close(&self) -> io::Result<()> {
