@@ -24,7 +24,7 @@ pub const AES_GCM_SEAL_BUDGET: u64 = 1 << 30;
 pub const AES_GCM_HARD_LIMIT: u64 = 1 << 31;
 /// Seal counts are persisted as a reservation this far ahead of use, so the keyring is
 /// rewritten once per this many seals, and a crash can only over-count.
-pub const SEAL_RESERVATION: u64 = 1 << 16;
+pub const SEAL_RESERVATION: u64 = 1 << 12;
 
 const KEYRING_AAD: &[u8] = b"sealkv keyring v1\0";
 const KEYRING_NONCE_LEN: usize = 24;

@@ -42,9 +42,11 @@ impl From<Passphrase> for Secret {
 /// Options for creating and opening a store.
 #[derive(Clone)]
 pub struct Options {
-    /// AEAD for new data keys. Default XChaCha20-Poly1305.
+    /// AEAD for new data keys. Default XChaCha20-Poly1305. Fixed at creation: the
+    /// store records it, and the recorded value wins at open.
     pub cipher: Algorithm,
     /// Compression before sealing. Default zstd level 1 for values of 64 bytes or more.
+    /// Fixed at creation like `cipher`.
     pub compression: Compression,
     /// Largest value accepted or returned, in bytes. Default 16 MiB.
     pub max_value_size: usize,

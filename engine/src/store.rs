@@ -32,6 +32,31 @@ pub(crate) const META_FORMAT: &str = "format";
 pub(crate) const META_DB_ID: &str = "db_id";
 pub(crate) const META_KDF: &str = "kdf";
 pub(crate) const META_KEYRING: &str = "keyring";
+/// Cipher and compression chosen at creation: `cipher u8 ‖ codec u8 ‖ zstd level i32 ‖ min size u32`.
+pub(crate) const META_SETTINGS: &str = "settings";
+
+fn encode_settings(opts: &Options) -> Vec<u8> {
+    let mut out = vec![opts.cipher as u8, opts.compression.codec as u8];
+    out.extend_from_slice(&opts.compression.zstd_level.to_le_bytes());
+    out.extend_from_slice(&(opts.compression.min_size.min(u32::MAX as usize) as u32).to_le_bytes());
+    out
+}
+
+/// Applies the stored settings: the store's cipher and compression win over the
+/// options given at open, so every program writing a store writes it the same way.
+fn apply_settings(bytes: &[u8], opts: &mut Options) -> Result<()> {
+    let bad = || Error::Corrupt("settings record is malformed".into());
+    if bytes.len() != 10 {
+        return Err(bad());
+    }
+    opts.cipher = sealkv_crypto::Algorithm::from_code(bytes[0]).ok_or_else(bad)?;
+    opts.compression = sealkv_crypto::Compression {
+        codec: sealkv_crypto::Codec::from_code(bytes[1]).ok_or_else(bad)?,
+        zstd_level: i32::from_le_bytes([bytes[2], bytes[3], bytes[4], bytes[5]]),
+        min_size: u32::from_le_bytes([bytes[6], bytes[7], bytes[8], bytes[9]]) as usize,
+    };
+    Ok(())
+}
 
 const REDB_MAGIC: &[u8] = b"redb";
 const KDF_RAW: u8 = 0;
@@ -153,6 +178,7 @@ struct Meta {
     db_id: [u8; 16],
     kdf: Kdf,
     keyring: Vec<u8>,
+    settings: Option<Vec<u8>>,
 }
 
 fn read_meta(db: &impl ReadableDatabase, path: &Path) -> Result<Meta> {
@@ -266,6 +292,7 @@ impl Store {
             meta.insert(META_FORMAT, &FORMAT_VERSION.to_le_bytes()[..])?;
             meta.insert(META_DB_ID, &db_id[..])?;
             meta.insert(META_KDF, kdf.encode().as_slice())?;
+            meta.insert(META_SETTINGS, encode_settings(&opts).as_slice())?;
             meta.insert(
                 META_KEYRING,
                 keyring
@@ -284,7 +311,7 @@ impl Store {
     /// A wrong key, a file in use, a file that is not a sealkv store, a newer format and
     /// a damaged file each give their own error; in each case the file is left as it was
     /// (the checks run on a read-only open first).
-    pub fn open(path: impl AsRef<Path>, secret: impl Into<Secret>, opts: Options) -> Result<Self> {
+    pub fn open(path: impl AsRef<Path>, secret: impl Into<Secret>, mut opts: Options) -> Result<Self> {
         let path = path.as_ref();
         let secret = secret.into();
         let mut master = None;
@@ -313,6 +340,9 @@ impl Store {
             None => meta.kdf.master_key(&secret)?,
         };
         let keyring = open_keyring(&master, &meta.db_id, &meta.keyring)?;
+        if let Some(settings) = &meta.settings {
+            apply_settings(settings, &mut opts)?;
+        }
         let store = Self::assemble(path, db, meta.db_id, master, keyring, opts);
         store.maybe_auto_rotate()?;
         Ok(store)

@@ -1,1 +1,89 @@
-fn main() {}
+//! The `sealkv` command: a thin layer over the library.
+//!
+//! Exit status: 0 success; 1 key not found; 2 usage or any other error; 3 wrong
+//! passphrase or master key; 4 integrity failure.
+
+#![forbid(unsafe_code)]
+
+mod cli;
+mod commands;
+mod secrets;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// A failure with its exit status and an optional hint line.
+pub struct Failure {
+    /// Exit status.
+    pub code: u8,
+    /// The one-line error.
+    pub message: String,
+    /// Advice, printed as `hint: …`.
+    pub hint: Option<String>,
+}
+
+impl Failure {
+    /// A failure with this exit status and message.
+    pub fn new(code: u8, message: impl Into<String>) -> Self {
+        Self { code, message: message.into(), hint: None }
+    }
+
+    /// Adds a hint line.
+    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+}
+
+impl From<sealkv::Error> for Failure {
+    fn from(e: sealkv::Error) -> Self {
+        use sealkv::Error as E;
+        let message = e.to_string();
+        match e {
+            E::WrongKey => Failure::new(3, message)
+                .hint("check --key-file / SEALKV_MASTER_KEY or --passphrase-file / SEALKV_PASSPHRASE"),
+            E::KeyKindMismatch { expected } => Failure::new(3, message).hint(if expected == "passphrase" {
+                "give the passphrase with --passphrase-file or SEALKV_PASSPHRASE"
+            } else {
+                "give the raw key with --key-file or SEALKV_MASTER_KEY"
+            }),
+            E::Integrity { .. } => {
+                Failure::new(4, message).hint("run `sealkv verify` to list every damaged value; restore from a backup")
+            }
+            E::Locked(_) => Failure::new(2, message).hint("close the other program using the store, then retry"),
+            E::NotSealkv(_) => Failure::new(2, message).hint("check the path; create a store with `sealkv init`"),
+            E::Io(ref io) if io.kind() == std::io::ErrorKind::NotFound => {
+                Failure::new(2, message).hint("check the path; create a store with `sealkv init`")
+            }
+            E::Poisoned | E::CommitFailed { .. } => {
+                Failure::new(2, message).hint("check the disk (space, errors), then run the command again")
+            }
+            _ => Failure::new(2, message),
+        }
+    }
+}
+
+impl From<std::io::Error> for Failure {
+    fn from(e: std::io::Error) -> Self {
+        Failure::new(2, format!("i/o error: {e}"))
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    match commands::run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(f) => {
+            // A closed stdout pipe (`sealkv get … | head`) is not an error worth a word.
+            if f.message.contains("Broken pipe") {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("sealkv: {}", f.message);
+            if let Some(h) = f.hint {
+                eprintln!("hint: {h}");
+            }
+            ExitCode::from(f.code)
+        }
+    }
+}

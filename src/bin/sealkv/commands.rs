@@ -1,0 +1,218 @@
+//! One function per command, each a few library calls.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::Path;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use sealkv::{Algorithm, Batch, Codec, Compression, Options, Store};
+
+use crate::Failure;
+use crate::cli::{CipherArg, Cli, Command, CompressionArg};
+use crate::secrets;
+
+fn open(db: &Path, cli_secret: &crate::cli::SecretArgs) -> Result<Store, Failure> {
+    let secret = secrets::master(cli_secret, false)?;
+    Ok(Store::open(db, secret, Options::default())?)
+}
+
+fn stdout_write(bytes: &[u8]) -> Result<(), Failure> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes)?;
+    out.flush()?;
+    Ok(())
+}
+
+pub fn run(cli: Cli) -> Result<u8, Failure> {
+    let s = &cli.secret;
+    match cli.command {
+        Command::Init { db, cipher, compression } => {
+            let secret = secrets::master(s, true)?;
+            let opts = Options {
+                cipher: match cipher {
+                    CipherArg::Xchacha20poly1305 => Algorithm::XChaCha20Poly1305,
+                    CipherArg::Aes256gcm => Algorithm::Aes256Gcm,
+                },
+                compression: match compression {
+                    CompressionArg::Zstd => Compression::with_codec(Codec::Zstd),
+                    CompressionArg::Snappy => Compression::with_codec(Codec::Snappy),
+                    CompressionArg::None => Compression::NONE,
+                },
+                ..Options::default()
+            };
+            Store::create(&db, secret, opts)?;
+            eprintln!("created {}", db.display());
+        }
+        Command::Put { db, namespace, key, file } => {
+            let store = open(&db, s)?;
+            let mut value = zeroize::Zeroizing::new(Vec::new());
+            match file.as_deref() {
+                None => std::io::stdin().read_to_end(&mut value)?,
+                Some(p) if p == Path::new("-") => std::io::stdin().read_to_end(&mut value)?,
+                Some(p) => std::fs::File::open(p)
+                    .map_err(|e| Failure::new(2, format!("cannot read {}: {e}", p.display())))?
+                    .read_to_end(&mut value)?,
+            };
+            store.put(&namespace, &key, value.to_vec())?;
+        }
+        Command::Get { db, namespace, key } => {
+            let store = open(&db, s)?;
+            let found = store.get(&namespace, &[&key])?;
+            let Some(value) = found.get(&key) else {
+                return Err(Failure::new(1, format!("no value at {namespace}/{key}")));
+            };
+            stdout_write(value)?;
+        }
+        Command::Del { db, namespace, key } => {
+            let store = open(&db, s)?;
+            if !store.delete(&namespace, &key)? {
+                return Err(Failure::new(1, format!("no value at {namespace}/{key}")));
+            }
+        }
+        Command::Ls { db, namespace } => {
+            let store = open(&db, s)?;
+            let names = match namespace {
+                Some(ns) => store.list(&ns)?,
+                None => store.namespaces()?,
+            };
+            let mut text = String::new();
+            for n in names {
+                text.push_str(&n);
+                text.push('\n');
+            }
+            stdout_write(text.as_bytes())?;
+        }
+        Command::Rotate { db, batch } => {
+            let store = open(&db, s)?;
+            let new_id = store.rotate()?;
+            let bar = std::io::stderr().is_terminal().then(|| {
+                let bar = indicatif::ProgressBar::new(0);
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template("re-encrypting {bar:40} {pos}/{len} ({eta})")
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                );
+                bar
+            });
+            let report = store.reencrypt(batch, |p| {
+                if let Some(bar) = &bar {
+                    bar.set_length(p.total);
+                    bar.set_position(p.scanned);
+                }
+            })?;
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
+            }
+            let destroyed = store.destroy_unused_keys()?;
+            store.compact()?;
+            let ids: Vec<String> = destroyed.iter().map(u32::to_string).collect();
+            eprintln!(
+                "rotated to data key {new_id}; re-sealed {} values; destroyed key(s) {}; compacted",
+                report.resealed,
+                if ids.is_empty() { "none".to_string() } else { ids.join(", ") }
+            );
+        }
+        Command::Rekey { db, new_key_file, new_passphrase_file } => {
+            let store = open(&db, s)?;
+            let new = secrets::new_master(new_key_file.as_deref(), new_passphrase_file.as_deref())?;
+            store.rekey(new)?;
+            eprintln!("master key changed; the old one no longer opens {}", db.display());
+        }
+        Command::Verify { db } => {
+            let store = open(&db, s)?;
+            let failures = store.verify()?;
+            let mut out = String::new();
+            for f in &failures {
+                out.push_str(&format!("FAIL {f}\n"));
+            }
+            stdout_write(out.as_bytes())?;
+            if !failures.is_empty() {
+                return Err(Failure::new(4, format!("{} value(s) failed to open", failures.len()))
+                    .hint("restore the damaged values from a backup"));
+            }
+            eprintln!("ok: every value opens");
+        }
+        Command::Stats { db } => {
+            let store = open(&db, s)?;
+            let st = store.stats()?;
+            let mut out = String::new();
+            out.push_str(&format!("file size: {} bytes\nrows: {}\n", st.file_size, st.entries));
+            for (ns, n) in &st.namespaces {
+                out.push_str(&format!("namespace {ns}: {} entries, {} bytes sealed\n", n.entries, n.bytes));
+            }
+            for k in &st.keys {
+                out.push_str(&format!(
+                    "key {}: {} {} seals<={} values={}\n",
+                    k.id,
+                    k.algorithm.name(),
+                    k.state.name(),
+                    k.seals,
+                    st.values_per_key.get(&k.id).copied().unwrap_or(0)
+                ));
+            }
+            stdout_write(out.as_bytes())?;
+        }
+        Command::Backup { db, dest } => {
+            open(&db, s)?.backup(&dest)?;
+            eprintln!("wrote {}", dest.display());
+        }
+        Command::Compact { db } => {
+            open(&db, s)?.compact()?;
+        }
+        Command::Export { db, out, plaintext } => {
+            if !plaintext {
+                return Err(Failure::new(2, "export writes every secret in plaintext; refusing without --plaintext")
+                    .hint("add --plaintext if that is what you want, and protect the output"));
+            }
+            let store = open(&db, s)?;
+            let mut text = zeroize::Zeroizing::new(String::new());
+            for ns in store.namespaces()? {
+                let keys = store.list(&ns)?;
+                for (key, value) in store.get(&ns, &keys)? {
+                    let line = serde_json::json!({"namespace": ns, "key": key, "value": B64.encode(&value[..])});
+                    text.push_str(&line.to_string());
+                    text.push('\n');
+                }
+            }
+            if out == Path::new("-") {
+                stdout_write(text.as_bytes())?;
+            } else {
+                write_private(&out, text.as_bytes())?;
+            }
+        }
+        Command::Import { db, input } => {
+            let store = open(&db, s)?;
+            let mut text = zeroize::Zeroizing::new(String::new());
+            if input == Path::new("-") {
+                std::io::stdin().read_to_string(&mut text)?;
+            } else {
+                std::fs::File::open(&input)
+                    .map_err(|e| Failure::new(2, format!("cannot read {}: {e}", input.display())))?
+                    .read_to_string(&mut text)?;
+            }
+            let mut batch = Batch::new();
+            for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+                let bad = |why: &str| Failure::new(2, format!("{} line {}: {why}; nothing imported", input.display(), i + 1));
+                let v: serde_json::Value = serde_json::from_str(line).map_err(|_| bad("not JSON"))?;
+                let field = |name: &str| v.get(name).and_then(|x| x.as_str()).ok_or_else(|| bad(&format!("no string \"{name}\"")));
+                let value = B64.decode(field("value")?).map_err(|_| bad("value is not base64"))?;
+                batch.put(field("namespace")?, field("key")?, value);
+            }
+            let n = batch.len();
+            store.set(&batch)?;
+            eprintln!("imported {n} values");
+        }
+    }
+    Ok(0)
+}
+
+/// Writes a file readable only by its owner (it holds plaintext secrets).
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts.open(path).map_err(|e| Failure::new(2, format!("cannot create {}: {e}", path.display())))?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    Ok(())
+}
