@@ -14,7 +14,9 @@ struct Env {
 
 impl Env {
     fn new() -> Self {
-        Self { dir: tempfile::tempdir().unwrap() }
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
     }
     fn db(&self) -> PathBuf {
         self.dir.path().join("db.sealkv")
@@ -24,7 +26,9 @@ impl Env {
     }
     fn cmd(&self) -> Command {
         let mut c = Command::cargo_bin("sealkv").unwrap();
-        c.env_remove("SEALKV_MASTER_KEY").env_remove("SEALKV_NEW_PASSPHRASE").env("SEALKV_PASSPHRASE", PASS);
+        c.env_remove("SEALKV_MASTER_KEY")
+            .env_remove("SEALKV_NEW_PASSPHRASE")
+            .env("SEALKV_PASSPHRASE", PASS);
         c
     }
     fn run(&self, args: &[&str]) -> assert_cmd::assert::Assert {
@@ -50,17 +54,38 @@ fn put_get_ls_del_roundtrip_binary_values_through_pipes() {
     e.init();
     let db = e.db();
     let binary: Vec<u8> = (0..=255u8).cycle().take(5000).collect();
-    e.cmd().args(["put", s(&db), "session", "4915550001.0"]).write_stdin(binary.clone()).assert().success();
-    e.cmd().args(["get", s(&db), "session", "4915550001.0"]).assert().success().stdout(binary.clone());
+    e.cmd()
+        .args(["put", s(&db), "session", "4915550001.0"])
+        .write_stdin(binary.clone())
+        .assert()
+        .success();
+    e.cmd()
+        .args(["get", s(&db), "session", "4915550001.0"])
+        .assert()
+        .success()
+        .stdout(binary.clone());
     let file = e.path("value.bin");
     std::fs::write(&file, b"from a file").unwrap();
-    e.run(&["put", s(&db), "creds", "creds", s(&file)]).success();
-    e.cmd().args(["put", s(&db), "pre-key", "1", "-"]).write_stdin("dash").assert().success();
-    e.run(&["ls", s(&db)]).success().stdout("creds\npre-key\nsession\n");
-    e.run(&["ls", s(&db), "session"]).success().stdout("4915550001.0\n");
-    e.run(&["get", s(&db), "creds", "creds"]).success().stdout("from a file");
+    e.run(&["put", s(&db), "creds", "creds", s(&file)])
+        .success();
+    e.cmd()
+        .args(["put", s(&db), "pre-key", "1", "-"])
+        .write_stdin("dash")
+        .assert()
+        .success();
+    e.run(&["ls", s(&db)])
+        .success()
+        .stdout("creds\npre-key\nsession\n");
+    e.run(&["ls", s(&db), "session"])
+        .success()
+        .stdout("4915550001.0\n");
+    e.run(&["get", s(&db), "creds", "creds"])
+        .success()
+        .stdout("from a file");
     e.run(&["del", s(&db), "pre-key", "1"]).success();
-    e.run(&["del", s(&db), "pre-key", "1"]).code(1).stderr(predicate::str::contains("no value at pre-key/1"));
+    e.run(&["del", s(&db), "pre-key", "1"])
+        .code(1)
+        .stderr(predicate::str::contains("no value at pre-key/1"));
     e.run(&["get", s(&db), "pre-key", "1"]).code(1);
 }
 
@@ -73,16 +98,28 @@ fn exit_statuses_and_messages() {
     e.run(&["get", s(&db)]).code(2);
     e.run(&["frobnicate"]).code(2);
     // Wrong passphrase.
-    e.cmd().env("SEALKV_PASSPHRASE", "wrong").args(["ls", s(&db)]).assert().code(3).stderr(
-        predicate::str::contains("sealkv: wrong master key or passphrase").and(predicate::str::contains("hint:")),
-    );
+    e.cmd()
+        .env("SEALKV_PASSPHRASE", "wrong")
+        .args(["ls", s(&db)])
+        .assert()
+        .code(3)
+        .stderr(
+            predicate::str::contains("sealkv: wrong master key or passphrase")
+                .and(predicate::str::contains("hint:")),
+        );
     // Missing database.
-    e.run(&["ls", s(&e.path("missing"))]).code(2).stderr(predicate::str::contains("sealkv init"));
+    e.run(&["ls", s(&e.path("missing"))])
+        .code(2)
+        .stderr(predicate::str::contains("sealkv init"));
     // Not a sealkv file.
     std::fs::write(e.path("junk"), vec![7u8; 10_000]).unwrap();
-    e.run(&["ls", s(&e.path("junk"))]).code(2).stderr(predicate::str::contains("not a sealkv database"));
+    e.run(&["ls", s(&e.path("junk"))])
+        .code(2)
+        .stderr(predicate::str::contains("not a sealkv database"));
     // Init over an existing file.
-    e.run(&["init", s(&db)]).code(2).stderr(predicate::str::contains("already exists"));
+    e.run(&["init", s(&db)])
+        .code(2)
+        .stderr(predicate::str::contains("already exists"));
 }
 
 #[test]
@@ -95,7 +132,10 @@ fn no_terminal_and_no_secret_fails_at_once() {
         .timeout(std::time::Duration::from_secs(20))
         .assert()
         .code(2)
-        .stderr(predicate::str::contains("no terminal").and(predicate::str::contains("hint: set SEALKV_PASSPHRASE")));
+        .stderr(
+            predicate::str::contains("no terminal")
+                .and(predicate::str::contains("hint: set SEALKV_PASSPHRASE")),
+        );
 }
 
 #[test]
@@ -104,7 +144,11 @@ fn key_files_and_hex_env_keys_work() {
     let key_file = e.path("key.hex");
     std::fs::write(&key_file, format!("{}\n", "ab".repeat(32))).unwrap();
     let db = e.db();
-    e.cmd().env_remove("SEALKV_PASSPHRASE").args(["--key-file", s(&key_file), "init", s(&db)]).assert().success();
+    e.cmd()
+        .env_remove("SEALKV_PASSPHRASE")
+        .args(["--key-file", s(&key_file), "init", s(&db)])
+        .assert()
+        .success();
     e.cmd()
         .env_remove("SEALKV_PASSPHRASE")
         .env("SEALKV_MASTER_KEY", "ab".repeat(32))
@@ -116,7 +160,12 @@ fn key_files_and_hex_env_keys_work() {
     e.run(&["ls", s(&db)]).code(3);
     let raw = e.path("key.raw");
     std::fs::write(&raw, [0xab; 32]).unwrap();
-    e.cmd().env_remove("SEALKV_PASSPHRASE").args(["--key-file", s(&raw), "get", s(&db), "n", "k"]).assert().success().stdout("v");
+    e.cmd()
+        .env_remove("SEALKV_PASSPHRASE")
+        .args(["--key-file", s(&raw), "get", s(&db), "n", "k"])
+        .assert()
+        .success()
+        .stdout("v");
 }
 
 #[test]
@@ -138,11 +187,29 @@ fn secrets_never_appear_in_output() {
     let e = Env::new();
     e.init();
     let db = e.db();
-    e.cmd().args(["put", s(&db), "n", "k"]).write_stdin("v").assert().success().stdout(no_secret()).stderr(no_secret());
-    for args in [vec!["stats", s(&db)], vec!["verify", s(&db)], vec!["ls", s(&db)]] {
-        e.run(&args).success().stdout(no_secret()).stderr(no_secret());
+    e.cmd()
+        .args(["put", s(&db), "n", "k"])
+        .write_stdin("v")
+        .assert()
+        .success()
+        .stdout(no_secret())
+        .stderr(no_secret());
+    for args in [
+        vec!["stats", s(&db)],
+        vec!["verify", s(&db)],
+        vec!["ls", s(&db)],
+    ] {
+        e.run(&args)
+            .success()
+            .stdout(no_secret())
+            .stderr(no_secret());
     }
-    e.cmd().env("SEALKV_PASSPHRASE", "x").args(["ls", s(&db)]).assert().code(3).stderr(no_secret());
+    e.cmd()
+        .env("SEALKV_PASSPHRASE", "x")
+        .args(["ls", s(&db)])
+        .assert()
+        .code(3)
+        .stderr(no_secret());
 }
 
 #[test]
@@ -150,8 +217,15 @@ fn locked_database_is_reported() {
     let e = Env::new();
     e.init();
     let db = e.db();
-    let store = sealkv::Store::open(&db, sealkv::Passphrase::new(PASS), sealkv::Options::default()).unwrap();
-    e.run(&["ls", s(&db)]).code(2).stderr(predicate::str::contains("in use"));
+    let store = sealkv::Store::open(
+        &db,
+        sealkv::Passphrase::new(PASS),
+        sealkv::Options::default(),
+    )
+    .unwrap();
+    e.run(&["ls", s(&db)])
+        .code(2)
+        .stderr(predicate::str::contains("in use"));
     drop(store);
     e.run(&["ls", s(&db)]).success();
 }
@@ -162,20 +236,37 @@ fn tampered_value_exits_4_and_names_the_key() {
     let db = e.db();
     e.run(&["init", s(&db), "--compression", "none"]).success();
     let marker = "M".repeat(300);
-    e.cmd().args(["put", s(&db), "session", "victim"]).write_stdin(marker).assert().success();
+    e.cmd()
+        .args(["put", s(&db), "session", "victim"])
+        .write_stdin(marker)
+        .assert()
+        .success();
     // Flip a byte inside the longest sealed value.
     let sealed: Vec<u8> = {
         let rdb = redb::ReadOnlyDatabase::open(&db).unwrap();
         let t = redb::ReadableDatabase::begin_read(&rdb).unwrap();
-        let table = t.open_table(redb::TableDefinition::<[u8; 32], &[u8]>::new("sealkv_data")).unwrap();
-        redb::ReadableTable::iter(&table).unwrap().map(|r| r.unwrap().1.value().to_vec()).max_by_key(Vec::len).unwrap()
+        let table = t
+            .open_table(redb::TableDefinition::<[u8; 32], &[u8]>::new("sealkv_data"))
+            .unwrap();
+        redb::ReadableTable::iter(&table)
+            .unwrap()
+            .map(|r| r.unwrap().1.value().to_vec())
+            .max_by_key(Vec::len)
+            .unwrap()
     };
     let mut raw = std::fs::read(&db).unwrap();
-    let at = raw.windows(sealed.len()).position(|w| w == sealed.as_slice()).unwrap();
+    let at = raw
+        .windows(sealed.len())
+        .position(|w| w == sealed.as_slice())
+        .unwrap();
     raw[at + 100] ^= 1;
     std::fs::write(&db, raw).unwrap();
-    e.run(&["get", s(&db), "session", "victim"]).code(4).stderr(predicate::str::contains("session/victim"));
-    e.run(&["verify", s(&db)]).code(4).stdout(predicate::str::contains("FAIL"));
+    e.run(&["get", s(&db), "session", "victim"])
+        .code(4)
+        .stderr(predicate::str::contains("session/victim"));
+    e.run(&["verify", s(&db)])
+        .code(4)
+        .stdout(predicate::str::contains("FAIL"));
 }
 
 #[test]
@@ -184,23 +275,55 @@ fn rotate_rekey_backup_compact_stats() {
     e.init();
     let db = e.db();
     for i in 0..20 {
-        e.cmd().args(["put", s(&db), "session", &format!("k{i}")]).write_stdin(format!("v{i}")).assert().success();
+        e.cmd()
+            .args(["put", s(&db), "session", &format!("k{i}")])
+            .write_stdin(format!("v{i}"))
+            .assert()
+            .success();
     }
-    e.run(&["rotate", s(&db), "--batch", "7"]).success().stderr(predicate::str::contains("destroyed key(s) 1"));
-    e.run(&["stats", s(&db)])
+    e.run(&["rotate", s(&db), "--batch", "7"])
         .success()
-        .stdout(predicate::str::contains("key 1: xchacha20poly1305 destroyed").and(predicate::str::contains("key 2:")));
+        .stderr(predicate::str::contains("destroyed key(s) 1"));
+    e.run(&["stats", s(&db)]).success().stdout(
+        predicate::str::contains("key 1: xchacha20poly1305 destroyed")
+            .and(predicate::str::contains("key 2:")),
+    );
     e.run(&["verify", s(&db)]).success();
-    e.cmd().env("SEALKV_NEW_PASSPHRASE", "second pass").args(["rekey", s(&db)]).assert().success();
+    e.cmd()
+        .env("SEALKV_NEW_PASSPHRASE", "second pass")
+        .args(["rekey", s(&db)])
+        .assert()
+        .success();
     e.run(&["ls", s(&db)]).code(3);
-    e.cmd().env("SEALKV_PASSPHRASE", "second pass").args(["get", s(&db), "session", "k3"]).assert().success().stdout("v3");
+    e.cmd()
+        .env("SEALKV_PASSPHRASE", "second pass")
+        .args(["get", s(&db), "session", "k3"])
+        .assert()
+        .success()
+        .stdout("v3");
     let backup = e.path("b.sealkv");
-    e.cmd().env("SEALKV_PASSPHRASE", "second pass").args(["backup", s(&db), s(&backup)]).assert().success();
-    e.cmd().env("SEALKV_PASSPHRASE", "second pass").args(["compact", s(&db)]).assert().success();
-    e.cmd().env("SEALKV_PASSPHRASE", "second pass").args(["ls", s(&backup), "session"]).assert().success()
+    e.cmd()
+        .env("SEALKV_PASSPHRASE", "second pass")
+        .args(["backup", s(&db), s(&backup)])
+        .assert()
+        .success();
+    e.cmd()
+        .env("SEALKV_PASSPHRASE", "second pass")
+        .args(["compact", s(&db)])
+        .assert()
+        .success();
+    e.cmd()
+        .env("SEALKV_PASSPHRASE", "second pass")
+        .args(["ls", s(&backup), "session"])
+        .assert()
+        .success()
         .stdout(predicate::str::contains("k19"));
     // No new secret and no terminal: a clear error.
-    e.cmd().env("SEALKV_PASSPHRASE", "second pass").args(["rekey", s(&db)]).assert().code(2)
+    e.cmd()
+        .env("SEALKV_PASSPHRASE", "second pass")
+        .args(["rekey", s(&db)])
+        .assert()
+        .code(2)
         .stderr(predicate::str::contains("SEALKV_NEW_PASSPHRASE"));
 }
 
@@ -209,10 +332,20 @@ fn export_requires_plaintext_flag_and_import_is_all_or_nothing() {
     let e = Env::new();
     e.init();
     let db = e.db();
-    e.cmd().args(["put", s(&db), "a", "1"]).write_stdin(vec![0u8, 255, 10]).assert().success();
-    e.cmd().args(["put", s(&db), "b", "2"]).write_stdin("two").assert().success();
+    e.cmd()
+        .args(["put", s(&db), "a", "1"])
+        .write_stdin(vec![0u8, 255, 10])
+        .assert()
+        .success();
+    e.cmd()
+        .args(["put", s(&db), "b", "2"])
+        .write_stdin("two")
+        .assert()
+        .success();
     let out = e.path("dump.jsonl");
-    e.run(&["export", s(&db), s(&out)]).code(2).stderr(predicate::str::contains("--plaintext"));
+    e.run(&["export", s(&db), s(&out)])
+        .code(2)
+        .stderr(predicate::str::contains("--plaintext"));
     assert!(!out.exists());
     e.run(&["export", s(&db), s(&out), "--plaintext"]).success();
     let dump = std::fs::read_to_string(&out).unwrap();
@@ -222,10 +355,14 @@ fn export_requires_plaintext_flag_and_import_is_all_or_nothing() {
     e.run(&["init", s(&db2)]).success();
     let bad = e.path("bad.jsonl");
     std::fs::write(&bad, format!("{dump}{{\"namespace\":\"c\"}}\n")).unwrap();
-    e.run(&["import", s(&db2), s(&bad)]).code(2).stderr(predicate::str::contains("line 3"));
+    e.run(&["import", s(&db2), s(&bad)])
+        .code(2)
+        .stderr(predicate::str::contains("line 3"));
     e.run(&["ls", s(&db2)]).success().stdout("");
     e.run(&["import", s(&db2), s(&out)]).success();
-    e.run(&["get", s(&db2), "a", "1"]).success().stdout(vec![0u8, 255, 10]);
+    e.run(&["get", s(&db2), "a", "1"])
+        .success()
+        .stdout(vec![0u8, 255, 10]);
 }
 
 #[test]
@@ -233,7 +370,11 @@ fn closed_stdout_pipe_exits_quietly() {
     let e = Env::new();
     e.init();
     let db = e.db();
-    e.cmd().args(["put", s(&db), "n", "big"]).write_stdin(vec![b'x'; 4 << 20]).assert().success();
+    e.cmd()
+        .args(["put", s(&db), "n", "big"])
+        .write_stdin(vec![b'x'; 4 << 20])
+        .assert()
+        .success();
     let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("sealkv"))
         .args(["get", s(&db), "n", "big"])
         .env("SEALKV_PASSPHRASE", PASS)
@@ -244,5 +385,9 @@ fn closed_stdout_pipe_exits_quietly() {
     drop(child.stdout.take()); // reader goes away
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{:?}", out.status);
-    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -207,10 +207,12 @@ fn read_meta(db: &impl ReadableDatabase, path: &Path) -> Result<Meta> {
         &get(META_KDF)?.ok_or_else(|| Error::Corrupt("key derivation record missing".into()))?,
     )?;
     let keyring = get(META_KEYRING)?.ok_or_else(|| Error::Corrupt("keyring missing".into()))?;
+    let settings = get(META_SETTINGS)?;
     Ok(Meta {
         db_id,
         kdf,
         keyring,
+        settings,
     })
 }
 
@@ -311,7 +313,11 @@ impl Store {
     /// A wrong key, a file in use, a file that is not a sealkv store, a newer format and
     /// a damaged file each give their own error; in each case the file is left as it was
     /// (the checks run on a read-only open first).
-    pub fn open(path: impl AsRef<Path>, secret: impl Into<Secret>, mut opts: Options) -> Result<Self> {
+    pub fn open(
+        path: impl AsRef<Path>,
+        secret: impl Into<Secret>,
+        mut opts: Options,
+    ) -> Result<Self> {
         let path = path.as_ref();
         let secret = secret.into();
         let mut master = None;

@@ -26,7 +26,11 @@ fn stdout_write(bytes: &[u8]) -> Result<(), Failure> {
 pub fn run(cli: Cli) -> Result<u8, Failure> {
     let s = &cli.secret;
     match cli.command {
-        Command::Init { db, cipher, compression } => {
+        Command::Init {
+            db,
+            cipher,
+            compression,
+        } => {
             let secret = secrets::master(s, true)?;
             let opts = Options {
                 cipher: match cipher {
@@ -43,7 +47,12 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
             Store::create(&db, secret, opts)?;
             eprintln!("created {}", db.display());
         }
-        Command::Put { db, namespace, key, file } => {
+        Command::Put {
+            db,
+            namespace,
+            key,
+            file,
+        } => {
             let store = open(&db, s)?;
             let mut value = zeroize::Zeroizing::new(Vec::new());
             match file.as_deref() {
@@ -88,8 +97,10 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
             let bar = std::io::stderr().is_terminal().then(|| {
                 let bar = indicatif::ProgressBar::new(0);
                 bar.set_style(
-                    indicatif::ProgressStyle::with_template("re-encrypting {bar:40} {pos}/{len} ({eta})")
-                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                    indicatif::ProgressStyle::with_template(
+                        "re-encrypting {bar:40} {pos}/{len} ({eta})",
+                    )
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
                 );
                 bar
             });
@@ -108,14 +119,25 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
             eprintln!(
                 "rotated to data key {new_id}; re-sealed {} values; destroyed key(s) {}; compacted",
                 report.resealed,
-                if ids.is_empty() { "none".to_string() } else { ids.join(", ") }
+                if ids.is_empty() {
+                    "none".to_string()
+                } else {
+                    ids.join(", ")
+                }
             );
         }
-        Command::Rekey { db, new_key_file, new_passphrase_file } => {
+        Command::Rekey {
+            db,
+            new_key_file,
+            new_passphrase_file,
+        } => {
             let store = open(&db, s)?;
             let new = secrets::new_master(new_key_file.as_deref(), new_passphrase_file.as_deref())?;
             store.rekey(new)?;
-            eprintln!("master key changed; the old one no longer opens {}", db.display());
+            eprintln!(
+                "master key changed; the old one no longer opens {}",
+                db.display()
+            );
         }
         Command::Verify { db } => {
             let store = open(&db, s)?;
@@ -126,8 +148,10 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
             }
             stdout_write(out.as_bytes())?;
             if !failures.is_empty() {
-                return Err(Failure::new(4, format!("{} value(s) failed to open", failures.len()))
-                    .hint("restore the damaged values from a backup"));
+                return Err(
+                    Failure::new(4, format!("{} value(s) failed to open", failures.len()))
+                        .hint("restore the damaged values from a backup"),
+                );
             }
             eprintln!("ok: every value opens");
         }
@@ -135,9 +159,15 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
             let store = open(&db, s)?;
             let st = store.stats()?;
             let mut out = String::new();
-            out.push_str(&format!("file size: {} bytes\nrows: {}\n", st.file_size, st.entries));
+            out.push_str(&format!(
+                "file size: {} bytes\nrows: {}\n",
+                st.file_size, st.entries
+            ));
             for (ns, n) in &st.namespaces {
-                out.push_str(&format!("namespace {ns}: {} entries, {} bytes sealed\n", n.entries, n.bytes));
+                out.push_str(&format!(
+                    "namespace {ns}: {} entries, {} bytes sealed\n",
+                    n.entries, n.bytes
+                ));
             }
             for k in &st.keys {
                 out.push_str(&format!(
@@ -160,8 +190,11 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
         }
         Command::Export { db, out, plaintext } => {
             if !plaintext {
-                return Err(Failure::new(2, "export writes every secret in plaintext; refusing without --plaintext")
-                    .hint("add --plaintext if that is what you want, and protect the output"));
+                return Err(Failure::new(
+                    2,
+                    "export writes every secret in plaintext; refusing without --plaintext",
+                )
+                .hint("add --plaintext if that is what you want, and protect the output"));
             }
             let store = open(&db, s)?;
             let mut text = zeroize::Zeroizing::new(String::new());
@@ -190,11 +223,31 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
                     .read_to_string(&mut text)?;
             }
             let mut batch = Batch::new();
-            for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-                let bad = |why: &str| Failure::new(2, format!("{} line {}: {why}; nothing imported", input.display(), i + 1));
-                let v: serde_json::Value = serde_json::from_str(line).map_err(|_| bad("not JSON"))?;
-                let field = |name: &str| v.get(name).and_then(|x| x.as_str()).ok_or_else(|| bad(&format!("no string \"{name}\"")));
-                let value = B64.decode(field("value")?).map_err(|_| bad("value is not base64"))?;
+            for (i, line) in text
+                .lines()
+                .enumerate()
+                .filter(|(_, l)| !l.trim().is_empty())
+            {
+                let bad = |why: &str| {
+                    Failure::new(
+                        2,
+                        format!(
+                            "{} line {}: {why}; nothing imported",
+                            input.display(),
+                            i + 1
+                        ),
+                    )
+                };
+                let v: serde_json::Value =
+                    serde_json::from_str(line).map_err(|_| bad("not JSON"))?;
+                let field = |name: &str| {
+                    v.get(name)
+                        .and_then(|x| x.as_str())
+                        .ok_or_else(|| bad(&format!("no string \"{name}\"")))
+                };
+                let value = B64
+                    .decode(field("value")?)
+                    .map_err(|_| bad("value is not base64"))?;
                 batch.put(field("namespace")?, field("key")?, value);
             }
             let n = batch.len();
@@ -211,7 +264,9 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
     opts.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut f = opts.open(path).map_err(|e| Failure::new(2, format!("cannot create {}: {e}", path.display())))?;
+    let mut f = opts
+        .open(path)
+        .map_err(|e| Failure::new(2, format!("cannot create {}: {e}", path.display())))?;
     f.write_all(bytes)?;
     f.sync_all()?;
     Ok(())

@@ -26,7 +26,11 @@ pub struct Failure {
 impl Failure {
     /// A failure with this exit status and message.
     pub fn new(code: u8, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), hint: None }
+        Self {
+            code,
+            message: message.into(),
+            hint: None,
+        }
     }
 
     /// Adds a hint line.
@@ -41,24 +45,29 @@ impl From<sealkv::Error> for Failure {
         use sealkv::Error as E;
         let message = e.to_string();
         match e {
-            E::WrongKey => Failure::new(3, message)
-                .hint("check --key-file / SEALKV_MASTER_KEY or --passphrase-file / SEALKV_PASSPHRASE"),
-            E::KeyKindMismatch { expected } => Failure::new(3, message).hint(if expected == "passphrase" {
-                "give the passphrase with --passphrase-file or SEALKV_PASSPHRASE"
-            } else {
-                "give the raw key with --key-file or SEALKV_MASTER_KEY"
-            }),
-            E::Integrity { .. } => {
-                Failure::new(4, message).hint("run `sealkv verify` to list every damaged value; restore from a backup")
+            E::WrongKey => Failure::new(3, message).hint(
+                "check --key-file / SEALKV_MASTER_KEY or --passphrase-file / SEALKV_PASSPHRASE",
+            ),
+            E::KeyKindMismatch { expected } => {
+                Failure::new(3, message).hint(if expected == "passphrase" {
+                    "give the passphrase with --passphrase-file or SEALKV_PASSPHRASE"
+                } else {
+                    "give the raw key with --key-file or SEALKV_MASTER_KEY"
+                })
             }
-            E::Locked(_) => Failure::new(2, message).hint("close the other program using the store, then retry"),
-            E::NotSealkv(_) => Failure::new(2, message).hint("check the path; create a store with `sealkv init`"),
+            E::Integrity { .. } => Failure::new(4, message)
+                .hint("run `sealkv verify` to list every damaged value; restore from a backup"),
+            E::Locked(_) => {
+                Failure::new(2, message).hint("close the other program using the store, then retry")
+            }
+            E::NotSealkv(_) => {
+                Failure::new(2, message).hint("check the path; create a store with `sealkv init`")
+            }
             E::Io(ref io) if io.kind() == std::io::ErrorKind::NotFound => {
                 Failure::new(2, message).hint("check the path; create a store with `sealkv init`")
             }
-            E::Poisoned | E::CommitFailed { .. } => {
-                Failure::new(2, message).hint("check the disk (space, errors), then run the command again")
-            }
+            E::Poisoned | E::CommitFailed { .. } => Failure::new(2, message)
+                .hint("check the disk (space, errors), then run the command again"),
             _ => Failure::new(2, message),
         }
     }

@@ -13,7 +13,8 @@ const NO_SECRET_HINT: &str =
     "set SEALKV_PASSPHRASE or SEALKV_MASTER_KEY, or pass --passphrase-file or --key-file";
 
 fn read_file(path: &Path, what: &str) -> Result<Vec<u8>, Failure> {
-    std::fs::read(path).map_err(|e| Failure::new(2, format!("cannot read {what} {}: {e}", path.display())))
+    std::fs::read(path)
+        .map_err(|e| Failure::new(2, format!("cannot read {what} {}: {e}", path.display())))
 }
 
 fn key_from_file(path: &Path) -> Result<Secret, Failure> {
@@ -24,16 +25,24 @@ fn key_from_file(path: &Path) -> Result<Secret, Failure> {
 }
 
 fn env(name: &str) -> Option<zeroize::Zeroizing<String>> {
-    std::env::var(name).ok().filter(|v| !v.is_empty()).map(zeroize::Zeroizing::new)
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .map(zeroize::Zeroizing::new)
 }
 
 fn prompt(label: &str, confirm: bool) -> Result<Secret, Failure> {
     // Ask only on a real terminal: with none, fail at once instead of hanging.
     if !std::io::stdin().is_terminal() || std::fs::File::open("/dev/tty").is_err() {
-        return Err(Failure::new(2, "no master key given and no terminal to ask for a passphrase").hint(NO_SECRET_HINT));
+        return Err(Failure::new(
+            2,
+            "no master key given and no terminal to ask for a passphrase",
+        )
+        .hint(NO_SECRET_HINT));
     }
     let first = zeroize::Zeroizing::new(
-        rpassword::prompt_password(format!("{label}: ")).map_err(|e| Failure::new(2, format!("cannot read passphrase: {e}")))?,
+        rpassword::prompt_password(format!("{label}: "))
+            .map_err(|e| Failure::new(2, format!("cannot read passphrase: {e}")))?,
     );
     if first.is_empty() {
         return Err(Failure::new(2, "empty passphrase"));
@@ -47,7 +56,9 @@ fn prompt(label: &str, confirm: bool) -> Result<Secret, Failure> {
             return Err(Failure::new(2, "the two passphrases differ"));
         }
     }
-    Ok(Secret::Passphrase(Passphrase::new(first.as_bytes().to_vec())))
+    Ok(Secret::Passphrase(Passphrase::new(
+        first.as_bytes().to_vec(),
+    )))
 }
 
 /// The master key for opening (or, with `confirm`, creating) a store.
@@ -71,7 +82,10 @@ pub fn master(args: &SecretArgs, confirm: bool) -> Result<Secret, Failure> {
 }
 
 /// The new master key for `rekey`.
-pub fn new_master(key_file: Option<&Path>, passphrase_file: Option<&Path>) -> Result<Secret, Failure> {
+pub fn new_master(
+    key_file: Option<&Path>,
+    passphrase_file: Option<&Path>,
+) -> Result<Secret, Failure> {
     if let Some(path) = key_file {
         return key_from_file(path);
     }
@@ -84,8 +98,11 @@ pub fn new_master(key_file: Option<&Path>, passphrase_file: Option<&Path>) -> Re
     }
     prompt("new passphrase", true).map_err(|f| {
         if f.hint.is_some() {
-            Failure::new(2, "no new key given and no terminal to ask for a passphrase")
-                .hint("set SEALKV_NEW_PASSPHRASE, or pass --new-passphrase-file or --new-key-file")
+            Failure::new(
+                2,
+                "no new key given and no terminal to ask for a passphrase",
+            )
+            .hint("set SEALKV_NEW_PASSPHRASE, or pass --new-passphrase-file or --new-key-file")
         } else {
             f
         }
