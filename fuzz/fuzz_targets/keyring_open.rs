@@ -10,7 +10,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = Keyring::open(&master, &[1; 16], data);
     // The plaintext parser sits behind the AEAD; reach it by sealing the input.
     let record = internal::seal_keyring_plaintext(&master, &[1; 16], &[2; 24], data).expect("seal");
-    if let Ok(mut ring) = Keyring::open(&master, &[1; 16], &record) {
+    if let Ok(ring) = Keyring::open(&master, &[1; 16], &record) {
         // A parsed keyring is consistent: it has a primary and reseals.
         let _ = ring.primary().id();
         let resealed = ring.seal(&master, &[1; 16]).expect("reseal");
