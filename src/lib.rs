@@ -29,6 +29,8 @@
 //! # }
 //! ```
 
+pub mod auth;
+
 pub use sealkv_crypto::{AES_GCM_SEAL_BUDGET, CryptoError};
 pub use sealkv_engine::{
     Algorithm, Batch, Clock, Codec, Compression, Error, FORMAT_VERSION, KdfParams, KeyInfo,

@@ -147,6 +147,26 @@ pub enum Command {
         #[arg(long)]
         plaintext: bool,
     },
+    /// Import a Baileys auth folder (useMultiFileAuthState), all or nothing.
+    ImportBaileys {
+        /// Database file.
+        db: PathBuf,
+        /// The auth folder.
+        dir: PathBuf,
+        /// Skip empty or unparsable files (each is listed) instead of stopping.
+        #[arg(long)]
+        skip_bad: bool,
+        /// Replace auth state the store already holds.
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Write the auth state as a folder Baileys loads (DIR absent or empty).
+    ExportBaileys {
+        /// Database file.
+        db: PathBuf,
+        /// The folder to write.
+        dir: PathBuf,
+    },
     /// Import JSON lines as written by export, all or nothing.
     Import {
         /// Database file.

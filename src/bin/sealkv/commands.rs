@@ -212,6 +212,38 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
                 write_private(&out, text.as_bytes())?;
             }
         }
+        Command::ImportBaileys {
+            db,
+            dir,
+            skip_bad,
+            replace,
+        } => {
+            let state = sealkv::auth::AuthState::new(open(&db, s)?);
+            let report = sealkv::auth::import_baileys(
+                &state,
+                &dir,
+                sealkv::auth::ImportOptions { skip_bad, replace },
+            )
+            .map_err(auth_failure)?;
+            let mut out = String::new();
+            for (family, n) in &report.imported {
+                out.push_str(&format!("{family}: {n}\n"));
+            }
+            for (path, why) in &report.skipped {
+                out.push_str(&format!("skipped {}: {why}\n", path.display()));
+            }
+            stdout_write(out.as_bytes())?;
+            let total: usize = report.imported.values().sum();
+            eprintln!(
+                "imported {total} values from {} in one transaction",
+                dir.display()
+            );
+        }
+        Command::ExportBaileys { db, dir } => {
+            let state = sealkv::auth::AuthState::new(open(&db, s)?);
+            let n = sealkv::auth::export_baileys(&state, &dir).map_err(auth_failure)?;
+            eprintln!("wrote {n} files to {}", dir.display());
+        }
         Command::Import { db, input } => {
             let store = open(&db, s)?;
             let mut text = zeroize::Zeroizing::new(String::new());
@@ -256,6 +288,18 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
         }
     }
     Ok(0)
+}
+
+fn auth_failure(e: sealkv::auth::AuthError) -> Failure {
+    match e {
+        sealkv::auth::AuthError::Store(e) => e.into(),
+        sealkv::auth::AuthError::NotEmpty => {
+            Failure::new(2, e.to_string()).hint("pass --replace to replace it")
+        }
+        sealkv::auth::AuthError::BadFile { .. } => Failure::new(2, e.to_string())
+            .hint("pass --skip-bad to import the rest and list what was skipped"),
+        other => Failure::new(2, other.to_string()),
+    }
 }
 
 /// Writes a file readable only by its owner (it holds plaintext secrets).

@@ -1,0 +1,183 @@
+//! The store against raw redb (no encryption), in one run so the ratios hold:
+//! point get of 1 KiB values, single-thread durable set, and group commit
+//! (8 threads on distinct lock keys vs 1 thread).
+//!
+//! Run: `cargo bench -p sealkv-benches --bench engine`
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use redb::{ReadableDatabase, TableDefinition};
+use sealkv_benches::auth_like_value;
+use sealkv_crypto::{Algorithm, Codec, Compression};
+use sealkv_engine::{Batch, MasterKey, Options, Store};
+
+const RAW: TableDefinition<&[u8], &[u8]> = TableDefinition::new("raw");
+const N: usize = 10_000;
+
+fn key_name(i: usize) -> String {
+    format!("4915550{i:06}.0")
+}
+
+fn sealkv_store(dir: &std::path::Path, name: &str, opts: Options) -> Store {
+    let store = Store::create(dir.join(name), MasterKey::generate(), opts).expect("create");
+    for chunk in (0..N).collect::<Vec<_>>().chunks(1000) {
+        let mut b = Batch::new();
+        for &i in chunk {
+            b.put("session", &key_name(i), auth_like_value(1024, i as u64));
+        }
+        store.set(&b).expect("fill");
+    }
+    store
+}
+
+fn raw_db(dir: &std::path::Path) -> redb::Database {
+    let db = redb::Database::create(dir.join("raw.redb")).expect("raw");
+    let txn = db.begin_write().expect("w");
+    {
+        let mut t = txn.open_table(RAW).expect("t");
+        for i in 0..N {
+            t.insert(
+                key_name(i).as_bytes(),
+                auth_like_value(1024, i as u64).as_slice(),
+            )
+            .expect("i");
+        }
+    }
+    txn.commit().expect("c");
+    db
+}
+
+fn point_get(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("dir");
+    let raw = raw_db(dir.path());
+    let default = sealkv_store(dir.path(), "default", Options::default());
+    let fast = sealkv_store(
+        dir.path(),
+        "snappy-aes",
+        Options {
+            cipher: Algorithm::Aes256Gcm,
+            compression: Compression::with_codec(Codec::Snappy),
+            ..Options::default()
+        },
+    );
+    let mut g = c.benchmark_group("get-1KiB");
+    g.throughput(Throughput::Elements(1));
+    let mut i = 0usize;
+    g.bench_function("raw-redb", |b| {
+        b.iter(|| {
+            i = (i + 7919) % N;
+            let txn = raw.begin_read().expect("r");
+            let t = txn.open_table(RAW).expect("t");
+            t.get(key_name(i).as_bytes())
+                .expect("g")
+                .expect("present")
+                .value()
+                .len()
+        })
+    });
+    for (name, store) in [
+        ("sealkv-zstd-xchacha", &default),
+        ("sealkv-snappy-aesgcm", &fast),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                i = (i + 7919) % N;
+                let k = key_name(i);
+                store.get("session", &[k.as_str()]).expect("get").len()
+            })
+        });
+    }
+    g.finish();
+}
+
+fn durable_set(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("dir");
+    let raw = redb::Database::create(dir.path().join("raw-set.redb")).expect("raw");
+    let store = Store::create(
+        dir.path().join("set.sealkv"),
+        MasterKey::generate(),
+        Options::default(),
+    )
+    .expect("s");
+    let value = auth_like_value(1024, 1);
+    let mut g = c.benchmark_group("durable-set-1KiB");
+    g.throughput(Throughput::Elements(1))
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(5));
+    let mut i = 0usize;
+    g.bench_function("raw-redb", |b| {
+        b.iter(|| {
+            i += 1;
+            let txn = raw.begin_write().expect("w");
+            txn.open_table(RAW)
+                .expect("t")
+                .insert(key_name(i % N).as_bytes(), value.as_slice())
+                .expect("i");
+            txn.commit().expect("c");
+        })
+    });
+    g.bench_function("sealkv", |b| {
+        b.iter(|| {
+            i += 1;
+            store
+                .put("session", &key_name(i % N), value.clone())
+                .expect("put");
+        })
+    });
+    g.finish();
+}
+
+fn group_commit(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = Arc::new(
+        Store::create(
+            dir.path().join("gc.sealkv"),
+            MasterKey::generate(),
+            Options::default(),
+        )
+        .expect("s"),
+    );
+    let value = auth_like_value(1024, 2);
+    let mut g = c.benchmark_group("durable-transactions");
+    g.sample_size(10).measurement_time(Duration::from_secs(8));
+    for threads in [1usize, 8, 16] {
+        g.throughput(Throughput::Elements(threads as u64 * 20));
+        g.bench_with_input(
+            BenchmarkId::new("threads", threads),
+            &threads,
+            |b, &threads| {
+                b.iter_custom(|iters| {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        std::thread::scope(|s| {
+                            for t in 0..threads {
+                                let (store, value) = (&store, &value);
+                                s.spawn(move || {
+                                    for j in 0..20 {
+                                        store
+                                            .transaction(&format!("acct{t}"), |tx| {
+                                                tx.put(
+                                                    "session",
+                                                    &format!("{t}.{j}"),
+                                                    value.clone(),
+                                                );
+                                                Ok::<_, sealkv_engine::Error>(())
+                                            })
+                                            .expect("tx");
+                                    }
+                                });
+                            }
+                        });
+                    }
+                    start.elapsed()
+                })
+            },
+        );
+    }
+    g.finish();
+}
+
+criterion_group!(benches, point_get, durable_set, group_commit);
+criterion_main!(benches);
