@@ -35,7 +35,7 @@ pub use sealkv_crypto::{AES_GCM_SEAL_BUDGET, CryptoError};
 pub use sealkv_engine::{
     Algorithm, Batch, Clock, Codec, Compression, Error, FORMAT_VERSION, KdfParams, KeyInfo,
     KeyState, MAX_NAME_LEN, MasterKey, NamespaceStats, Options, Passphrase, ReencryptProgress,
-    Result, Secret, Stats, Store, Tx, Value, system_clock,
+    Result, Secret, Stats, Store, Tx, Value, check_name, system_clock,
 };
 
 /// The README's examples, compiled and run as doc tests.

@@ -22,7 +22,8 @@ use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
 use crate::store::{
-    DATA, META, META_KEYRING, Store, check_name, lock, prefix_range, read_lock, row_key, write_lock,
+    DATA, Handle, META, META_KEYRING, Store, check_name, lock, prefix_range, read_lock, row_key,
+    write_lock,
 };
 
 /// A set of changes applied atomically: puts and deletes across any namespaces.
@@ -361,11 +362,11 @@ impl Store {
                 }
             }
         }
-        *slot = Some(Arc::new(Store::open_redb(
+        *slot = Some(Arc::new(Handle::ReadWrite(Store::open_redb(
             &self.inner.path,
             &self.inner.opts,
             false,
-        )?));
+        )?)));
         Ok(())
     }
 }

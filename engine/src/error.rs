@@ -55,6 +55,8 @@ pub enum Error {
     },
     /// A namespace or key name is empty or too long.
     InvalidName(String),
+    /// The store was opened read-only.
+    ReadOnly,
     /// An earlier commit failed with an I/O error and could not be recovered; the store
     /// refuses writes until it is reopened.
     Poisoned,
@@ -103,6 +105,7 @@ impl fmt::Display for Error {
                 "value {namespace}/{key} is {size} bytes, over the store's limit of {limit} bytes"
             ),
             Self::InvalidName(why) => write!(f, "invalid name: {why}"),
+            Self::ReadOnly => f.write_str("the store is open read-only"),
             Self::Poisoned => f.write_str(
                 "the store refuses writes after an unrecovered I/O error during a commit; reopen it",
             ),
@@ -204,6 +207,7 @@ impl Error {
             },
             Self::InvalidName(s) => Self::InvalidName(s.clone()),
             Self::Poisoned => Self::Poisoned,
+            Self::ReadOnly => Self::ReadOnly,
             Self::CommitFailed { attempts, source } => Self::CommitFailed {
                 attempts: *attempts,
                 source: Box::new(source.duplicate()),

@@ -44,7 +44,7 @@ pub use rotate::ReencryptProgress;
 pub use sealkv_crypto::{
     Algorithm, Codec, Compression, KdfParams, KeyInfo, KeyState, MasterKey, Passphrase,
 };
-pub use store::{FORMAT_VERSION, MAX_NAME_LEN, NamespaceStats, Stats, Store, Value};
+pub use store::{FORMAT_VERSION, MAX_NAME_LEN, NamespaceStats, Stats, Store, Value, check_name};
 pub use txn::Tx;
 
 /// Internals for tests and fuzz targets. Not a stable API.

@@ -8,7 +8,7 @@
 //! makes a new primary key, which is cheap and immediate; the CLI's `rotate` and the
 //! operator decide when the rewrite runs.
 
-use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
+use redb::{ReadableTable, ReadableTableMetadata};
 use sealkv_crypto::{Context, Header, KeyState, Keyring, envelope};
 
 use crate::error::{Error, Result};

@@ -84,7 +84,7 @@ impl std::fmt::Debug for Store {
 pub(crate) struct Inner {
     pub(crate) id: u64,
     pub(crate) path: PathBuf,
-    pub(crate) db: RwLock<Option<Arc<Database>>>,
+    pub(crate) db: RwLock<Option<Arc<Handle>>>,
     pub(crate) db_id: [u8; 16],
     pub(crate) master: RwLock<MasterKey>,
     pub(crate) keyring: RwLock<Keyring>,
@@ -94,6 +94,29 @@ pub(crate) struct Inner {
     pub(crate) queue: Mutex<Queue>,
     pub(crate) queue_cv: Condvar,
     pub(crate) catalog_tag: [u8; TAG_BYTES],
+}
+
+/// The open redb file: read-write, or read-only (for commands that only read, so the
+/// file is never written, not even its header).
+pub(crate) enum Handle {
+    ReadWrite(Database),
+    ReadOnly(redb::ReadOnlyDatabase),
+}
+
+impl Handle {
+    pub(crate) fn begin_read(&self) -> Result<redb::ReadTransaction> {
+        Ok(match self {
+            Self::ReadWrite(db) => db.begin_read()?,
+            Self::ReadOnly(db) => db.begin_read()?,
+        })
+    }
+
+    pub(crate) fn begin_write(&self) -> Result<redb::WriteTransaction> {
+        match self {
+            Self::ReadWrite(db) => Ok(db.begin_write()?),
+            Self::ReadOnly(_) => Err(Error::ReadOnly),
+        }
+    }
 }
 
 /// The key derivation record of a store.
@@ -305,7 +328,14 @@ impl Store {
             txn.open_table(DATA)?;
         }
         txn.commit()?;
-        Ok(Self::assemble(path, db, db_id, master, keyring, opts))
+        Ok(Self::assemble(
+            path,
+            Handle::ReadWrite(db),
+            db_id,
+            master,
+            keyring,
+            opts,
+        ))
     }
 
     /// Opens an existing store.
@@ -313,13 +343,22 @@ impl Store {
     /// A wrong key, a file in use, a file that is not a sealkv store, a newer format and
     /// a damaged file each give their own error; in each case the file is left as it was
     /// (the checks run on a read-only open first).
-    pub fn open(
+    pub fn open(path: impl AsRef<Path>, secret: impl Into<Secret>, opts: Options) -> Result<Self> {
+        Self::open_inner(path.as_ref(), secret.into(), opts, false)
+    }
+
+    /// Opens an existing store for reading only: the file is not written at all (not
+    /// even redb's header), and every write gives [`Error::ReadOnly`]. A file that needs
+    /// crash recovery is refused with [`Error::Corrupt`]; open it read-write once.
+    pub fn open_read_only(
         path: impl AsRef<Path>,
         secret: impl Into<Secret>,
-        mut opts: Options,
+        opts: Options,
     ) -> Result<Self> {
-        let path = path.as_ref();
-        let secret = secret.into();
+        Self::open_inner(path.as_ref(), secret.into(), opts, true)
+    }
+
+    fn open_inner(path: &Path, secret: Secret, mut opts: Options, read_only: bool) -> Result<Self> {
         let mut master = None;
         if opts.backend.is_none() {
             precheck(path)?;
@@ -330,11 +369,29 @@ impl Store {
                 Ok(ro) => {
                     let meta = read_meta(&ro, path)?;
                     let key = meta.kdf.master_key(&secret)?;
-                    open_keyring(&key, &meta.db_id, &meta.keyring)?;
+                    let keyring = open_keyring(&key, &meta.db_id, &meta.keyring)?;
+                    if read_only {
+                        if let Some(settings) = &meta.settings {
+                            apply_settings(settings, &mut opts)?;
+                        }
+                        return Ok(Self::assemble(
+                            path,
+                            Handle::ReadOnly(ro),
+                            meta.db_id,
+                            key,
+                            keyring,
+                            opts,
+                        ));
+                    }
                     master = Some(key);
                     drop(ro);
                 }
                 // The file needs redb's crash recovery, which a read-only open will not do.
+                Err(redb::DatabaseError::RepairAborted) if read_only => {
+                    return Err(Error::Corrupt(
+                        "the file needs crash recovery; open it once for writing".into(),
+                    ));
+                }
                 Err(redb::DatabaseError::RepairAborted) => {}
                 Err(e) => return Err(map_open_error(e, path)),
             }
@@ -349,7 +406,14 @@ impl Store {
         if let Some(settings) = &meta.settings {
             apply_settings(settings, &mut opts)?;
         }
-        let store = Self::assemble(path, db, meta.db_id, master, keyring, opts);
+        let store = Self::assemble(
+            path,
+            Handle::ReadWrite(db),
+            meta.db_id,
+            master,
+            keyring,
+            opts,
+        );
         store.maybe_auto_rotate()?;
         Ok(store)
     }
@@ -367,7 +431,7 @@ impl Store {
 
     fn assemble(
         path: &Path,
-        db: Database,
+        db: Handle,
         db_id: [u8; 16],
         master: MasterKey,
         keyring: Keyring,
@@ -403,7 +467,7 @@ impl Store {
     }
 
     /// The current redb handle; none after a failed reopen, when the store is poisoned.
-    pub(crate) fn db(&self) -> Result<Arc<Database>> {
+    pub(crate) fn db(&self) -> Result<Arc<Handle>> {
         read_lock(&self.inner.db).clone().ok_or(Error::Poisoned)
     }
 
@@ -693,6 +757,9 @@ impl Store {
     /// A crash before the rename leaves the old file; after it, the new one.
     pub fn compact(&self) -> Result<()> {
         self.check_writable()?;
+        if matches!(*self.db()?, Handle::ReadOnly(_)) {
+            return Err(Error::ReadOnly);
+        }
         let _commit = self.commit_lock();
         let mut slot = write_lock(&self.inner.db);
         let Some(mut db) = slot.take() else {
@@ -724,7 +791,7 @@ impl Store {
         }
         let swapped = fs::rename(&tmp, &path).and_then(|()| sync_dir(&path));
         match Store::open_redb(&path, &self.inner.opts, false) {
-            Ok(reopened) => *slot = Some(Arc::new(reopened)),
+            Ok(reopened) => *slot = Some(Arc::new(Handle::ReadWrite(reopened))),
             Err(e) => {
                 self.inner.poisoned.store(true, Ordering::Release);
                 return Err(e);
@@ -740,7 +807,7 @@ impl Store {
     }
 }
 
-fn copy_snapshot(db: &Database, dest: &Path) -> Result<()> {
+fn copy_snapshot(db: &Handle, dest: &Path) -> Result<()> {
     let snapshot = db.begin_read()?;
     let result = (|| -> Result<()> {
         let copy = redb::Builder::new()
@@ -819,7 +886,8 @@ fn hex_lower(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-pub(crate) fn check_name(name: &str) -> Result<()> {
+/// Checks a namespace or key name: not empty, at most [`MAX_NAME_LEN`] bytes.
+pub fn check_name(name: &str) -> Result<()> {
     if name.is_empty() {
         return Err(Error::InvalidName("names must not be empty".into()));
     }

@@ -303,3 +303,33 @@ fn backup_is_a_consistent_copy_that_opens() {
     store.compact().unwrap();
     assert_eq!(store.list("n").unwrap(), vec!["k", "later"]);
 }
+
+#[test]
+fn read_only_open_reads_and_never_writes_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ro.sealkv");
+    {
+        let store = Store::create(&path, key(), fast_opts()).unwrap();
+        store.put("n", "k", b"v".to_vec()).unwrap();
+    }
+    let before = std::fs::read(&path).unwrap();
+    {
+        let ro = Store::open_read_only(&path, key(), fast_opts()).unwrap();
+        assert_eq!(&ro.get("n", &["k"]).unwrap()["k"][..], b"v");
+        assert_eq!(ro.list("n").unwrap(), vec!["k"]);
+        assert!(ro.verify().unwrap().is_empty());
+        assert!(matches!(ro.put("n", "x", vec![1]), Err(Error::ReadOnly)));
+        assert!(matches!(ro.rotate(), Err(Error::ReadOnly)));
+        assert!(matches!(ro.compact(), Err(Error::ReadOnly)));
+        ro.backup(dir.path().join("copy.sealkv")).unwrap();
+    }
+    assert!(
+        std::fs::read(&path).unwrap() == before,
+        "a read-only open changed the file"
+    );
+    let other = sealkv_engine::MasterKey::from_bytes(&[1; 32]).unwrap();
+    assert!(matches!(
+        Store::open_read_only(&path, other, fast_opts()),
+        Err(Error::WrongKey)
+    ));
+}

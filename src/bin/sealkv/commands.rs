@@ -16,6 +16,12 @@ fn open(db: &Path, cli_secret: &crate::cli::SecretArgs) -> Result<Store, Failure
     Ok(Store::open(db, secret, Options::default())?)
 }
 
+/// Opens for commands that only read: the file is not written at all.
+fn open_ro(db: &Path, cli_secret: &crate::cli::SecretArgs) -> Result<Store, Failure> {
+    let secret = secrets::master(cli_secret, false)?;
+    Ok(Store::open_read_only(db, secret, Options::default())?)
+}
+
 fn stdout_write(bytes: &[u8]) -> Result<(), Failure> {
     let mut out = std::io::stdout().lock();
     out.write_all(bytes)?;
@@ -53,7 +59,10 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
             key,
             file,
         } => {
-            let store = open(&db, s)?;
+            // Everything that can be checked without the store is checked before it is
+            // opened for writing, so a bad request leaves the file untouched.
+            sealkv::check_name(&namespace)?;
+            sealkv::check_name(&key)?;
             let mut value = zeroize::Zeroizing::new(Vec::new());
             match file.as_deref() {
                 None => std::io::stdin().read_to_end(&mut value)?,
@@ -62,10 +71,21 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
                     .map_err(|e| Failure::new(2, format!("cannot read {}: {e}", p.display())))?
                     .read_to_end(&mut value)?,
             };
+            let limit = Options::default().max_value_size;
+            if value.len() > limit {
+                return Err(sealkv::Error::ValueTooLarge {
+                    namespace,
+                    key,
+                    size: value.len(),
+                    limit,
+                }
+                .into());
+            }
+            let store = open(&db, s)?;
             store.put(&namespace, &key, value.to_vec())?;
         }
         Command::Get { db, namespace, key } => {
-            let store = open(&db, s)?;
+            let store = open_ro(&db, s)?;
             let found = store.get(&namespace, &[&key])?;
             let Some(value) = found.get(&key) else {
                 return Err(Failure::new(1, format!("no value at {namespace}/{key}")));
@@ -73,13 +93,15 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
             stdout_write(value)?;
         }
         Command::Del { db, namespace, key } => {
+            sealkv::check_name(&namespace)?;
+            sealkv::check_name(&key)?;
             let store = open(&db, s)?;
             if !store.delete(&namespace, &key)? {
                 return Err(Failure::new(1, format!("no value at {namespace}/{key}")));
             }
         }
         Command::Ls { db, namespace } => {
-            let store = open(&db, s)?;
+            let store = open_ro(&db, s)?;
             let names = match namespace {
                 Some(ns) => store.list(&ns)?,
                 None => store.namespaces()?,
@@ -140,7 +162,7 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
             );
         }
         Command::Verify { db } => {
-            let store = open(&db, s)?;
+            let store = open_ro(&db, s)?;
             let failures = store.verify()?;
             let mut out = String::new();
             for f in &failures {
@@ -156,7 +178,7 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
             eprintln!("ok: every value opens");
         }
         Command::Stats { db } => {
-            let store = open(&db, s)?;
+            let store = open_ro(&db, s)?;
             let st = store.stats()?;
             let mut out = String::new();
             out.push_str(&format!(
@@ -182,7 +204,7 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
             stdout_write(out.as_bytes())?;
         }
         Command::Backup { db, dest } => {
-            open(&db, s)?.backup(&dest)?;
+            open_ro(&db, s)?.backup(&dest)?;
             eprintln!("wrote {}", dest.display());
         }
         Command::Compact { db } => {
