@@ -60,6 +60,66 @@ pub mod internal {
         crate::envelope::seal_with(keyring, key_id, nonce, compression, ctx, plaintext)
     }
 
+    /// Fuzz body: arbitrary bytes as an envelope. Opening must fail cleanly unless the
+    /// input is the one valid envelope, and any change to a valid envelope must fail.
+    pub fn fuzz_envelope(data: &[u8]) {
+        use std::sync::OnceLock;
+        static RING: OnceLock<(Keyring, Vec<u8>)> = OnceLock::new();
+        let (ring, sealed) = RING.get_or_init(|| {
+            let mut ring = Keyring::new(crate::Algorithm::XChaCha20Poly1305, 0);
+            let _ = ring.rotate(crate::Algorithm::Aes256Gcm, 0);
+            let ctx = Context {
+                db_id: &[0; 16],
+                namespace: b"n",
+                key: b"k",
+            };
+            let sealed = crate::envelope::seal(&ring, &Compression::default(), &ctx, &[b'a'; 300])
+                .unwrap_or_default();
+            (ring, sealed)
+        });
+        let ctx = Context {
+            db_id: &[0; 16],
+            namespace: b"n",
+            key: b"k",
+        };
+        let _ = crate::Header::parse(data);
+        if let Ok(v) = crate::envelope::open(ring, &ctx, data, 4096) {
+            assert_eq!(data, &sealed[..], "only the valid envelope opens");
+            assert!(v.len() <= 4096);
+        }
+        if let Some((&at, patch)) = data.split_first() {
+            let mut spliced = sealed.clone();
+            let at = at as usize % spliced.len().max(1);
+            let n = patch.len().min(spliced.len() - at);
+            spliced[at..at + n].copy_from_slice(&patch[..n]);
+            if spliced != *sealed {
+                assert!(
+                    crate::envelope::open(ring, &ctx, &spliced, 4096).is_err(),
+                    "a changed envelope opened"
+                );
+            }
+        }
+    }
+
+    /// Fuzz body: arbitrary bytes as a sealed keyring record and as keyring plaintext.
+    pub fn fuzz_keyring(data: &[u8]) {
+        let Ok(master) = crate::MasterKey::from_bytes(&[9; 32]) else {
+            return;
+        };
+        let _ = Keyring::open(&master, &[1; 16], data);
+        let Ok(record) = seal_keyring_plaintext(&master, &[1; 16], &[2; 24], data) else {
+            return;
+        };
+        if let Ok(ring) = Keyring::open(&master, &[1; 16], &record) {
+            let _ = ring.primary().id();
+            let resealed = ring.seal(&master, &[1; 16]);
+            assert!(
+                resealed.is_ok_and(|r| Keyring::open(&master, &[1; 16], &r).is_ok()),
+                "a parsed keyring reseals"
+            );
+        }
+    }
+
     /// Seals raw keyring plaintext with a chosen nonce (for known-answer tests).
     pub fn seal_keyring_plaintext(
         master: &crate::MasterKey,

@@ -32,6 +32,7 @@
 mod backend;
 mod commit;
 mod error;
+mod fuzz;
 mod options;
 mod rotate;
 mod store;
@@ -51,4 +52,5 @@ pub use txn::Tx;
 #[doc(hidden)]
 pub mod internal {
     pub use crate::backend::BackendFactory;
+    pub use crate::fuzz::{fuzz_open, fuzz_ops, fuzz_options, write_seed_store};
 }

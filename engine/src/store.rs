@@ -344,7 +344,8 @@ impl Store {
     /// a damaged file each give their own error; in each case the file is left as it was
     /// (the checks run on a read-only open first).
     pub fn open(path: impl AsRef<Path>, secret: impl Into<Secret>, opts: Options) -> Result<Self> {
-        Self::open_inner(path.as_ref(), secret.into(), opts, false)
+        let (path, secret) = (path.as_ref(), secret.into());
+        contain(|| Self::open_inner(path, secret, opts, false))
     }
 
     /// Opens an existing store for reading only: the file is not written at all (not
@@ -355,7 +356,8 @@ impl Store {
         secret: impl Into<Secret>,
         opts: Options,
     ) -> Result<Self> {
-        Self::open_inner(path.as_ref(), secret.into(), opts, true)
+        let (path, secret) = (path.as_ref(), secret.into());
+        contain(|| Self::open_inner(path, secret, opts, true))
     }
 
     fn open_inner(path: &Path, secret: Secret, mut opts: Options, read_only: bool) -> Result<Self> {
@@ -456,6 +458,51 @@ impl Store {
         }
     }
 
+    /// Reads values: the ones found, by key. Missing keys are absent from the map.
+    pub fn get<K: AsRef<str>>(
+        &self,
+        namespace: &str,
+        keys: &[K],
+    ) -> Result<BTreeMap<String, Value>> {
+        self.contained(|| self.get_unguarded(namespace, keys))
+    }
+
+    /// The keys of a namespace, sorted.
+    pub fn list(&self, namespace: &str) -> Result<Vec<String>> {
+        self.contained(|| self.list_unguarded(namespace))
+    }
+
+    /// The namespaces that hold at least one value, sorted.
+    pub fn namespaces(&self) -> Result<Vec<String>> {
+        self.contained(|| self.namespaces_unguarded())
+    }
+
+    /// Number of values in a namespace.
+    pub fn count(&self, namespace: &str) -> Result<u64> {
+        self.contained(|| self.count_unguarded(namespace))
+    }
+
+    /// Opens every value and reports each one that fails, without stopping at the first.
+    pub fn verify(&self) -> Result<Vec<Error>> {
+        self.contained(|| self.verify_unguarded())
+    }
+
+    /// Entries and bytes per namespace, data keys with their use, and the file size.
+    pub fn stats(&self) -> Result<Stats> {
+        self.contained(|| self.stats_unguarded())
+    }
+
+    /// Runs a read path with redb's panics contained: redb 4.5 can panic on some
+    /// damaged files instead of returning an error. A panic becomes
+    /// [`Error::Corrupt`], and the store refuses writes from then on.
+    fn contained<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        contain(f).inspect_err(|e| {
+            if matches!(e, Error::Corrupt(m) if m.starts_with(PANIC_PREFIX)) {
+                self.inner.poisoned.store(true, Ordering::Release);
+            }
+        })
+    }
+
     /// The path of the store file.
     pub fn path(&self) -> &Path {
         &self.inner.path
@@ -476,7 +523,7 @@ impl Store {
     }
 
     /// Reads values: the ones found, by key. Missing keys are absent from the map.
-    pub fn get<K: AsRef<str>>(
+    fn get_unguarded<K: AsRef<str>>(
         &self,
         namespace: &str,
         keys: &[K],
@@ -601,7 +648,7 @@ impl Store {
     }
 
     /// The keys of a namespace, sorted.
-    pub fn list(&self, namespace: &str) -> Result<Vec<String>> {
+    fn list_unguarded(&self, namespace: &str) -> Result<Vec<String>> {
         check_name(namespace)?;
         let ring = self.ring();
         let ns_tag = ring.name_key().namespace_tag(namespace.as_bytes());
@@ -622,7 +669,7 @@ impl Store {
     }
 
     /// The namespaces that hold at least one value, sorted.
-    pub fn namespaces(&self) -> Result<Vec<String>> {
+    fn namespaces_unguarded(&self) -> Result<Vec<String>> {
         let ring = self.ring();
         let db = self.db()?;
         let txn = db.begin_read()?;
@@ -642,7 +689,7 @@ impl Store {
     }
 
     /// Number of values in a namespace.
-    pub fn count(&self, namespace: &str) -> Result<u64> {
+    fn count_unguarded(&self, namespace: &str) -> Result<u64> {
         check_name(namespace)?;
         let ns_tag = self.ring().name_key().namespace_tag(namespace.as_bytes());
         let db = self.db()?;
@@ -657,7 +704,7 @@ impl Store {
     }
 
     /// Opens every value and reports each one that fails, without stopping at the first.
-    pub fn verify(&self) -> Result<Vec<Error>> {
+    fn verify_unguarded(&self) -> Result<Vec<Error>> {
         let ring = self.ring();
         let db = self.db()?;
         let txn = db.begin_read()?;
@@ -704,7 +751,7 @@ impl Store {
     }
 
     /// Entries and bytes per namespace, data keys with their use, and the file size.
-    pub fn stats(&self) -> Result<Stats> {
+    fn stats_unguarded(&self) -> Result<Stats> {
         let ring = self.ring();
         let db = self.db()?;
         let txn = db.begin_read()?;
@@ -842,6 +889,17 @@ fn sync_dir(path: &Path) -> std::io::Result<()> {
         Some(dir) if !dir.as_os_str().is_empty() => fs::File::open(dir)?.sync_all(),
         _ => fs::File::open(".")?.sync_all(),
     }
+}
+
+const PANIC_PREFIX: &str = "its structure cannot be read";
+
+/// Turns a panic inside `f` (from redb reading a damaged file) into [`Error::Corrupt`].
+fn contain<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        Err(Error::Corrupt(format!(
+            "{PANIC_PREFIX} (redb failed on a damaged page)"
+        )))
+    })
 }
 
 /// What [`Store::stats`] reports.

@@ -80,6 +80,14 @@ impl From<std::io::Error> for Failure {
 }
 
 fn main() -> ExitCode {
+    // redb 4.5 can panic on some damaged files; the library contains that and reports a
+    // clean "damaged" error, so its panic message would only confuse. Others still print.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !info.location().is_some_and(|l| l.file().contains("/redb-")) {
+            default_hook(info);
+        }
+    }));
     let cli = cli::Cli::parse();
     match commands::run(cli) {
         Ok(code) => ExitCode::from(code),

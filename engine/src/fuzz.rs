@@ -1,0 +1,239 @@
+//! Fuzz bodies, shared by the cargo-fuzz targets in `fuzz/` and by the tests that
+//! replay the committed seeds on every CI run.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use redb::StorageBackend;
+use sealkv_crypto::{KdfParams, MasterKey};
+
+use crate::{Batch, Error, Options, Store};
+
+static NEXT_FILE: AtomicU64 = AtomicU64::new(0);
+
+fn fuzz_key() -> Option<MasterKey> {
+    MasterKey::from_bytes(&[0x42; 32]).ok()
+}
+
+/// Options for fuzzing: cheap KDF, small cache.
+pub fn fuzz_options() -> Options {
+    Options {
+        kdf: KdfParams::INSECURE_FOR_TESTS,
+        cache_size: 1 << 20,
+        ..Options::default()
+    }
+}
+
+/// Fuzz body: `data` as the bytes of a store file. Opening (read-write and read-only)
+/// must give a result or an error, never a panic, a hang or an unbounded allocation.
+pub fn fuzz_open(data: &[u8]) {
+    let Some(key) = fuzz_key() else { return };
+    let path = std::env::temp_dir().join(format!(
+        "sealkv-fuzz-{}-{}.sealkv",
+        std::process::id(),
+        NEXT_FILE.fetch_add(1, Ordering::Relaxed)
+    ));
+    if std::fs::write(&path, data).is_err() {
+        return;
+    }
+    if let Ok(store) = Store::open_read_only(&path, key.clone(), fuzz_options()) {
+        let _ = store.verify();
+        let _ = store.namespaces();
+    }
+    if let Ok(store) = Store::open(&path, key, fuzz_options()) {
+        let _ = store.verify();
+        let _ = store.put("fuzz", "k", b"v".to_vec());
+    }
+    let _ = std::fs::remove_file(&path);
+}
+
+/// Writes a small valid store to `path`, a seed for [`fuzz_open`].
+pub fn write_seed_store(path: &Path) -> crate::Result<()> {
+    let key = fuzz_key().ok_or(Error::WrongKey)?;
+    let store = Store::create(path, key, fuzz_options())?;
+    let mut b = Batch::new();
+    b.put("session", "4915550001.0", b"session record".repeat(20))
+        .put("creds", "creds", b"{}".to_vec());
+    store.set(&b)?;
+    Ok(())
+}
+
+/// An in-memory disk whose writes, syncs and resizes can fail at a chosen operation.
+#[derive(Clone, Default)]
+struct FaultyMemory {
+    bytes: Arc<Mutex<Vec<u8>>>,
+    ops: Arc<AtomicU64>,
+    fail_at: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for FaultyMemory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FaultyMemory")
+    }
+}
+
+impl FaultyMemory {
+    fn bytes(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
+        self.bytes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    fn step(&self) -> io::Result<()> {
+        let n = self.ops.fetch_add(1, Ordering::SeqCst) + 1;
+        let at = self.fail_at.load(Ordering::SeqCst);
+        if at != 0 && n >= at {
+            return Err(io::Error::other("injected fault"));
+        }
+        Ok(())
+    }
+}
+
+impl StorageBackend for FaultyMemory {
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.bytes().len() as u64)
+    }
+    fn read(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
+        let b = self.bytes();
+        let start = offset as usize;
+        let src = b
+            .get(start..start + out.len())
+            .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
+        out.copy_from_slice(src);
+        Ok(())
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.step()?;
+        self.bytes().resize(len as usize, 0);
+        Ok(())
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        self.step()
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.step()?;
+        let mut b = self.bytes();
+        let end = offset as usize + data.len();
+        if b.len() < end {
+            b.resize(end, 0);
+        }
+        b[offset as usize..end].copy_from_slice(data);
+        Ok(())
+    }
+}
+
+type Model = BTreeMap<(String, String), Vec<u8>>;
+
+fn contents(store: &Store) -> Option<Model> {
+    let mut out = Model::new();
+    for ns in store.namespaces().ok()? {
+        let keys = store.list(&ns).ok()?;
+        for (k, v) in store.get(&ns, &keys).ok()? {
+            out.insert((ns.clone(), k), v.to_vec());
+        }
+    }
+    Some(out)
+}
+
+/// Fuzz body: `data` drives a sequence of operations (sets, deletes, transactions,
+/// clears, reopens) against a `BTreeMap` model, with I/O failing from the operation
+/// number in the first two bytes on. Every acknowledged write must be there after a
+/// reopen; a failed one is there whole or not at all.
+pub fn fuzz_ops(data: &[u8]) {
+    let Some(key) = fuzz_key() else { return };
+    let (fail_at, script) = match data {
+        [a, b, rest @ ..] => (u64::from(u16::from_le_bytes([*a, *b])), rest),
+        _ => return,
+    };
+    let disk = FaultyMemory::default();
+    let factory_disk = disk.clone();
+    let factory: crate::backend::BackendFactory =
+        Arc::new(move |_: &Path, _| Ok(Box::new(factory_disk.clone()) as Box<dyn StorageBackend>));
+    let opts = Options {
+        backend: Some(factory),
+        commit_retries: 1,
+        commit_retry_delay: Default::default(),
+        ..fuzz_options()
+    };
+    let path = Path::new("fuzz-memory");
+    let Ok(mut store) = Store::create(path, key.clone(), opts.clone()) else {
+        return;
+    };
+    disk.ops.store(0, Ordering::SeqCst);
+    disk.fail_at.store(fail_at, Ordering::SeqCst);
+    let mut model = Model::new();
+    for chunk in script.chunks(3).take(64) {
+        let [op, a, b] = match chunk {
+            [op, a, b] => [*op, *a, *b],
+            _ => break,
+        };
+        let ns = format!("ns{}", a % 3);
+        let k = format!("k{}", b % 8);
+        let value = vec![a ^ b; usize::from(b) * 4];
+        let mut next = model.clone();
+        let result = match op % 5 {
+            0 => {
+                next.insert((ns.clone(), k.clone()), value.clone());
+                store.put(&ns, &k, value)
+            }
+            1 => {
+                next.remove(&(ns.clone(), k.clone()));
+                store.delete(&ns, &k).map(|_| ())
+            }
+            2 => {
+                let other = format!("k{}", b.wrapping_add(1) % 8);
+                next.insert((ns.clone(), k.clone()), value.clone());
+                next.remove(&(ns.clone(), other.clone()));
+                store.transaction(&ns, |tx| {
+                    tx.put(&ns, &k, value.clone());
+                    tx.delete(&ns, &other);
+                    Ok::<_, Error>(())
+                })
+            }
+            3 => {
+                next.clear();
+                store.clear()
+            }
+            _ => {
+                drop(store);
+                disk.fail_at.store(0, Ordering::SeqCst);
+                match Store::open(path, key.clone(), opts.clone()) {
+                    Ok(s) => store = s,
+                    Err(e) => panic!("reopen after clean close failed: {e}"),
+                }
+                Ok(())
+            }
+        };
+        match result {
+            Ok(()) => model = next,
+            Err(_) => {
+                // Reopen without faults: the write is there whole or not at all.
+                drop(store);
+                disk.fail_at.store(0, Ordering::SeqCst);
+                store = match Store::open(path, key.clone(), opts.clone()) {
+                    Ok(s) => s,
+                    Err(e) => panic!("store does not reopen after an injected fault: {e}"),
+                };
+                let now =
+                    contents(&store).unwrap_or_else(|| panic!("contents unreadable after a fault"));
+                assert!(
+                    now == model || now == next,
+                    "a failed write left a partial state"
+                );
+                model = now;
+            }
+        }
+        assert!(
+            contents(&store).is_some_and(|c| c == model),
+            "store and model differ"
+        );
+    }
+    drop(store);
+    disk.fail_at.store(0, Ordering::SeqCst);
+    let store = Store::open(path, key, opts).unwrap_or_else(|e| panic!("final reopen failed: {e}"));
+    assert!(
+        contents(&store).is_some_and(|c| c == model),
+        "store and model differ after reopen"
+    );
+    assert!(store.verify().is_ok_and(|f| f.is_empty()), "verify failed");
+}
