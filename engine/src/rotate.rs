@@ -151,6 +151,9 @@ impl Store {
             }
             drop(data);
             drop(snapshot);
+            // The commit below may have to reopen the database after an I/O error, which
+            // waits for every handle to be released: ours included.
+            drop(db);
             let Some(last) = last else {
                 // Finished: drop the cursor.
                 let _commit = self.commit_lock();

@@ -514,8 +514,25 @@ impl Store {
     }
 
     /// The current redb handle; none after a failed reopen, when the store is poisoned.
+    /// The current redb handle. After a failed commit whose recovery could not reopen
+    /// the file (the disk still full, say), there is none: each call then tries to
+    /// reopen it, so reads come back once the file can be opened again. Writes stay
+    /// refused until the store itself is reopened.
     pub(crate) fn db(&self) -> Result<Arc<Handle>> {
-        read_lock(&self.inner.db).clone().ok_or(Error::Poisoned)
+        if let Some(db) = read_lock(&self.inner.db).clone() {
+            return Ok(db);
+        }
+        let mut slot = write_lock(&self.inner.db);
+        if let Some(db) = slot.clone() {
+            return Ok(db);
+        }
+        let db = Arc::new(Handle::ReadWrite(Store::open_redb(
+            &self.inner.path,
+            &self.inner.opts,
+            false,
+        )?));
+        *slot = Some(db.clone());
+        Ok(db)
     }
 
     pub(crate) fn ring(&self) -> RwLockReadGuard<'_, Keyring> {

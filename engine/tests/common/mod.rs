@@ -48,6 +48,8 @@ pub struct FaultState {
     pub failures: AtomicU64,
     /// Kind of the first injected failure: 1 write, 2 sync, 3 set_len.
     pub first_kind: AtomicU64,
+    /// Report injected failures as "no space left on device".
+    pub full: std::sync::atomic::AtomicBool,
 }
 
 impl FaultState {
@@ -70,6 +72,12 @@ impl FaultState {
         if n == at || (self.sticky.load(Ordering::SeqCst) && n > at) {
             if self.failures.fetch_add(1, Ordering::SeqCst) == 0 {
                 self.first_kind.store(kind, Ordering::SeqCst);
+            }
+            if self.full.load(Ordering::SeqCst) {
+                return Err(io::Error::new(
+                    io::ErrorKind::StorageFull,
+                    "no space left on device (injected)",
+                ));
             }
             return Err(io::Error::other("injected fault"));
         }
