@@ -101,17 +101,47 @@ impl KeyState {
     }
 }
 
+/// A data key's AEAD.
+///
+/// XChaCha20-Poly1305 is built the standard way (draft-irtf-cfrg-xchacha): HChaCha20 of
+/// the key and the nonce's first 16 bytes gives a per-value subkey, used with IETF
+/// ChaCha20-Poly1305 (RFC 8439) and the nonce `0000 || nonce[16..24]`. The HChaCha20
+/// step is RustCrypto's `chacha20`; ChaCha20-Poly1305 is `ring`'s assembly, which
+/// measured 3x faster here than the portable crates for 64 B to 16 KiB values (see
+/// docs/FORMAT.md). The bytes are identical to RustCrypto's `XChaCha20Poly1305`: the
+/// known-answer vectors in crypto/tests prove it.
 pub(crate) enum Cipher {
-    XChaCha(Box<XChaCha20Poly1305>),
+    XChaCha(Zeroizing<[u8; KEY_LEN]>),
     Aes(Box<Aes256Gcm>),
+}
+
+/// The per-value ChaCha20-Poly1305 key and nonce of XChaCha20-Poly1305.
+fn xchacha_subkey(
+    key: &[u8; KEY_LEN],
+    nonce: &[u8],
+) -> Option<(ring::aead::LessSafeKey, ring::aead::Nonce)> {
+    let nonce: &[u8; 24] = nonce.try_into().ok()?;
+    let (head, tail) = nonce.split_at(16);
+    let head: &[u8; 16] = head.try_into().ok()?;
+    let subkey = Zeroizing::new(<[u8; KEY_LEN]>::from(chacha20::hchacha::<chacha20::R20>(
+        key.into(),
+        head.into(),
+    )));
+    // ring copies the subkey into its own key schedule, which it does not wipe: that
+    // copy opens this one value only (HChaCha20 does not reveal the data key).
+    let unbound = ring::aead::UnboundKey::new(&ring::aead::CHACHA20_POLY1305, &subkey[..]).ok()?;
+    let mut short = [0u8; 12];
+    short[4..].copy_from_slice(tail);
+    Some((
+        ring::aead::LessSafeKey::new(unbound),
+        ring::aead::Nonce::assume_unique_for_key(short),
+    ))
 }
 
 impl Cipher {
     fn new(algorithm: Algorithm, key: &[u8; KEY_LEN]) -> Self {
         match algorithm {
-            Algorithm::XChaCha20Poly1305 => {
-                Self::XChaCha(Box::new(XChaCha20Poly1305::new(key.into())))
-            }
+            Algorithm::XChaCha20Poly1305 => Self::XChaCha(Zeroizing::new(*key)),
             Algorithm::Aes256Gcm => Self::Aes(Box::new(Aes256Gcm::new(key.into()))),
         }
     }
@@ -123,23 +153,27 @@ impl Cipher {
         aad: &[u8],
         buf: &mut [u8],
     ) -> Result<[u8; TAG_LEN], CryptoError> {
-        let tag = match self {
-            Self::XChaCha(c) => {
-                let nonce = nonce
-                    .try_into()
-                    .map_err(|_| CryptoError::Malformed("nonce length"))?;
-                c.encrypt_inout_detached(nonce, aad, buf.into())
+        let too_long = |_| CryptoError::Malformed("value too long for the cipher");
+        let mut out = [0u8; TAG_LEN];
+        match self {
+            Self::XChaCha(key) => {
+                let (k, n) =
+                    xchacha_subkey(key, nonce).ok_or(CryptoError::Malformed("nonce length"))?;
+                let tag = k
+                    .seal_in_place_separate_tag(n, ring::aead::Aad::from(aad), buf)
+                    .map_err(|_| CryptoError::Malformed("value too long for the cipher"))?;
+                out.copy_from_slice(tag.as_ref());
             }
             Self::Aes(c) => {
                 let nonce = nonce
                     .try_into()
                     .map_err(|_| CryptoError::Malformed("nonce length"))?;
-                c.encrypt_inout_detached(nonce, aad, buf.into())
+                let tag = c
+                    .encrypt_inout_detached(nonce, aad, buf.into())
+                    .map_err(too_long)?;
+                out.copy_from_slice(&tag);
             }
         }
-        .map_err(|_| CryptoError::Malformed("value too long for the cipher"))?;
-        let mut out = [0u8; TAG_LEN];
-        out.copy_from_slice(&tag);
         Ok(out)
     }
 
@@ -151,19 +185,21 @@ impl Cipher {
         buf: &mut [u8],
         tag: &[u8],
     ) -> Result<(), CryptoError> {
-        let ok = match self {
-            Self::XChaCha(c) => {
-                let nonce = nonce.try_into().map_err(|_| CryptoError::Unseal)?;
-                let tag = tag.try_into().map_err(|_| CryptoError::Unseal)?;
-                c.decrypt_inout_detached(nonce, aad, buf.into(), tag)
+        match self {
+            Self::XChaCha(key) => {
+                let (k, n) = xchacha_subkey(key, nonce).ok_or(CryptoError::Unseal)?;
+                let tag = ring::aead::Tag::try_from(tag).map_err(|_| CryptoError::Unseal)?;
+                k.open_in_place_separate_tag(n, ring::aead::Aad::from(aad), tag, buf, 0..)
+                    .map(|_| ())
+                    .map_err(|_| CryptoError::Unseal)
             }
             Self::Aes(c) => {
                 let nonce = nonce.try_into().map_err(|_| CryptoError::Unseal)?;
                 let tag = tag.try_into().map_err(|_| CryptoError::Unseal)?;
                 c.decrypt_inout_detached(nonce, aad, buf.into(), tag)
+                    .map_err(|_| CryptoError::Unseal)
             }
-        };
-        ok.map_err(|_| CryptoError::Unseal)
+        }
     }
 }
 

@@ -124,6 +124,25 @@ fn run_and_kill(mut child: Child, run_for: Duration) -> Vec<String> {
     reader.join().unwrap()
 }
 
+/// Reads the child's lines until `count` of them start with `prefix`, waits `then`,
+/// and SIGKILLs it (unless it ended first). Returns the lines seen.
+fn kill_after_lines(mut child: Child, prefix: &str, count: usize, then: Duration) -> Vec<String> {
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
+    let mut seen = Vec::new();
+    let mut matched = 0;
+    while matched < count {
+        let Some(line) = lines.next() else { break };
+        matched += usize::from(line.starts_with(prefix));
+        seen.push(line);
+    }
+    std::thread::sleep(then);
+    let _ = child.kill(); // SIGKILL on Unix
+    let _ = child.wait();
+    seen.extend(lines);
+    seen
+}
+
 #[test]
 fn killed_writers_lose_no_acknowledged_commit() {
     let dir = tempfile::tempdir().unwrap();
@@ -212,9 +231,13 @@ fn killed_reencryption_resumes_and_finishes() {
     let mut completed_runs = 0;
     let mut interrupted = 0;
     for round in 0..kills {
-        let lines = run_and_kill(
+        // Killed after a random number of committed batches (of about 120) plus a
+        // random moment inside the next one: mid-job however fast the machine is.
+        let lines = kill_after_lines(
             spawn("reencrypt", &path, &[]),
-            Duration::from_millis(rng.random_range(30..400)),
+            "BATCH",
+            rng.random_range(0..60),
+            Duration::from_micros(rng.random_range(0..4000)),
         );
         let done = lines.iter().any(|l| l == "DONE");
         if !done {
