@@ -74,6 +74,15 @@ fn main() {
             ">= 0.8",
         ),
         (
+            "bulk import vs raw redb inserting the same names in hashed order",
+            "bulk-import-1000x1KiB",
+            "sealkv",
+            "raw-redb-hashed-order",
+            1.0,
+            1.0,
+            "-",
+        ),
+        (
             "point get 1 KiB vs SQLCipher",
             "peer-get-1KiB",
             "sealkv",
