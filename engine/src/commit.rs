@@ -253,7 +253,7 @@ impl Store {
         let mut q = lock(&self.inner.queue);
         q.pending.push(request.clone());
         // A leader may be gathering a batch.
-        self.inner.queue_cv.notify_all();
+        self.inner.gather_cv.notify_one();
         loop {
             if let Some(result) = lock(&request.result).take() {
                 return result;
@@ -294,7 +294,7 @@ impl Store {
                     }
                     q = self
                         .inner
-                        .queue_cv
+                        .gather_cv
                         .wait_timeout(q, deadline - now)
                         .map(|(g, _)| g)
                         .unwrap_or_else(|p| p.into_inner().0);

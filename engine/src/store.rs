@@ -93,6 +93,9 @@ pub(crate) struct Inner {
     pub(crate) locks: KeyLocks,
     pub(crate) queue: Mutex<Queue>,
     pub(crate) queue_cv: Condvar,
+    /// Wakes a leader gathering a batch when a caller queues (only the leader waits on
+    /// it, so arrivals do not wake every queued caller).
+    pub(crate) gather_cv: Condvar,
     pub(crate) catalog_tag: [u8; TAG_BYTES],
 }
 
@@ -453,6 +456,7 @@ impl Store {
                 locks: KeyLocks::default(),
                 queue: Mutex::new(Queue::default()),
                 queue_cv: Condvar::new(),
+                gather_cv: Condvar::new(),
                 catalog_tag,
             }),
         }
