@@ -348,13 +348,16 @@ impl Store {
                     continue;
                 }
             }
-            let result = (|| -> Result<()> {
+            // redb can panic on a damaged page (its allocator state, say): contained
+            // here it becomes Error::Corrupt and poisons the store, instead of
+            // unwinding through the group-commit leader and stranding its callers.
+            let result = self.contained(|| {
                 let db = self.db()?;
                 let txn = db.begin_write()?;
                 f(&txn)?;
                 txn.commit()?;
                 Ok(())
-            })();
+            });
             match result {
                 Ok(()) => return Ok(()),
                 // Only storage failures are worth another attempt; anything else is final.
@@ -390,7 +393,7 @@ impl Store {
                 }
             }
         }
-        *slot = Some(Arc::new(Handle::ReadWrite(Store::open_redb(
+        *slot = Some(Arc::new(Handle::read_write(Store::open_redb(
             &self.inner.path,
             &self.inner.opts,
             false,

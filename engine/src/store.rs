@@ -101,24 +101,52 @@ pub(crate) struct Inner {
 
 /// The open redb file: read-write, or read-only (for commands that only read, so the
 /// file is never written, not even its header).
-pub(crate) enum Handle {
+/// The open redb database, read-write or read-only.
+pub(crate) struct Handle(Option<HandleKind>);
+
+enum HandleKind {
     ReadWrite(Database),
     ReadOnly(redb::ReadOnlyDatabase),
 }
 
 impl Handle {
+    pub(crate) fn read_write(db: Database) -> Self {
+        Self(Some(HandleKind::ReadWrite(db)))
+    }
+
+    pub(crate) fn read_only(db: redb::ReadOnlyDatabase) -> Self {
+        Self(Some(HandleKind::ReadOnly(db)))
+    }
+
+    pub(crate) fn is_read_only(&self) -> bool {
+        matches!(self.0, Some(HandleKind::ReadOnly(_)))
+    }
+
     pub(crate) fn begin_read(&self) -> Result<redb::ReadTransaction> {
-        Ok(match self {
-            Self::ReadWrite(db) => db.begin_read()?,
-            Self::ReadOnly(db) => db.begin_read()?,
+        Ok(match &self.0 {
+            Some(HandleKind::ReadWrite(db)) => db.begin_read()?,
+            Some(HandleKind::ReadOnly(db)) => db.begin_read()?,
+            // Only empty while being dropped.
+            None => return Err(Error::Poisoned),
         })
     }
 
     pub(crate) fn begin_write(&self) -> Result<redb::WriteTransaction> {
-        match self {
-            Self::ReadWrite(db) => Ok(db.begin_write()?),
-            Self::ReadOnly(_) => Err(Error::ReadOnly),
+        match &self.0 {
+            Some(HandleKind::ReadWrite(db)) => Ok(db.begin_write()?),
+            Some(HandleKind::ReadOnly(_)) => Err(Error::ReadOnly),
+            None => Err(Error::Poisoned),
         }
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        // After redb panicked on a damaged page (contained, see `contain`), its internal
+        // locks are poisoned and its own drop panics too. The unwinding still drops the
+        // file, releasing its lock; the panic must not reach the caller.
+        let kind = self.0.take();
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(kind)));
     }
 }
 
@@ -333,7 +361,7 @@ impl Store {
         txn.commit()?;
         Ok(Self::assemble(
             path,
-            Handle::ReadWrite(db),
+            Handle::read_write(db),
             db_id,
             master,
             keyring,
@@ -381,7 +409,7 @@ impl Store {
                         }
                         return Ok(Self::assemble(
                             path,
-                            Handle::ReadOnly(ro),
+                            Handle::read_only(ro),
                             meta.db_id,
                             key,
                             keyring,
@@ -413,7 +441,7 @@ impl Store {
         }
         let store = Self::assemble(
             path,
-            Handle::ReadWrite(db),
+            Handle::read_write(db),
             meta.db_id,
             master,
             keyring,
@@ -499,7 +527,7 @@ impl Store {
     /// Runs a read path with redb's panics contained: redb 4.5 can panic on some
     /// damaged files instead of returning an error. A panic becomes
     /// [`Error::Corrupt`], and the store refuses writes from then on.
-    fn contained<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    pub(crate) fn contained<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
         contain(f).inspect_err(|e| {
             if matches!(e, Error::Corrupt(m) if m.starts_with(PANIC_PREFIX)) {
                 self.inner.poisoned.store(true, Ordering::Release);
@@ -517,7 +545,6 @@ impl Store {
         &self.inner.opts
     }
 
-    /// The current redb handle; none after a failed reopen, when the store is poisoned.
     /// The current redb handle. After a failed commit whose recovery could not reopen
     /// the file (the disk still full, say), there is none: each call then tries to
     /// reopen it, so reads come back once the file can be opened again. Writes stay
@@ -530,7 +557,7 @@ impl Store {
         if let Some(db) = slot.clone() {
             return Ok(db);
         }
-        let db = Arc::new(Handle::ReadWrite(Store::open_redb(
+        let db = Arc::new(Handle::read_write(Store::open_redb(
             &self.inner.path,
             &self.inner.opts,
             false,
@@ -825,7 +852,7 @@ impl Store {
     /// A crash before the rename leaves the old file; after it, the new one.
     pub fn compact(&self) -> Result<()> {
         self.check_writable()?;
-        if matches!(*self.db()?, Handle::ReadOnly(_)) {
+        if self.db()?.is_read_only() {
             return Err(Error::ReadOnly);
         }
         let _commit = self.commit_lock();
@@ -859,7 +886,7 @@ impl Store {
         }
         let swapped = fs::rename(&tmp, &path).and_then(|()| sync_dir(&path));
         match Store::open_redb(&path, &self.inner.opts, false) {
-            Ok(reopened) => *slot = Some(Arc::new(Handle::ReadWrite(reopened))),
+            Ok(reopened) => *slot = Some(Arc::new(Handle::read_write(reopened))),
             Err(e) => {
                 self.inner.poisoned.store(true, Ordering::Release);
                 return Err(e);
