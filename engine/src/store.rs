@@ -235,7 +235,7 @@ struct Meta {
     settings: Option<Vec<u8>>,
 }
 
-fn read_meta(db: &impl ReadableDatabase, path: &Path) -> Result<Meta> {
+fn read_meta(db: &Handle, path: &Path) -> Result<Meta> {
     let not_ours = || Error::NotSealkv(path.to_path_buf());
     let txn = db.begin_read()?;
     let meta = match txn.open_table(META) {
@@ -400,6 +400,8 @@ impl Store {
                 .open_read_only(path)
             {
                 Ok(ro) => {
+                    // Wrapped at once: redb's drop can panic on a damaged file.
+                    let ro = Handle::read_only(ro);
                     let meta = read_meta(&ro, path)?;
                     let key = meta.kdf.master_key(&secret)?;
                     let keyring = open_keyring(&key, &meta.db_id, &meta.keyring)?;
@@ -407,14 +409,7 @@ impl Store {
                         if let Some(settings) = &meta.settings {
                             apply_settings(settings, &mut opts)?;
                         }
-                        return Ok(Self::assemble(
-                            path,
-                            Handle::read_only(ro),
-                            meta.db_id,
-                            key,
-                            keyring,
-                            opts,
-                        ));
+                        return Ok(Self::assemble(path, ro, meta.db_id, key, keyring, opts));
                     }
                     master = Some(key);
                     drop(ro);
@@ -429,7 +424,7 @@ impl Store {
                 Err(e) => return Err(map_open_error(e, path)),
             }
         }
-        let db = Self::open_redb(path, &opts, false)?;
+        let db = Handle::read_write(Self::open_redb(path, &opts, false)?);
         let meta = read_meta(&db, path)?;
         let master = match master {
             Some(m) => m,
@@ -439,14 +434,7 @@ impl Store {
         if let Some(settings) = &meta.settings {
             apply_settings(settings, &mut opts)?;
         }
-        let store = Self::assemble(
-            path,
-            Handle::read_write(db),
-            meta.db_id,
-            master,
-            keyring,
-            opts,
-        );
+        let store = Self::assemble(path, db, meta.db_id, master, keyring, opts);
         store.maybe_auto_rotate()?;
         Ok(store)
     }
