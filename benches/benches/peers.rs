@@ -34,6 +34,25 @@ fn sqlcipher(path: &std::path::Path) -> Connection {
     conn
 }
 
+/// One bulk round on raw redb: every value under the row key `key_of("{round}-{j}")`,
+/// in one durable write transaction.
+fn raw_bulk(
+    db: &redb::Database,
+    round: usize,
+    values: &[Vec<u8>],
+    key_of: impl Fn(&str) -> Vec<u8>,
+) {
+    let txn = db.begin_write().expect("w");
+    {
+        let mut t = txn.open_table(RAW).expect("t");
+        for (j, v) in values.iter().enumerate() {
+            t.insert(key_of(&format!("{round}-{j}")).as_slice(), v.as_slice())
+                .expect("i");
+        }
+    }
+    txn.commit().expect("c");
+}
+
 fn peers(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("dir");
     let store = Store::create(
@@ -124,37 +143,23 @@ fn peers(c: &mut Criterion) {
     g.bench_function("raw-redb", |bch| {
         bch.iter(|| {
             round += 1;
-            let txn = raw.begin_write().expect("w");
-            {
-                let mut t = txn.open_table(RAW).expect("t");
-                for (j, v) in values.iter().enumerate() {
-                    t.insert(format!("{round}-{j}").as_bytes(), v.as_slice())
-                        .expect("i");
-                }
-            }
-            txn.commit().expect("c");
+            raw_bulk(&raw, round, &values, |name| name.as_bytes().to_vec())
         })
     });
     // sealkv stores rows under keyed tags of their names, so a batch lands in random
-    // B-tree order; this peer inserts the same names in the same (hashed) order, to
-    // tell the cost of private names apart from the cost of sealing.
+    // B-tree order; this peer inserts the same names prefixed by a hash, in random order
+    // too, to tell the cost of private names apart from the cost of sealing.
     let hashed = redb::Database::create(dir.path().join("bulk-hashed.redb")).expect("raw");
     g.bench_function("raw-redb-hashed-order", |bch| {
         bch.iter(|| {
             round += 1;
-            let txn = hashed.begin_write().expect("w");
-            {
-                let mut t = txn.open_table(RAW).expect("t");
-                for (j, v) in values.iter().enumerate() {
-                    let name = format!("{round}-{j}");
-                    let mut h = std::hash::DefaultHasher::new();
-                    std::hash::Hash::hash(&name, &mut h);
-                    let mut key = std::hash::Hasher::finish(&h).to_be_bytes().to_vec();
-                    key.extend_from_slice(name.as_bytes());
-                    t.insert(key.as_slice(), v.as_slice()).expect("i");
-                }
-            }
-            txn.commit().expect("c");
+            raw_bulk(&hashed, round, &values, |name| {
+                let mut h = std::hash::DefaultHasher::new();
+                std::hash::Hash::hash(name, &mut h);
+                let mut key = std::hash::Hasher::finish(&h).to_be_bytes().to_vec();
+                key.extend_from_slice(name.as_bytes());
+                key
+            })
         })
     });
     g.bench_function("sealkv", |bch| {

@@ -22,8 +22,7 @@ use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
 use crate::store::{
-    DATA, Handle, META, META_KEYRING, Store, check_name, lock, prefix_range, read_lock, row_key,
-    write_lock,
+    DATA, META, META_KEYRING, Store, check_name, lock, prefix_range, read_lock, row_key, write_lock,
 };
 
 /// A set of changes applied atomically: puts and deletes across any namespaces.
@@ -117,9 +116,11 @@ pub(crate) struct Queue {
     last_batch: usize,
 }
 
-/// Longest a leader waits for the callers of the previous batch to queue again.
-/// Well under one fsync, so a lone writer never waits (its last batch was 1) and a
-/// busy store trades a few microseconds for one fsync shared by all.
+/// Longest a leader waits for the callers of the previous batch to queue again, well
+/// under one fsync. A writer working alone waits only on its first commit after a
+/// busier moment (its last batch was larger than 1). Measured with the engine bench's
+/// durable-transactions, run with 0 and with 250 us in turn: 8 threads 13.3 and 13.5 ms
+/// a round at 0, 12.0 ms at 250 us; 1 and 16 threads unchanged.
 const GATHER_WINDOW: std::time::Duration = std::time::Duration::from_micros(250);
 
 impl Store {
@@ -393,11 +394,7 @@ impl Store {
                 }
             }
         }
-        *slot = Some(Arc::new(Handle::read_write(Store::open_redb(
-            &self.inner.path,
-            &self.inner.opts,
-            false,
-        )?)));
+        *slot = Some(self.open_handle()?);
         Ok(())
     }
 }

@@ -101,7 +101,6 @@ pub(crate) struct Inner {
 
 /// The open redb file: read-write, or read-only (for commands that only read, so the
 /// file is never written, not even its header).
-/// The open redb database, read-write or read-only.
 pub(crate) struct Handle(Option<HandleKind>);
 
 enum HandleKind {
@@ -512,8 +511,8 @@ impl Store {
         self.contained(|| self.stats_unguarded())
     }
 
-    /// Runs a read path with redb's panics contained: redb 4.5 can panic on some
-    /// damaged files instead of returning an error. A panic becomes
+    /// Runs a read path or a write transaction with redb's panics contained: redb 4.5
+    /// can panic on some damaged files instead of returning an error. A panic becomes
     /// [`Error::Corrupt`], and the store refuses writes from then on.
     pub(crate) fn contained<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
         contain(f).inspect_err(|e| {
@@ -545,13 +544,15 @@ impl Store {
         if let Some(db) = slot.clone() {
             return Ok(db);
         }
-        let db = Arc::new(Handle::read_write(Store::open_redb(
-            &self.inner.path,
-            &self.inner.opts,
-            false,
-        )?));
+        let db = self.open_handle()?;
         *slot = Some(db.clone());
         Ok(db)
+    }
+
+    /// Opens this store's file read-write again (after a failed commit or a compaction).
+    pub(crate) fn open_handle(&self) -> Result<Arc<Handle>> {
+        let db = Store::open_redb(&self.inner.path, &self.inner.opts, false)?;
+        Ok(Arc::new(Handle::read_write(db)))
     }
 
     pub(crate) fn ring(&self) -> RwLockReadGuard<'_, Keyring> {
@@ -873,8 +874,8 @@ impl Store {
             }
         }
         let swapped = fs::rename(&tmp, &path).and_then(|()| sync_dir(&path));
-        match Store::open_redb(&path, &self.inner.opts, false) {
-            Ok(reopened) => *slot = Some(Arc::new(Handle::read_write(reopened))),
+        match self.open_handle() {
+            Ok(reopened) => *slot = Some(reopened),
             Err(e) => {
                 self.inner.poisoned.store(true, Ordering::Release);
                 return Err(e);

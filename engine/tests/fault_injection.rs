@@ -5,10 +5,12 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use common::*;
-use sealkv_engine::{Batch, Error, Store};
+use sealkv_engine::{Batch, Error, Secret, Store};
+use tempfile::TempDir;
 
 type Contents = BTreeMap<(String, String), Vec<u8>>;
 
@@ -23,12 +25,19 @@ fn contents(store: &Store) -> Contents {
     out
 }
 
-#[test]
-fn a_transient_fault_is_retried_and_the_commit_lands() {
+/// A new store in a temporary folder, on a [`Faulty`] backend whose `FaultState` the
+/// test arms. The folder lives as long as the returned `TempDir`.
+fn faulty_store(secret: impl Into<Secret>) -> (TempDir, PathBuf, Arc<FaultState>, Store) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("f.sealkv");
     let state = Arc::new(FaultState::default());
-    let store = Store::create(&path, key(), faulty_opts(state.clone())).unwrap();
+    let store = Store::create(&path, secret, faulty_opts(state.clone())).unwrap();
+    (dir, path, state, store)
+}
+
+#[test]
+fn a_transient_fault_is_retried_and_the_commit_lands() {
+    let (_dir, _path, state, store) = faulty_store(key());
     store.put("n", "a", b"1".to_vec()).unwrap();
     state.arm(1, false); // the next write or sync fails once
     store.put("n", "b", b"2".to_vec()).unwrap();
@@ -45,10 +54,7 @@ fn persistent_faults_fail_the_commit_atomically_at_every_point() {
     let mut swept = 0;
     let mut landed_despite_sync_error = 0;
     loop {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f.sealkv");
-        let state = Arc::new(FaultState::default());
-        let store = Store::create(&path, key(), faulty_opts(state.clone())).unwrap();
+        let (_dir, path, state, store) = faulty_store(key());
         let mut first = Batch::new();
         first
             .put("session", "s1", vec![1; 2000])
@@ -120,10 +126,7 @@ fn persistent_faults_fail_the_commit_atomically_at_every_point() {
 
 #[test]
 fn concurrent_callers_sharing_a_failed_group_commit_all_see_the_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("f.sealkv");
-    let state = Arc::new(FaultState::default());
-    let store = Store::create(&path, key(), faulty_opts(state.clone())).unwrap();
+    let (_dir, path, state, store) = faulty_store(key());
     state.arm(1, true);
     let results: Vec<_> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..8)
@@ -150,11 +153,7 @@ fn fault_sweep_over_transactions_rotation_reencryption_and_rekey() {
     let mut n = 1;
     let mut points = 0;
     loop {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("w.sealkv");
-        let state = Arc::new(FaultState::default());
-        let opts = faulty_opts(state.clone());
-        let store = Store::create(&path, passphrase("one"), opts).unwrap();
+        let (_dir, path, state, store) = faulty_store(passphrase("one"));
         let mut b = Batch::new();
         for i in 0..40 {
             b.put(
@@ -165,41 +164,36 @@ fn fault_sweep_over_transactions_rotation_reencryption_and_rekey() {
         }
         store.set(&b).unwrap();
         let mut model = contents(&store);
+        let mut with_tx = model.clone();
+        with_tx.insert(("ns0".into(), "new".into()), vec![9; 100]);
+        with_tx.remove(&("ns1".into(), "k1".into()));
+
+        // The workload, stopping at its first error; what was acknowledged is noted.
         state.arm(n, true);
-        let mut failed = false;
+        let mut tx_acked = false;
         let mut rekeyed = false;
-        let step = |r: Result<(), Error>, failed: &mut bool| {
-            if r.is_err() {
-                *failed = true;
-            }
-            !*failed
-        };
-        let tx = store.transaction("acct", |tx| {
-            tx.put("ns0", "new", vec![9; 100]);
-            tx.delete("ns1", "k1");
-            Ok::<_, Error>(())
-        });
-        if step(tx, &mut failed) {
-            model.insert(("ns0".into(), "new".into()), vec![9; 100]);
-            model.remove(&("ns1".into(), "k1".into()));
-        }
-        if !failed {
-            step(store.rotate().map(|_| ()), &mut failed);
-        }
-        if !failed {
-            step(store.reencrypt(7, |_| {}).map(|_| ()), &mut failed);
-        }
-        if !failed && step(store.rekey(passphrase("two")), &mut failed) {
+        let outcome = (|| -> Result<(), Error> {
+            store.transaction("acct", |tx| {
+                tx.put("ns0", "new", vec![9; 100]);
+                tx.delete("ns1", "k1");
+                Ok::<_, Error>(())
+            })?;
+            tx_acked = true;
+            store.rotate()?;
+            store.reencrypt(7, |_| {})?;
+            store.rekey(passphrase("two"))?;
             rekeyed = true;
-        }
+            Ok(())
+        })();
         let fired = state.failures.load(std::sync::atomic::Ordering::SeqCst) > 0;
         state.disarm();
         drop(store);
-        let reopened = Store::open(&path, passphrase("one"), fast_opts())
-            .or_else(|_| Store::open(&path, passphrase("two"), fast_opts()))
-            .unwrap_or_else(|e| panic!("N={n}: opens with neither secret: {e}"));
-        if rekeyed {
-            drop(reopened);
+        if tx_acked {
+            model = with_tx.clone();
+        }
+
+        let reopened = if rekeyed {
+            // An acknowledged rekey: only the new secret opens the store.
             assert!(
                 matches!(
                     Store::open(&path, passphrase("one"), fast_opts()),
@@ -207,24 +201,17 @@ fn fault_sweep_over_transactions_rotation_reencryption_and_rekey() {
                 ),
                 "N={n}"
             );
-            let reopened = Store::open(&path, passphrase("two"), fast_opts()).unwrap();
-            assert!(contents(&reopened) == model, "N={n}");
-            continue_after(&reopened);
-            points += 1;
-            if !fired {
-                break;
-            }
-            n += 1;
-            continue;
-        }
+            Store::open(&path, passphrase("two"), fast_opts()).unwrap()
+        } else {
+            Store::open(&path, passphrase("one"), fast_opts())
+                .or_else(|_| Store::open(&path, passphrase("two"), fast_opts()))
+                .unwrap_or_else(|e| panic!("N={n}: opens with neither secret: {e}"))
+        };
         let now = contents(&reopened);
-        if failed {
+        if outcome.is_err() {
             // The failed step is a transaction (all or nothing), a rotation or
             // re-encryption batch (values unchanged in content) or a rekey: contents
             // equal the model, or the model plus the failed transaction.
-            let mut with_tx = model.clone();
-            with_tx.insert(("ns0".into(), "new".into()), vec![9; 100]);
-            with_tx.remove(&("ns1".into(), "k1".into()));
             assert!(
                 now == model || now == with_tx,
                 "N={n}: contents differ from every acknowledged state"
@@ -253,10 +240,7 @@ fn fault_sweep_over_transactions_rotation_reencryption_and_rekey() {
 
 #[test]
 fn disk_full_is_reported_and_nothing_is_applied() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("full.sealkv");
-    let state = Arc::new(FaultState::default());
-    let store = Store::create(&path, key(), faulty_opts(state.clone())).unwrap();
+    let (_dir, path, state, store) = faulty_store(key());
     store.put("n", "before", vec![1]).unwrap();
     state.full.store(true, std::sync::atomic::Ordering::SeqCst);
     state.arm(1, true);
