@@ -84,8 +84,11 @@ fn point_get(c: &mut Criterion) {
         g.bench_function(name, |b| {
             b.iter(|| {
                 i = (i + 7919) % N;
-                let k = key_name(i);
-                store.get("session", &[k.as_str()]).expect("get").len()
+                store
+                    .get_one("session", &key_name(i))
+                    .expect("get")
+                    .expect("present")
+                    .len()
             })
         });
     }

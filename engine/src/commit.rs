@@ -22,7 +22,7 @@ use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
 use crate::store::{
-    DATA, META, META_KEYRING, Store, check_name, lock, prefix_range, read_lock, row_key, write_lock,
+    DATA, META, META_KEYRING, Store, check_name, lock, ns_rows, read_lock, row_key, write_lock,
 };
 
 /// A set of changes applied atomically: puts and deletes across any namespaces.
@@ -356,8 +356,7 @@ impl Store {
                 let db = self.db()?;
                 let txn = db.begin_write()?;
                 f(&txn)?;
-                txn.commit()?;
-                Ok(())
+                db.commit(txn)
             });
             match result {
                 Ok(()) => return Ok(()),
@@ -439,15 +438,15 @@ fn apply(
         }
         for (ns_tag, entry) in &s.catalog {
             let key = row_key(&cat, ns_tag);
-            if data.get(key)?.is_none() {
-                data.insert(key, entry.as_slice())?;
+            if data.get(&key)?.is_none() {
+                data.insert(&key, entry.as_slice())?;
             }
         }
         shrinking.extend(s.shrinking.iter().copied());
     }
     for ns_tag in shrinking {
-        if data.range(prefix_range(&ns_tag))?.next().is_none() {
-            data.remove(row_key(&cat, &ns_tag))?;
+        if ns_rows(&data, &ns_tag)?.next().is_none() {
+            data.remove(&row_key(&cat, &ns_tag))?;
         }
     }
     drop(data);

@@ -114,17 +114,18 @@ impl Store {
                 .and_then(|v| <[u8; 32]>::try_from(v.value()).ok());
             let data = snapshot.open_table(DATA)?;
             let range = match cursor {
-                Some(c) => {
-                    data.range((std::ops::Bound::Excluded(c), std::ops::Bound::Unbounded))?
-                }
-                None => data.range::<[u8; 32]>(..)?,
+                Some(c) => data.range::<&[u8; 32]>((
+                    std::ops::Bound::Excluded(&c),
+                    std::ops::Bound::Unbounded,
+                ))?,
+                None => data.range::<&[u8; 32]>(..)?,
             };
             let mut rewrites: Vec<([u8; 32], Vec<u8>, Vec<u8>)> = Vec::new();
             let mut last = None;
             let mut scanned: u64 = 0;
             for row in range {
                 let (k, v) = row?;
-                let key = k.value();
+                let key = *k.value();
                 scanned += 1;
                 last = Some(key);
                 let sealed = v.value();

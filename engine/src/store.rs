@@ -26,7 +26,12 @@ pub const FORMAT_VERSION: u32 = 1;
 pub const MAX_NAME_LEN: usize = 1024;
 
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("sealkv_meta");
-pub(crate) const DATA: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("sealkv_data");
+/// The key of a row: namespace tag then key tag. `&[u8; 32]` compares with one
+/// `memcmp` and reads without copying; redb gives it the same type name as
+/// `[u8; 32]`, the key type of earlier builds, so their files open unchanged
+/// (`row_key_type_is_the_one_on_disk` checks that).
+pub(crate) type RowKey = &'static [u8; 32];
+pub(crate) const DATA: TableDefinition<RowKey, &[u8]> = TableDefinition::new("sealkv_data");
 
 pub(crate) const META_FORMAT: &str = "format";
 pub(crate) const META_DB_ID: &str = "db_id";
@@ -101,28 +106,54 @@ pub(crate) struct Inner {
 
 /// The open redb file: read-write, or read-only (for commands that only read, so the
 /// file is never written, not even its header).
-pub(crate) struct Handle(Option<HandleKind>);
+///
+/// It also keeps the newest read snapshot with the data table open, so that reads
+/// between two commits share one redb read transaction instead of each beginning its
+/// own (beginning one and opening the table cost about as much as the lookup itself).
+/// Every commit goes through [`Handle::commit`], which retires the snapshot; a reader
+/// never uses a snapshot older than the last commit that finished before it began.
+pub(crate) struct Handle {
+    kind: Option<HandleKind>,
+    /// The cached snapshot, tagged with the commit epoch it was taken in.
+    snapshot: RwLock<Option<Arc<Snapshot>>>,
+    /// Commits finished through this handle. Changed only under `snapshot`'s write lock.
+    epoch: AtomicU64,
+}
 
 enum HandleKind {
     ReadWrite(Database),
     ReadOnly(redb::ReadOnlyDatabase),
 }
 
+/// A read snapshot of the data table (it keeps its redb read transaction alive).
+pub(crate) struct Snapshot {
+    epoch: u64,
+    pub(crate) data: redb::ReadOnlyTable<RowKey, &'static [u8]>,
+}
+
 impl Handle {
+    fn new(kind: HandleKind) -> Self {
+        Self {
+            kind: Some(kind),
+            snapshot: RwLock::new(None),
+            epoch: AtomicU64::new(0),
+        }
+    }
+
     pub(crate) fn read_write(db: Database) -> Self {
-        Self(Some(HandleKind::ReadWrite(db)))
+        Self::new(HandleKind::ReadWrite(db))
     }
 
     pub(crate) fn read_only(db: redb::ReadOnlyDatabase) -> Self {
-        Self(Some(HandleKind::ReadOnly(db)))
+        Self::new(HandleKind::ReadOnly(db))
     }
 
     pub(crate) fn is_read_only(&self) -> bool {
-        matches!(self.0, Some(HandleKind::ReadOnly(_)))
+        matches!(self.kind, Some(HandleKind::ReadOnly(_)))
     }
 
     pub(crate) fn begin_read(&self) -> Result<redb::ReadTransaction> {
-        Ok(match &self.0 {
+        Ok(match &self.kind {
             Some(HandleKind::ReadWrite(db)) => db.begin_read()?,
             Some(HandleKind::ReadOnly(db)) => db.begin_read()?,
             // Only empty while being dropped.
@@ -131,11 +162,43 @@ impl Handle {
     }
 
     pub(crate) fn begin_write(&self) -> Result<redb::WriteTransaction> {
-        match &self.0 {
+        match &self.kind {
             Some(HandleKind::ReadWrite(db)) => Ok(db.begin_write()?),
             Some(HandleKind::ReadOnly(_)) => Err(Error::ReadOnly),
             None => Err(Error::Poisoned),
         }
+    }
+
+    /// Commits `txn` (begun on this handle) and retires the cached read snapshot, so
+    /// that reads from now on see the commit. Writers must commit through here.
+    pub(crate) fn commit(&self, txn: redb::WriteTransaction) -> Result<()> {
+        let result = txn.commit();
+        // Even a failed commit retires the snapshot: the handle is about to be reopened.
+        let mut slot = write_lock(&self.snapshot);
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        let retired = slot.take();
+        drop(slot);
+        drop(retired);
+        Ok(result?)
+    }
+
+    /// A snapshot of the data table that sees every commit finished before this call.
+    pub(crate) fn snapshot(&self) -> Result<Arc<Snapshot>> {
+        let epoch = self.epoch.load(Ordering::Acquire);
+        if let Some(snap) = read_lock(&self.snapshot).as_ref()
+            && snap.epoch == epoch
+        {
+            return Ok(snap.clone());
+        }
+        let data = self.begin_read()?.open_table(DATA)?;
+        let snap = Arc::new(Snapshot { epoch, data });
+        let mut slot = write_lock(&self.snapshot);
+        // Cached only if no commit finished meanwhile; it is still right for this call,
+        // which began before that commit finished.
+        if self.epoch.load(Ordering::Acquire) == epoch {
+            *slot = Some(snap.clone());
+        }
+        Ok(snap)
     }
 }
 
@@ -144,8 +207,12 @@ impl Drop for Handle {
         // After redb panicked on a damaged page (contained, see `contain`), its internal
         // locks are poisoned and its own drop panics too. The unwinding still drops the
         // file, releasing its lock; the panic must not reach the caller.
-        let kind = self.0.take();
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(kind)));
+        let snapshot = write_lock(&self.snapshot).take();
+        let kind = self.kind.take();
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            drop(snapshot);
+            drop(kind);
+        }));
     }
 }
 
@@ -486,6 +553,12 @@ impl Store {
         self.contained(|| self.get_unguarded(namespace, keys))
     }
 
+    /// Reads one value: `None` if the key has none. The single-key form of
+    /// [`Store::get`], without its map.
+    pub fn get_one(&self, namespace: &str, key: &str) -> Result<Option<Value>> {
+        self.contained(|| self.get_one_unguarded(namespace, key))
+    }
+
     /// The keys of a namespace, sorted.
     pub fn list(&self, namespace: &str) -> Result<Vec<String>> {
         self.contained(|| self.list_unguarded(namespace))
@@ -568,30 +641,44 @@ impl Store {
         check_name(namespace)?;
         let ring = self.ring();
         let ns_tag = ring.name_key().namespace_tag(namespace.as_bytes());
-        let db = self.db()?;
-        let txn = db.begin_read()?;
-        let table = txn.open_table(DATA)?;
+        let snap = self.db()?.snapshot()?;
         let mut out = BTreeMap::new();
         for key in keys {
             let key = key.as_ref();
-            check_name(key)?;
-            let key_tag = ring
-                .name_key()
-                .key_tag(namespace.as_bytes(), key.as_bytes());
-            let Some(sealed) = table.get(row_key(&ns_tag, &key_tag))? else {
-                continue;
-            };
-            let value = self.open_row(
-                &ring,
-                &ns_tag,
-                &key_tag,
-                sealed.value(),
-                Some(key),
-                namespace,
-            )?;
-            out.insert(key.to_string(), value);
+            if let Some(value) = self.read_row(&ring, &snap, namespace, &ns_tag, key)? {
+                out.insert(key.to_string(), value);
+            }
         }
         Ok(out)
+    }
+
+    /// Reads one value, if present.
+    fn get_one_unguarded(&self, namespace: &str, key: &str) -> Result<Option<Value>> {
+        check_name(namespace)?;
+        let ring = self.ring();
+        let ns_tag = ring.name_key().namespace_tag(namespace.as_bytes());
+        let snap = self.db()?.snapshot()?;
+        self.read_row(&ring, &snap, namespace, &ns_tag, key)
+    }
+
+    /// Looks up and opens the value of `key` in a namespace whose tag is `ns_tag`.
+    fn read_row(
+        &self,
+        ring: &Keyring,
+        snap: &Snapshot,
+        namespace: &str,
+        ns_tag: &[u8; TAG_BYTES],
+        key: &str,
+    ) -> Result<Option<Value>> {
+        check_name(key)?;
+        let key_tag = ring
+            .name_key()
+            .key_tag(namespace.as_bytes(), key.as_bytes());
+        let Some(sealed) = snap.data.get(&row_key(ns_tag, &key_tag))? else {
+            return Ok(None);
+        };
+        self.open_row(ring, ns_tag, &key_tag, sealed.value(), Some(key), namespace)
+            .map(Some)
     }
 
     /// Opens one sealed row and returns its value. With `expect`, checks the stored key
@@ -689,13 +776,12 @@ impl Store {
         check_name(namespace)?;
         let ring = self.ring();
         let ns_tag = ring.name_key().namespace_tag(namespace.as_bytes());
-        let db = self.db()?;
-        let txn = db.begin_read()?;
-        let table = txn.open_table(DATA)?;
+        let snap = self.db()?.snapshot()?;
+        let table = &snap.data;
         let mut names = Vec::new();
-        for row in table.range(prefix_range(&ns_tag))? {
+        for row in ns_rows(table, &ns_tag)? {
             let (k, v) = row?;
-            let key_tag = split_row(&k.value()).1;
+            let key_tag = split_row(k.value()).1;
             names.push(
                 self.open_named(&ring, &ns_tag, &key_tag, v.value(), namespace, "")?
                     .0,
@@ -708,14 +794,13 @@ impl Store {
     /// The namespaces that hold at least one value, sorted.
     fn namespaces_unguarded(&self) -> Result<Vec<String>> {
         let ring = self.ring();
-        let db = self.db()?;
-        let txn = db.begin_read()?;
-        let table = txn.open_table(DATA)?;
+        let snap = self.db()?.snapshot()?;
+        let table = &snap.data;
         let cat = self.inner.catalog_tag;
         let mut names = Vec::new();
-        for row in table.range(prefix_range(&cat))? {
+        for row in ns_rows(table, &cat)? {
             let (k, v) = row?;
-            let ns_tag = split_row(&k.value()).1;
+            let ns_tag = split_row(k.value()).1;
             names.push(
                 self.open_named(&ring, &cat, &ns_tag, v.value(), "(catalog)", "")?
                     .0,
@@ -729,11 +814,10 @@ impl Store {
     fn count_unguarded(&self, namespace: &str) -> Result<u64> {
         check_name(namespace)?;
         let ns_tag = self.ring().name_key().namespace_tag(namespace.as_bytes());
-        let db = self.db()?;
-        let txn = db.begin_read()?;
-        let table = txn.open_table(DATA)?;
+        let snap = self.db()?.snapshot()?;
+        let table = &snap.data;
         let mut n = 0;
-        for row in table.range(prefix_range(&ns_tag))? {
+        for row in ns_rows(table, &ns_tag)? {
             row?;
             n += 1;
         }
@@ -750,7 +834,7 @@ impl Store {
         let mut failures = Vec::new();
         for row in table.iter()? {
             let (k, v) = row?;
-            let (ns_tag, key_tag) = split_row(&k.value());
+            let (ns_tag, key_tag) = split_row(k.value());
             let ns_name = if ns_tag == self.inner.catalog_tag {
                 "(catalog)".to_string()
             } else {
@@ -770,13 +854,13 @@ impl Store {
     pub(crate) fn namespace_names(
         &self,
         ring: &Keyring,
-        table: &impl ReadableTable<[u8; 32], &'static [u8]>,
+        table: &impl ReadableTable<RowKey, &'static [u8]>,
     ) -> BTreeMap<[u8; TAG_BYTES], String> {
         let cat = self.inner.catalog_tag;
         let mut names = BTreeMap::new();
-        if let Ok(range) = table.range(prefix_range(&cat)) {
+        if let Ok(range) = ns_rows(table, &cat) {
             for (k, v) in range.flatten() {
-                let ns_tag = split_row(&k.value()).1;
+                let ns_tag = split_row(k.value()).1;
                 if let Ok((name, _)) =
                     self.open_named(ring, &cat, &ns_tag, v.value(), "(catalog)", "")
                 {
@@ -803,7 +887,7 @@ impl Store {
         };
         for row in table.iter()? {
             let (k, v) = row?;
-            let (ns_tag, _) = split_row(&k.value());
+            let (ns_tag, _) = split_row(k.value());
             if ns_tag != self.inner.catalog_tag {
                 let name = names
                     .get(&ns_tag)
@@ -1010,8 +1094,16 @@ pub(crate) fn split_row(k: &[u8; 32]) -> ([u8; TAG_BYTES], [u8; TAG_BYTES]) {
     (a, b)
 }
 
-pub(crate) fn prefix_range(ns: &[u8; TAG_BYTES]) -> std::ops::RangeInclusive<[u8; 32]> {
-    row_key(ns, &[0; TAG_BYTES])..=row_key(ns, &[0xff; TAG_BYTES])
+/// The rows of one namespace (or of the catalog): its tag followed by any key tag.
+pub(crate) fn ns_rows<'t>(
+    table: &'t impl ReadableTable<RowKey, &'static [u8]>,
+    ns: &[u8; TAG_BYTES],
+) -> std::result::Result<redb::Range<'t, RowKey, &'static [u8]>, redb::StorageError> {
+    let (first, last) = (
+        row_key(ns, &[0; TAG_BYTES]),
+        row_key(ns, &[0xff; TAG_BYTES]),
+    );
+    table.range::<&[u8; 32]>(&first..=&last)
 }
 
 pub(crate) fn read_lock<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
