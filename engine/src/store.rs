@@ -677,38 +677,32 @@ impl Store {
         let Some(sealed) = snap.data.get(&row_key(ns_tag, &key_tag))? else {
             return Ok(None);
         };
-        self.open_row(ring, ns_tag, &key_tag, sealed.value(), Some(key), namespace)
+        self.open_row(ring, ns_tag, &key_tag, sealed.value(), key, namespace)
             .map(Some)
     }
 
-    /// Opens one sealed row and returns its value. With `expect`, checks the stored key
-    /// name; without, returns it (name, value) packed as stored.
+    /// Opens the sealed row of the key named `key` (whose tag is `key_tag`) and returns
+    /// its value, checking that the name sealed inside is `key`.
     pub(crate) fn open_row(
         &self,
         ring: &Keyring,
         ns_tag: &[u8; TAG_BYTES],
         key_tag: &[u8; TAG_BYTES],
         sealed: &[u8],
-        expect: Option<&str>,
+        key: &str,
         namespace: &str,
     ) -> Result<Value> {
-        let (name, value) = self.open_named(
-            ring,
-            ns_tag,
-            key_tag,
-            sealed,
-            namespace,
-            expect.unwrap_or(""),
-        )?;
-        if let Some(expected) = expect
-            && name != expected
-        {
-            return Err(integrity(namespace, expected, CryptoError::Unseal));
+        let hint = || key.to_string();
+        let (plain, name_len) = self.open_sealed(ring, ns_tag, key_tag, sealed, namespace, hint)?;
+        // The tag was computed from `key`, so a matching name matches the tag too.
+        if &plain[4..4 + name_len] != key.as_bytes() {
+            return Err(integrity(namespace, key, CryptoError::Unseal));
         }
-        Ok(value)
+        self.strip_name(plain, name_len, namespace, key)
     }
 
-    /// Opens a sealed row, returning (stored key name, value).
+    /// Opens a sealed row found by scanning, returning (stored key name, value). The
+    /// name is checked against the row's tag.
     pub(crate) fn open_named(
         &self,
         ring: &Keyring,
@@ -716,37 +710,17 @@ impl Store {
         key_tag: &[u8; TAG_BYTES],
         sealed: &[u8],
         namespace: &str,
-        key_hint: &str,
     ) -> Result<(String, Value)> {
-        let hint = || {
-            if key_hint.is_empty() {
-                hex_tag(key_tag)
-            } else {
-                key_hint.to_string()
-            }
-        };
-        let ctx = Context {
-            db_id: &self.inner.db_id,
-            namespace: ns_tag,
-            key: key_tag,
-        };
-        let limit = self.inner.opts.max_value_size + 4 + MAX_NAME_LEN;
-        let mut plain = envelope::open(ring, &ctx, sealed, limit)
-            .map_err(|e| integrity(namespace, &hint(), e))?;
-        let bad = || {
-            integrity(
-                namespace,
-                &hint(),
-                CryptoError::Malformed("stored value has no key name"),
-            )
-        };
-        let len = plain
-            .get(..4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
-            .ok_or_else(bad)?;
-        let name_bytes = plain.get(4..4 + len).ok_or_else(bad)?;
-        let name = std::str::from_utf8(name_bytes)
-            .map_err(|_| bad())?
+        let hint = || hex_tag(key_tag);
+        let (plain, name_len) = self.open_sealed(ring, ns_tag, key_tag, sealed, namespace, hint)?;
+        let name = std::str::from_utf8(&plain[4..4 + name_len])
+            .map_err(|_| {
+                integrity(
+                    namespace,
+                    &hint(),
+                    CryptoError::Malformed("stored key name is not UTF-8"),
+                )
+            })?
             .to_string();
         let expected_tag = if ns_tag == &self.inner.catalog_tag {
             ring.name_key().namespace_tag(name.as_bytes())
@@ -757,18 +731,63 @@ impl Store {
         if expected_tag != *key_tag {
             return Err(integrity(namespace, &hint(), CryptoError::Unseal));
         }
-        plain.drain(..4 + len);
+        let value = self.strip_name(plain, name_len, namespace, &name)?;
+        Ok((name, value))
+    }
+
+    /// Authenticates and decrypts a row: its plaintext (`name length | name | value`)
+    /// and the name's length, checked to fit.
+    fn open_sealed(
+        &self,
+        ring: &Keyring,
+        ns_tag: &[u8; TAG_BYTES],
+        key_tag: &[u8; TAG_BYTES],
+        sealed: &[u8],
+        namespace: &str,
+        hint: impl Fn() -> String,
+    ) -> Result<(Value, usize)> {
+        let ctx = Context {
+            db_id: &self.inner.db_id,
+            namespace: ns_tag,
+            key: key_tag,
+        };
+        let limit = self.inner.opts.max_value_size + 4 + MAX_NAME_LEN;
+        let plain = envelope::open(ring, &ctx, sealed, limit)
+            .map_err(|e| integrity(namespace, &hint(), e))?;
+        let name_len = plain
+            .get(..4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+            .filter(|&len| len <= MAX_NAME_LEN && plain.len() >= 4 + len)
+            .ok_or_else(|| {
+                integrity(
+                    namespace,
+                    &hint(),
+                    CryptoError::Malformed("stored value has no key name"),
+                )
+            })?;
+        Ok((plain, name_len))
+    }
+
+    /// The value part of an opened row, checked against the size limit.
+    fn strip_name(
+        &self,
+        mut plain: Value,
+        name_len: usize,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Value> {
+        plain.drain(..4 + name_len);
         if plain.len() > self.inner.opts.max_value_size {
             return Err(integrity(
                 namespace,
-                &name,
+                name,
                 CryptoError::TooLarge {
                     size: plain.len() as u64,
                     limit: self.inner.opts.max_value_size as u64,
                 },
             ));
         }
-        Ok((name, plain))
+        Ok(plain)
     }
 
     /// The keys of a namespace, sorted.
@@ -783,7 +802,7 @@ impl Store {
             let (k, v) = row?;
             let key_tag = split_row(k.value()).1;
             names.push(
-                self.open_named(&ring, &ns_tag, &key_tag, v.value(), namespace, "")?
+                self.open_named(&ring, &ns_tag, &key_tag, v.value(), namespace)?
                     .0,
             );
         }
@@ -802,7 +821,7 @@ impl Store {
             let (k, v) = row?;
             let ns_tag = split_row(k.value()).1;
             names.push(
-                self.open_named(&ring, &cat, &ns_tag, v.value(), "(catalog)", "")?
+                self.open_named(&ring, &cat, &ns_tag, v.value(), "(catalog)")?
                     .0,
             );
         }
@@ -843,7 +862,7 @@ impl Store {
                     .cloned()
                     .unwrap_or_else(|| hex_tag(&ns_tag))
             };
-            if let Err(e) = self.open_named(&ring, &ns_tag, &key_tag, v.value(), &ns_name, "") {
+            if let Err(e) = self.open_named(&ring, &ns_tag, &key_tag, v.value(), &ns_name) {
                 failures.push(e);
             }
         }
@@ -861,8 +880,7 @@ impl Store {
         if let Ok(range) = ns_rows(table, &cat) {
             for (k, v) in range.flatten() {
                 let ns_tag = split_row(k.value()).1;
-                if let Ok((name, _)) =
-                    self.open_named(ring, &cat, &ns_tag, v.value(), "(catalog)", "")
+                if let Ok((name, _)) = self.open_named(ring, &cat, &ns_tag, v.value(), "(catalog)")
                 {
                     names.insert(ns_tag, name);
                 }
