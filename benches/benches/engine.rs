@@ -52,12 +52,13 @@ fn raw_db(dir: &std::path::Path) -> redb::Database {
 fn point_get(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("dir");
     let raw = raw_db(dir.path());
+    // Default settings: snappy + XChaCha20-Poly1305.
     let default = sealkv_store(dir.path(), "default", Options::default());
-    let snappy = sealkv_store(
+    let zstd = sealkv_store(
         dir.path(),
-        "snappy-xchacha",
+        "zstd-xchacha",
         Options {
-            compression: Compression::with_codec(Codec::Snappy),
+            compression: Compression::with_codec(Codec::Zstd),
             ..Options::default()
         },
     );
@@ -100,8 +101,8 @@ fn point_get(c: &mut Criterion) {
         })
     });
     for (name, store) in [
-        ("sealkv-zstd-xchacha", &default),
-        ("sealkv-snappy-xchacha", &snappy),
+        ("sealkv-default", &default),
+        ("sealkv-zstd-xchacha", &zstd),
         ("sealkv-snappy-aesgcm", &fast),
     ] {
         g.bench_function(name, |b| {

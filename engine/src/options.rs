@@ -45,7 +45,8 @@ pub struct Options {
     /// AEAD for new data keys. Default XChaCha20-Poly1305. Fixed at creation: the
     /// store records it, and the recorded value wins at open.
     pub cipher: Algorithm,
-    /// Compression before sealing. Default zstd level 1 for values of 64 bytes or more.
+    /// Compression before sealing. Default snappy for values of 64 bytes or more (see
+    /// [`Compression`] for why not zstd).
     /// Fixed at creation like `cipher`.
     pub compression: Compression,
     /// Largest value accepted or returned, in bytes. Default 16 MiB.

@@ -38,9 +38,9 @@ pub enum CipherArg {
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum CompressionArg {
-    /// zstd level 1 (default).
+    /// zstd level 1: smaller files, slower reads and writes.
     Zstd,
-    /// snappy.
+    /// snappy (default).
     Snappy,
     /// no compression.
     None,
@@ -56,7 +56,7 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "xchacha20poly1305")]
         cipher: CipherArg,
         /// Compression before sealing.
-        #[arg(long, value_enum, default_value = "zstd")]
+        #[arg(long, value_enum, default_value = "snappy")]
         compression: CompressionArg,
     },
     /// Store a value, read from FILE, or from stdin when FILE is absent or -.
