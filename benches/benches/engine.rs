@@ -206,5 +206,63 @@ fn group_commit(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, point_get, durable_set, group_commit);
+/// The ceiling for group commit on this disk: raw redb committing 1 and 16 puts of
+/// random 32-byte keys (as sealkv's rows are) per durable transaction, in a table of
+/// 320 rows like the one `group_commit` writes. 16 callers sharing a commit can be at
+/// most 16 x (time of 1) / (time of 16) faster than one caller alone.
+fn raw_batch_ceiling(c: &mut Criterion) {
+    const KEYED: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("keyed");
+    let dir = tempfile::tempdir().expect("dir");
+    let db = redb::Database::create(dir.path().join("batch.redb")).expect("raw");
+    // Random-looking keys from a xorshift generator, spread over the B-tree.
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let keys: Vec<[u8; 32]> = (0..320)
+        .map(|_| {
+            let mut k = [0u8; 32];
+            for chunk in k.chunks_mut(8) {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                chunk.copy_from_slice(&state.to_le_bytes());
+            }
+            k
+        })
+        .collect();
+    let value = auth_like_value(1024, 3);
+    let txn = db.begin_write().expect("w");
+    {
+        let mut t = txn.open_table(KEYED).expect("t");
+        for k in &keys {
+            t.insert(k, value.as_slice()).expect("i");
+        }
+    }
+    txn.commit().expect("c");
+    let mut g = c.benchmark_group("raw-redb-durable-batch");
+    g.sample_size(20).measurement_time(Duration::from_secs(5));
+    let mut next = 0usize;
+    for n in [1usize, 16] {
+        g.bench_function(BenchmarkId::new("puts", n), |b| {
+            b.iter(|| {
+                let txn = db.begin_write().expect("w");
+                {
+                    let mut t = txn.open_table(KEYED).expect("t");
+                    for _ in 0..n {
+                        next = (next + 7) % keys.len();
+                        t.insert(&keys[next], value.as_slice()).expect("i");
+                    }
+                }
+                txn.commit().expect("c");
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    point_get,
+    durable_set,
+    group_commit,
+    raw_batch_ceiling
+);
 criterion_main!(benches);

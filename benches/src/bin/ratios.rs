@@ -74,6 +74,15 @@ fn main() {
             ">= 10",
         ),
         (
+            "ceiling for 16 threads: raw redb, 16 puts per durable commit vs 1 (rate)",
+            "raw-redb-durable-batch",
+            "puts/16",
+            "puts/1",
+            16.0,
+            1.0,
+            "-",
+        ),
+        (
             "8 threads distinct keys vs 1 thread (rate)",
             "durable-transactions",
             "threads/8",
