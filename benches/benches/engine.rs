@@ -49,6 +49,16 @@ fn raw_db(dir: &std::path::Path) -> redb::Database {
     db
 }
 
+/// A raw redb get in its own read transaction, handing the value to `f`.
+fn raw_get<T>(raw: &redb::Database, i: usize, f: impl FnOnce(&[u8]) -> T) -> T {
+    let txn = raw.begin_read().expect("r");
+    let t = txn.open_table(RAW).expect("t");
+    f(t.get(key_name(i).as_bytes())
+        .expect("g")
+        .expect("present")
+        .value())
+}
+
 fn point_get(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("dir");
     let raw = raw_db(dir.path());
@@ -77,13 +87,7 @@ fn point_get(c: &mut Criterion) {
     g.bench_function("raw-redb", |b| {
         b.iter(|| {
             i = (i + 7919) % N;
-            let txn = raw.begin_read().expect("r");
-            let t = txn.open_table(RAW).expect("t");
-            t.get(key_name(i).as_bytes())
-                .expect("g")
-                .expect("present")
-                .value()
-                .len()
+            raw_get(&raw, i, <[u8]>::len)
         })
     });
     // The same get, returning the value as an owned copy, as any caller that keeps it
@@ -91,13 +95,7 @@ fn point_get(c: &mut Criterion) {
     g.bench_function("raw-redb-owned", |b| {
         b.iter(|| {
             i = (i + 7919) % N;
-            let txn = raw.begin_read().expect("r");
-            let t = txn.open_table(RAW).expect("t");
-            t.get(key_name(i).as_bytes())
-                .expect("g")
-                .expect("present")
-                .value()
-                .to_vec()
+            raw_get(&raw, i, <[u8]>::to_vec)
         })
     });
     for (name, store) in [

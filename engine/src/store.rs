@@ -125,6 +125,27 @@ enum HandleKind {
     ReadOnly(redb::ReadOnlyDatabase),
 }
 
+/// A sealed row and the tags it is stored under (which its associated data binds).
+pub(crate) struct Row<'a> {
+    pub(crate) ns_tag: &'a [u8; TAG_BYTES],
+    pub(crate) key_tag: &'a [u8; TAG_BYTES],
+    pub(crate) sealed: &'a [u8],
+}
+
+impl<'a> Row<'a> {
+    fn new(
+        ns_tag: &'a [u8; TAG_BYTES],
+        key_tag: &'a [u8; TAG_BYTES],
+        sealed: &'a redb::AccessGuard<'_, &'static [u8]>,
+    ) -> Self {
+        Self {
+            ns_tag,
+            key_tag,
+            sealed: sealed.value(),
+        }
+    }
+}
+
 /// A read snapshot of the data table (it keeps its redb read transaction alive).
 pub(crate) struct Snapshot {
     epoch: u64,
@@ -677,8 +698,12 @@ impl Store {
         let Some(sealed) = snap.data.get(&row_key(ns_tag, &key_tag))? else {
             return Ok(None);
         };
-        self.open_row(ring, ns_tag, &key_tag, sealed.value(), key, namespace)
-            .map(Some)
+        let row = Row {
+            ns_tag,
+            key_tag: &key_tag,
+            sealed: sealed.value(),
+        };
+        self.open_row(ring, &row, key, namespace).map(Some)
     }
 
     /// Opens the sealed row of the key named `key` (whose tag is `key_tag`) and returns
@@ -686,14 +711,11 @@ impl Store {
     pub(crate) fn open_row(
         &self,
         ring: &Keyring,
-        ns_tag: &[u8; TAG_BYTES],
-        key_tag: &[u8; TAG_BYTES],
-        sealed: &[u8],
+        row: &Row<'_>,
         key: &str,
         namespace: &str,
     ) -> Result<Value> {
-        let hint = || key.to_string();
-        let (plain, name_len) = self.open_sealed(ring, ns_tag, key_tag, sealed, namespace, hint)?;
+        let (plain, name_len) = self.open_sealed(ring, row, namespace, || key.to_string())?;
         // The tag was computed from `key`, so a matching name matches the tag too.
         if &plain[4..4 + name_len] != key.as_bytes() {
             return Err(integrity(namespace, key, CryptoError::Unseal));
@@ -706,13 +728,11 @@ impl Store {
     pub(crate) fn open_named(
         &self,
         ring: &Keyring,
-        ns_tag: &[u8; TAG_BYTES],
-        key_tag: &[u8; TAG_BYTES],
-        sealed: &[u8],
+        row: &Row<'_>,
         namespace: &str,
     ) -> Result<(String, Value)> {
-        let hint = || hex_tag(key_tag);
-        let (plain, name_len) = self.open_sealed(ring, ns_tag, key_tag, sealed, namespace, hint)?;
+        let hint = || hex_tag(row.key_tag);
+        let (plain, name_len) = self.open_sealed(ring, row, namespace, hint)?;
         let name = std::str::from_utf8(&plain[4..4 + name_len])
             .map_err(|_| {
                 integrity(
@@ -722,13 +742,13 @@ impl Store {
                 )
             })?
             .to_string();
-        let expected_tag = if ns_tag == &self.inner.catalog_tag {
+        let expected_tag = if row.ns_tag == &self.inner.catalog_tag {
             ring.name_key().namespace_tag(name.as_bytes())
         } else {
             ring.name_key()
                 .key_tag(namespace.as_bytes(), name.as_bytes())
         };
-        if expected_tag != *key_tag {
+        if expected_tag != *row.key_tag {
             return Err(integrity(namespace, &hint(), CryptoError::Unseal));
         }
         let value = self.strip_name(plain, name_len, namespace, &name)?;
@@ -740,19 +760,17 @@ impl Store {
     fn open_sealed(
         &self,
         ring: &Keyring,
-        ns_tag: &[u8; TAG_BYTES],
-        key_tag: &[u8; TAG_BYTES],
-        sealed: &[u8],
+        row: &Row<'_>,
         namespace: &str,
         hint: impl Fn() -> String,
     ) -> Result<(Value, usize)> {
         let ctx = Context {
             db_id: &self.inner.db_id,
-            namespace: ns_tag,
-            key: key_tag,
+            namespace: row.ns_tag,
+            key: row.key_tag,
         };
         let limit = self.inner.opts.max_value_size + 4 + MAX_NAME_LEN;
-        let plain = envelope::open(ring, &ctx, sealed, limit)
+        let plain = envelope::open(ring, &ctx, row.sealed, limit)
             .map_err(|e| integrity(namespace, &hint(), e))?;
         let name_len = plain
             .get(..4)
@@ -802,7 +820,7 @@ impl Store {
             let (k, v) = row?;
             let key_tag = split_row(k.value()).1;
             names.push(
-                self.open_named(&ring, &ns_tag, &key_tag, v.value(), namespace)?
+                self.open_named(&ring, &Row::new(&ns_tag, &key_tag, &v), namespace)?
                     .0,
             );
         }
@@ -821,7 +839,7 @@ impl Store {
             let (k, v) = row?;
             let ns_tag = split_row(k.value()).1;
             names.push(
-                self.open_named(&ring, &cat, &ns_tag, v.value(), "(catalog)")?
+                self.open_named(&ring, &Row::new(&cat, &ns_tag, &v), "(catalog)")?
                     .0,
             );
         }
@@ -862,7 +880,7 @@ impl Store {
                     .cloned()
                     .unwrap_or_else(|| hex_tag(&ns_tag))
             };
-            if let Err(e) = self.open_named(&ring, &ns_tag, &key_tag, v.value(), &ns_name) {
+            if let Err(e) = self.open_named(&ring, &Row::new(&ns_tag, &key_tag, &v), &ns_name) {
                 failures.push(e);
             }
         }
@@ -880,7 +898,8 @@ impl Store {
         if let Ok(range) = ns_rows(table, &cat) {
             for (k, v) in range.flatten() {
                 let ns_tag = split_row(k.value()).1;
-                if let Ok((name, _)) = self.open_named(ring, &cat, &ns_tag, v.value(), "(catalog)")
+                if let Ok((name, _)) =
+                    self.open_named(ring, &Row::new(&cat, &ns_tag, &v), "(catalog)")
                 {
                     names.insert(ns_tag, name);
                 }
