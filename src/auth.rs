@@ -148,9 +148,9 @@ impl AuthState {
 
     /// The creds, if saved.
     pub fn creds(&self) -> Result<Option<Json>, AuthError> {
-        match self.store.get(CREDS, &[CREDS])?.get(CREDS) {
+        match self.store.get_one(CREDS, CREDS)? {
             Some(v) => Ok(Some(
-                serde_json::from_slice(v).map_err(|e| AuthError::Stored(format!("creds: {e}")))?,
+                serde_json::from_slice(&v).map_err(|e| AuthError::Stored(format!("creds: {e}")))?,
             )),
             None => Ok(None),
         }

@@ -2,7 +2,7 @@
 #![deny(missing_docs)]
 //! sealkv: an encrypted embedded key-value store in one file.
 //!
-//! Values are compressed (zstd or snappy), sealed with XChaCha20-Poly1305 (or
+//! Values are compressed (snappy by default, or zstd), sealed with XChaCha20-Poly1305 (or
 //! AES-256-GCM) under data keys that rotate, wrapped by a master key (raw, or derived
 //! from a passphrase with Argon2id). Names are stored only as keyed tags. Writes are
 //! atomic, durable, group-committed redb transactions.

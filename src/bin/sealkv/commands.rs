@@ -86,11 +86,10 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
         }
         Command::Get { db, namespace, key } => {
             let store = open_ro(&db, s)?;
-            let found = store.get(&namespace, &[&key])?;
-            let Some(value) = found.get(&key) else {
+            let Some(value) = store.get_one(&namespace, &key)? else {
                 return Err(Failure::new(1, format!("no value at {namespace}/{key}")));
             };
-            stdout_write(value)?;
+            stdout_write(&value)?;
         }
         Command::Del { db, namespace, key } => {
             sealkv::check_name(&namespace)?;
