@@ -29,7 +29,7 @@ pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("seal
 /// The key of a row: namespace tag then key tag. `&[u8; 32]` compares with one
 /// `memcmp` and reads without copying; redb gives it the same type name as
 /// `[u8; 32]`, the key type of earlier builds, so their files open unchanged
-/// (`row_key_type_is_the_one_on_disk` checks that).
+/// (`engine/tests/format.rs` opens one).
 pub(crate) type RowKey = &'static [u8; 32];
 pub(crate) const DATA: TableDefinition<RowKey, &[u8]> = TableDefinition::new("sealkv_data");
 
@@ -706,15 +706,9 @@ impl Store {
         self.open_row(ring, &row, key, namespace).map(Some)
     }
 
-    /// Opens the sealed row of the key named `key` (whose tag is `key_tag`) and returns
-    /// its value, checking that the name sealed inside is `key`.
-    pub(crate) fn open_row(
-        &self,
-        ring: &Keyring,
-        row: &Row<'_>,
-        key: &str,
-        namespace: &str,
-    ) -> Result<Value> {
+    /// Opens the sealed row of the key named `key` (its key tag computed from `key`)
+    /// and returns its value, checking that the name sealed inside is `key`.
+    fn open_row(&self, ring: &Keyring, row: &Row<'_>, key: &str, namespace: &str) -> Result<Value> {
         let (plain, name_len) = self.open_sealed(ring, row, namespace, || key.to_string())?;
         // The tag was computed from `key`, so a matching name matches the tag too.
         if &plain[4..4 + name_len] != key.as_bytes() {
