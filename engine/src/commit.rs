@@ -323,20 +323,18 @@ impl Store {
             q.last_batch = q.pending.len();
             std::mem::take(&mut q.pending)
         };
-        let outcome = if batch.is_empty() {
-            Ok(())
-        } else {
-            self.write_with_retry(|txn| apply(self, ring, txn, &batch))
-        };
+        // Never empty: the leader's own request was queued when it took the lead.
+        let outcome = self.write_with_retry(|txn| apply(self, ring, txn, &batch));
+        // Under the queue lock, before any result is out: a released caller that
+        // queues again must not count among those that waited through this commit.
+        let mut q = lock(&self.inner.queue);
+        q.released_at = q.next_ticket;
         for r in &batch {
             *lock(&r.result) = Some(match &outcome {
                 Ok(()) => Ok(()),
                 Err(e) => Err(e.duplicate()),
             });
         }
-        // Wake the callers while holding the queue lock, so none misses it.
-        let mut q = lock(&self.inner.queue);
-        q.released_at = q.next_ticket;
         q.leader = false;
         self.inner.queue_cv.notify_all();
     }
