@@ -21,7 +21,12 @@ fn key_name(i: usize) -> String {
 }
 
 fn sealkv_store(dir: &std::path::Path, name: &str, opts: Options) -> Store {
-    let store = Store::create(dir.join(name), MasterKey::generate(), opts).expect("create");
+    let store = Store::create(
+        dir.join(name),
+        MasterKey::generate().expect("os random"),
+        opts,
+    )
+    .expect("create");
     for chunk in (0..N).collect::<Vec<_>>().chunks(1000) {
         let mut b = Batch::new();
         for &i in chunk {
@@ -122,7 +127,7 @@ fn durable_set(c: &mut Criterion) {
     let raw = redb::Database::create(dir.path().join("raw-set.redb")).expect("raw");
     let store = Store::create(
         dir.path().join("set.sealkv"),
-        MasterKey::generate(),
+        MasterKey::generate().expect("os random"),
         Options::default(),
     )
     .expect("s");
@@ -159,7 +164,7 @@ fn group_commit(c: &mut Criterion) {
     let store = Arc::new(
         Store::create(
             dir.path().join("gc.sealkv"),
-            MasterKey::generate(),
+            MasterKey::generate().expect("os random"),
             Options::default(),
         )
         .expect("s"),

@@ -57,7 +57,7 @@ fn peers(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("dir");
     let store = Store::create(
         dir.path().join("s.sealkv"),
-        MasterKey::generate(),
+        MasterKey::generate().expect("os random"),
         Options::default(),
     )
     .expect("s");
@@ -132,7 +132,7 @@ fn peers(c: &mut Criterion) {
     let raw = redb::Database::create(dir.path().join("bulk.redb")).expect("raw");
     let bulk_store = Store::create(
         dir.path().join("bulk.sealkv"),
-        MasterKey::generate(),
+        MasterKey::generate().expect("os random"),
         Options::default(),
     )
     .expect("s");

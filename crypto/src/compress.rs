@@ -278,7 +278,7 @@ mod tests {
             .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
             .collect();
         let mut rnd = vec![0u8; 4096];
-        rand::RngCore::fill_bytes(&mut rand::rng(), &mut rnd);
+        crate::random::fill_random(&mut rnd).unwrap();
         assert_eq!(
             roundtrip(Compression::with_codec(Codec::Zstd), &rnd),
             Codec::None

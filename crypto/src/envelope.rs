@@ -5,7 +5,6 @@
 //! moved inside the file, copied to another database, or with a flipped header bit
 //! fails to open.
 
-use rand::RngCore;
 use zeroize::Zeroizing;
 
 use crate::CryptoError;
@@ -113,8 +112,8 @@ pub fn seal(
     let key = keyring.primary();
     let mut nonce = [0u8; 24];
     let nonce = &mut nonce[..key.algorithm().nonce_len()];
-    // ThreadRng: ChaCha12 seeded from the OS and reseeded periodically; no syscall per seal.
-    rand::rng().fill_bytes(nonce);
+    // From the kernel on every seal, never a user-space generator: see random.rs (fork).
+    crate::random::fill_random(nonce)?;
     key.count_seal()?;
     seal_with(keyring, key.id(), nonce, compression, ctx, plaintext)
 }
@@ -211,7 +210,7 @@ mod tests {
     #[test]
     fn overhead_is_bounded() {
         for alg in [Algorithm::XChaCha20Poly1305, Algorithm::Aes256Gcm] {
-            let ring = Keyring::new(alg, 0);
+            let ring = Keyring::new(alg, 0).unwrap();
             let sealed = seal(&ring, &Compression::NONE, &ctx(b"n", b"k"), b"hello").unwrap();
             assert!(sealed.len() - 5 <= 48);
             assert_eq!(sealed.len() - 5, HEADER_LEN + alg.nonce_len() + TAG_LEN);
@@ -221,7 +220,7 @@ mod tests {
     #[test]
     fn flips_truncations_and_transplants_fail() {
         for alg in [Algorithm::XChaCha20Poly1305, Algorithm::Aes256Gcm] {
-            let ring = Keyring::new(alg, 0);
+            let ring = Keyring::new(alg, 0).unwrap();
             let c = Compression::default();
             let value = b"pre-key private bytes ".repeat(8);
             let sealed = seal(&ring, &c, &ctx(b"pre-key", b"17"), &value).unwrap();
@@ -255,7 +254,7 @@ mod tests {
                     CryptoError::Unseal
                 );
             }
-            let other = Keyring::new(alg, 0);
+            let other = Keyring::new(alg, 0).unwrap();
             assert_eq!(
                 open(&other, &ctx(b"pre-key", b"17"), &sealed, 1 << 20).unwrap_err(),
                 CryptoError::Unseal
@@ -265,7 +264,7 @@ mod tests {
 
     #[test]
     fn destroyed_key_is_named() {
-        let mut ring = Keyring::new(Algorithm::XChaCha20Poly1305, 0);
+        let mut ring = Keyring::new(Algorithm::XChaCha20Poly1305, 0).unwrap();
         let sealed = seal(&ring, &Compression::default(), &ctx(b"n", b"k"), b"v").unwrap();
         ring.rotate(Algorithm::XChaCha20Poly1305, 1).unwrap();
         assert_eq!(
@@ -280,7 +279,7 @@ mod tests {
 
     #[test]
     fn oversized_plaintext_after_opening_is_refused() {
-        let ring = Keyring::new(Algorithm::XChaCha20Poly1305, 0);
+        let ring = Keyring::new(Algorithm::XChaCha20Poly1305, 0).unwrap();
         for c in [
             Compression::NONE,
             Compression::with_codec(Codec::Zstd),

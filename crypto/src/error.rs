@@ -39,10 +39,20 @@ pub enum CryptoError {
         /// What is wrong with them, including the ceiling.
         reason: &'static str,
     },
+    /// Argon2 parameters within the absolute ceilings but over the caller's limits
+    /// ([`crate::KdfLimits`]): refused before allocating anything.
+    KdfOverLimit {
+        /// The parameters asked for.
+        params: crate::KdfParams,
+        /// The limits in force.
+        limits: crate::KdfLimits,
+    },
     /// A master key given in a bad form (length, hex digits).
     InvalidKey(&'static str),
     /// The primary AES-256-GCM key has used its whole seal budget; rotate first.
     SealBudgetExhausted(u32),
+    /// The operating system's random number generator failed (nothing was sealed).
+    Random,
     /// The compressor failed (it never sees untrusted input, so this is a bug or out of memory).
     Compression(String),
 }
@@ -78,12 +88,24 @@ impl fmt::Display for CryptoError {
                 f,
                 "refusing argon2id parameters m={m_cost_kib} KiB, t={t_cost}, p={p_cost}: {reason}"
             ),
+            Self::KdfOverLimit { params, limits } => write!(
+                f,
+                "refusing argon2id parameters m={} KiB, t={}, p={}: over the limit of {} KiB of \
+                 memory and {} KiB x passes (raise Options::kdf_limits, or pass \
+                 --max-kdf-memory MIB to the sealkv command, if you trust this file)",
+                params.m_cost_kib,
+                params.t_cost,
+                params.p_cost,
+                limits.max_memory_kib,
+                limits.max_memory_passes_kib
+            ),
             Self::InvalidKey(why) => write!(f, "invalid master key: {why}"),
             Self::SealBudgetExhausted(id) => write!(
                 f,
                 "data key {id} (aes-256-gcm) has used its seal budget; rotate the data key"
             ),
             Self::Compression(e) => write!(f, "compression failed: {e}"),
+            Self::Random => f.write_str("the operating system's random number generator failed"),
         }
     }
 }

@@ -6,13 +6,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use aes_gcm::Aes256Gcm;
 use chacha20poly1305::aead::{AeadInOut, KeyInit};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
-use rand::RngCore;
 use zeroize::Zeroizing;
 
 use crate::{CryptoError, KEY_LEN, MasterKey};
 
-/// Format version of the keyring record and of its plaintext.
-pub const KEYRING_VERSION: u8 = 1;
+/// Format version of the keyring record and of its plaintext. Version 2 adds the
+/// digest of the store's governing meta records ([`bind_meta`]); version 1 records
+/// (written before it) still open, with no digest.
+pub const KEYRING_VERSION: u8 = 2;
 /// Seals per AES-256-GCM key after which the key must be rotated: 2^30.
 ///
 /// With random 96-bit nonces, the chance that any two of `n` seals share a nonce is about
@@ -26,10 +27,14 @@ pub const AES_GCM_HARD_LIMIT: u64 = 1 << 31;
 /// rewritten once per this many seals, and a crash can only over-count.
 pub const SEAL_RESERVATION: u64 = 1 << 12;
 
-const KEYRING_AAD: &[u8] = b"sealkv keyring v1\0";
+const KEYRING_AAD_V1: &[u8] = b"sealkv keyring v1\0";
+const KEYRING_AAD_V2: &[u8] = b"sealkv keyring v2\0";
+/// Length of the meta digest a version 2 keyring carries.
+pub const META_DIGEST_LEN: usize = 32;
 const KEYRING_NONCE_LEN: usize = 24;
 const TAG_LEN: usize = 16;
-const PLAIN_HEADER_LEN: usize = 1 + KEY_LEN + 4 + 4;
+const PLAIN_HEADER_LEN_V1: usize = 1 + KEY_LEN + 4 + 4;
+const PLAIN_HEADER_LEN: usize = 1 + KEY_LEN + META_DIGEST_LEN + 4 + 4;
 const ENTRY_LEN: usize = 4 + 1 + 1 + 8 + 8 + KEY_LEN;
 
 /// The AEAD of a data key.
@@ -138,7 +143,7 @@ fn xchacha_subkey(
 }
 
 impl Cipher {
-    fn new(algorithm: Algorithm, key: &[u8; KEY_LEN]) -> Self {
+    pub(crate) fn new(algorithm: Algorithm, key: &[u8; KEY_LEN]) -> Self {
         match algorithm {
             Algorithm::XChaCha20Poly1305 => Self::XChaCha(Zeroizing::new(*key)),
             Algorithm::Aes256Gcm => Self::Aes(Box::new(Aes256Gcm::new(key.into()))),
@@ -228,10 +233,22 @@ impl fmt::Debug for DataKey {
 }
 
 impl DataKey {
-    fn generate(id: u32, algorithm: Algorithm, created: u64, state: KeyState) -> Self {
+    fn generate(
+        id: u32,
+        algorithm: Algorithm,
+        created: u64,
+        state: KeyState,
+    ) -> Result<Self, CryptoError> {
         let mut key = Zeroizing::new([0u8; KEY_LEN]);
-        rand::rng().fill_bytes(&mut key[..]);
-        Self::from_parts(id, algorithm, created, state, 0, Some(key))
+        crate::random::fill_random(&mut key[..])?;
+        Ok(Self::from_parts(
+            id,
+            algorithm,
+            created,
+            state,
+            0,
+            Some(key),
+        ))
     }
 
     fn from_parts(
@@ -362,6 +379,50 @@ pub struct Keyring {
     next_id: u32,
     keys: Vec<DataKey>,
     primary: usize,
+    /// The meta digest the record was sealed with (`None` for a version 1 record).
+    bound: Option<[u8; META_DIGEST_LEN]>,
+}
+
+/// The digest of a store's governing meta records (format, key derivation, settings,
+/// …), which a version 2 keyring record carries under the master key. A store compares
+/// it with the records it reads, so a record changed in the file is caught at open.
+///
+/// Each record is hashed with its name and length, in the order given.
+pub fn bind_meta(records: &[(&str, &[u8])]) -> [u8; META_DIGEST_LEN] {
+    let mut h = blake3::Hasher::new_derive_key("sealkv governing meta records v1");
+    h.update(&(records.len() as u64).to_le_bytes());
+    for (name, value) in records {
+        h.update(&(name.len() as u64).to_le_bytes());
+        h.update(name.as_bytes());
+        h.update(&(value.len() as u64).to_le_bytes());
+        h.update(value);
+    }
+    *h.finalize().as_bytes()
+}
+
+/// A sealed keyring record and the seal counts it reserves. Once the record is
+/// durably committed, hand it to [`Keyring::mark_persisted`]; until then the
+/// keyring keeps asking to be persisted ([`Keyring::needs_persist`]), so a commit
+/// that failed and is retried writes the record again.
+pub struct SealedKeyring {
+    record: Vec<u8>,
+    /// Per key, in keyring order: the reservation written in `record`.
+    reserved: Vec<u64>,
+}
+
+impl SealedKeyring {
+    /// The record to store.
+    pub fn record(&self) -> &[u8] {
+        &self.record
+    }
+}
+
+impl fmt::Debug for SealedKeyring {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SealedKeyring")
+            .field("len", &self.record.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl fmt::Debug for Keyring {
@@ -374,15 +435,22 @@ impl fmt::Debug for Keyring {
 
 impl Keyring {
     /// A new keyring: a random name key and one primary data key (id 1).
-    pub fn new(algorithm: Algorithm, now: u64) -> Self {
+    pub fn new(algorithm: Algorithm, now: u64) -> Result<Self, CryptoError> {
         let mut name = Zeroizing::new([0u8; KEY_LEN]);
-        rand::rng().fill_bytes(&mut name[..]);
-        Self {
+        crate::random::fill_random(&mut name[..])?;
+        Ok(Self {
             name_key: NameKey(name),
             next_id: 2,
-            keys: vec![DataKey::generate(1, algorithm, now, KeyState::Primary)],
+            keys: vec![DataKey::generate(1, algorithm, now, KeyState::Primary)?],
             primary: 0,
-        }
+            bound: None,
+        })
+    }
+
+    /// The meta digest this keyring's record was sealed with, if it is a version 2
+    /// record (see [`bind_meta`]).
+    pub fn bound_meta(&self) -> Option<&[u8; META_DIGEST_LEN]> {
+        self.bound.as_ref()
     }
 
     /// The name key.
@@ -423,9 +491,9 @@ impl Keyring {
         self.next_id = id
             .checked_add(1)
             .ok_or(CryptoError::Malformed("key ids exhausted"))?;
+        let key = DataKey::generate(id, algorithm, now, KeyState::Primary)?;
         self.keys[self.primary].state = KeyState::DecryptOnly;
-        self.keys
-            .push(DataKey::generate(id, algorithm, now, KeyState::Primary));
+        self.keys.push(key);
         self.primary = self.keys.len() - 1;
         Ok(id)
     }
@@ -464,40 +532,62 @@ impl Keyring {
             .any(|k| k.seals() > k.reserved.load(Ordering::Relaxed))
     }
 
-    /// Seals the keyring under the master key, binding it to the database id.
+    /// Seals the keyring under the master key, binding it to the database id and
+    /// carrying `meta`, the digest of the store's governing meta records
+    /// ([`bind_meta`]).
     ///
     /// Every persisted seal count is a reservation [`SEAL_RESERVATION`] ahead of use, so
-    /// counts survive a crash as upper bounds. Marks the reservations as persisted;
-    /// call it only when the result will be committed (or call it again).
-    pub fn seal(&self, master: &MasterKey, db_id: &[u8; 16]) -> Result<Vec<u8>, CryptoError> {
-        for k in &self.keys {
-            let seals = k.seals();
-            if seals >= k.reserved.load(Ordering::Relaxed) {
-                k.reserved
-                    .store(seals.saturating_add(SEAL_RESERVATION), Ordering::Relaxed);
-            }
-        }
+    /// counts survive a crash as upper bounds. Sealing changes nothing: call
+    /// [`Keyring::mark_persisted`] once the record is durably committed.
+    pub fn seal(
+        &self,
+        master: &MasterKey,
+        db_id: &[u8; 16],
+        meta: &[u8; META_DIGEST_LEN],
+    ) -> Result<SealedKeyring, CryptoError> {
+        let reserved: Vec<u64> = self
+            .keys
+            .iter()
+            .map(|k| {
+                let (seals, reserved) = (k.seals(), k.reserved.load(Ordering::Relaxed));
+                if seals >= reserved {
+                    seals.saturating_add(SEAL_RESERVATION)
+                } else {
+                    reserved
+                }
+            })
+            .collect();
         let mut plain = Zeroizing::new(Vec::with_capacity(
             PLAIN_HEADER_LEN + ENTRY_LEN * self.keys.len(),
         ));
         plain.push(KEYRING_VERSION);
         plain.extend_from_slice(&self.name_key.0[..]);
+        plain.extend_from_slice(meta);
         plain.extend_from_slice(&self.next_id.to_le_bytes());
         plain.extend_from_slice(&(self.keys.len() as u32).to_le_bytes());
-        for k in &self.keys {
+        for (k, reserved) in self.keys.iter().zip(&reserved) {
             plain.extend_from_slice(&k.id.to_le_bytes());
             plain.push(k.algorithm as u8);
             plain.push(k.state as u8);
             plain.extend_from_slice(&k.created.to_le_bytes());
-            plain.extend_from_slice(&k.reserved.load(Ordering::Relaxed).to_le_bytes());
+            plain.extend_from_slice(&reserved.to_le_bytes());
             match &k.key {
                 Some(bytes) => plain.extend_from_slice(&bytes[..]),
                 None => plain.extend_from_slice(&[0u8; KEY_LEN]),
             }
         }
         let mut nonce = [0u8; KEYRING_NONCE_LEN];
-        rand::rng().fill_bytes(&mut nonce);
-        seal_keyring_with_nonce(master, db_id, &nonce, &plain)
+        crate::random::fill_random(&mut nonce)?;
+        let record = seal_keyring_with_nonce(master, db_id, &nonce, &plain, KEYRING_VERSION)?;
+        Ok(SealedKeyring { record, reserved })
+    }
+
+    /// Records that `sealed` (sealed from this keyring) is durably committed: its
+    /// reservations now bound the seal counts on disk.
+    pub fn mark_persisted(&self, sealed: &SealedKeyring) {
+        for (k, reserved) in self.keys.iter().zip(&sealed.reserved) {
+            k.reserved.fetch_max(*reserved, Ordering::Relaxed);
+        }
     }
 
     /// Opens a sealed keyring. A wrong master key (or a damaged record) gives
@@ -509,7 +599,7 @@ impl Keyring {
         if version > KEYRING_VERSION {
             return Err(CryptoError::UnsupportedVersion(version));
         }
-        if version != KEYRING_VERSION || rest.len() < KEYRING_NONCE_LEN + TAG_LEN {
+        if version == 0 || rest.len() < KEYRING_NONCE_LEN + TAG_LEN {
             return Err(CryptoError::Malformed(
                 "keyring record too short or of unknown version",
             ));
@@ -518,7 +608,7 @@ impl Keyring {
         let (ct, tag) = body.split_at(body.len() - TAG_LEN);
         let mut plain = Zeroizing::new(ct.to_vec());
         let cipher = XChaCha20Poly1305::new(master.expose().into());
-        let aad = keyring_aad(db_id);
+        let aad = keyring_aad(db_id, version);
         let tag = tag.try_into().map_err(|_| CryptoError::WrongKey)?;
         cipher
             .decrypt_inout_detached(
@@ -528,22 +618,36 @@ impl Keyring {
                 tag,
             )
             .map_err(|_| CryptoError::WrongKey)?;
-        Self::parse(&plain)
+        Self::parse(&plain, version)
     }
 
-    fn parse(plain: &[u8]) -> Result<Self, CryptoError> {
+    fn parse(plain: &[u8], version: u8) -> Result<Self, CryptoError> {
         let bad = CryptoError::Malformed("keyring contents are inconsistent");
-        if plain.len() < PLAIN_HEADER_LEN {
+        if plain.first() != Some(&version) {
             return Err(bad);
         }
-        if plain[0] != KEYRING_VERSION {
-            return Err(CryptoError::UnsupportedVersion(plain[0]));
+        let header_len = if version == 1 {
+            PLAIN_HEADER_LEN_V1
+        } else {
+            PLAIN_HEADER_LEN
+        };
+        if plain.len() < header_len {
+            return Err(bad);
         }
         let mut name = Zeroizing::new([0u8; KEY_LEN]);
         name.copy_from_slice(&plain[1..1 + KEY_LEN]);
-        let next_id = u32::from_le_bytes(le4(&plain[33..37]));
-        let count = u32::from_le_bytes(le4(&plain[37..41])) as usize;
-        let entries = &plain[PLAIN_HEADER_LEN..];
+        let mut at = 1 + KEY_LEN;
+        let bound = if version == 1 {
+            None
+        } else {
+            let mut digest = [0u8; META_DIGEST_LEN];
+            digest.copy_from_slice(&plain[at..at + META_DIGEST_LEN]);
+            at += META_DIGEST_LEN;
+            Some(digest)
+        };
+        let next_id = u32::from_le_bytes(le4(&plain[at..at + 4]));
+        let count = u32::from_le_bytes(le4(&plain[at + 4..at + 8])) as usize;
+        let entries = &plain[header_len..];
         if count == 0
             || entries.len()
                 != count
@@ -590,6 +694,7 @@ impl Keyring {
             next_id,
             keys,
             primary,
+            bound,
         })
     }
 }
@@ -606,10 +711,17 @@ fn le8(b: &[u8]) -> [u8; 8] {
     out
 }
 
-fn keyring_aad(db_id: &[u8; 16]) -> [u8; KEYRING_AAD.len() + 16] {
-    let mut aad = [0u8; KEYRING_AAD.len() + 16];
-    aad[..KEYRING_AAD.len()].copy_from_slice(KEYRING_AAD);
-    aad[KEYRING_AAD.len()..].copy_from_slice(db_id);
+/// The keyring's associated data: a label naming the record version (so a version
+/// byte changed in the file fails to open) and the database id.
+fn keyring_aad(db_id: &[u8; 16], version: u8) -> Vec<u8> {
+    let label = if version == 1 {
+        KEYRING_AAD_V1
+    } else {
+        KEYRING_AAD_V2
+    };
+    let mut aad = Vec::with_capacity(label.len() + 16);
+    aad.extend_from_slice(label);
+    aad.extend_from_slice(db_id);
     aad
 }
 
@@ -618,16 +730,17 @@ pub(crate) fn seal_keyring_with_nonce(
     db_id: &[u8; 16],
     nonce: &[u8; KEYRING_NONCE_LEN],
     plain: &[u8],
+    version: u8,
 ) -> Result<Vec<u8>, CryptoError> {
     let mut out = Vec::with_capacity(1 + KEYRING_NONCE_LEN + plain.len() + TAG_LEN);
-    out.push(KEYRING_VERSION);
+    out.push(version);
     out.extend_from_slice(nonce);
     out.extend_from_slice(plain);
     let cipher = XChaCha20Poly1305::new(master.expose().into());
     let tag = cipher
         .encrypt_inout_detached(
             &XNonce::from(*nonce),
-            &keyring_aad(db_id),
+            &keyring_aad(db_id, version),
             (&mut out[1 + KEYRING_NONCE_LEN..]).into(),
         )
         .map_err(|_| CryptoError::Malformed("keyring too long"))?;
@@ -640,13 +753,14 @@ mod tests {
     use super::*;
 
     const DB: [u8; 16] = [7; 16];
+    const META: [u8; META_DIGEST_LEN] = [5; META_DIGEST_LEN];
 
     #[test]
     fn keyring_roundtrips_and_wrong_key_is_distinct() {
-        let master = MasterKey::generate();
-        let mut ring = Keyring::new(Algorithm::XChaCha20Poly1305, 100);
+        let master = MasterKey::generate().unwrap();
+        let mut ring = Keyring::new(Algorithm::XChaCha20Poly1305, 100).unwrap();
         ring.rotate(Algorithm::Aes256Gcm, 200).unwrap();
-        let record = ring.seal(&master, &DB).unwrap();
+        let record = ring.seal(&master, &DB, &META).unwrap().record().to_vec();
         let back = Keyring::open(&master, &DB, &record).unwrap();
         assert_eq!(back.keys().len(), 2);
         assert_eq!(back.primary().id(), 2);
@@ -656,7 +770,7 @@ mod tests {
             back.name_key().namespace_tag(b"x"),
             ring.name_key().namespace_tag(b"x")
         );
-        let other = MasterKey::generate();
+        let other = MasterKey::generate().unwrap();
         assert_eq!(
             Keyring::open(&other, &DB, &record).unwrap_err(),
             CryptoError::WrongKey
@@ -669,9 +783,9 @@ mod tests {
 
     #[test]
     fn every_corruption_of_the_record_is_refused() {
-        let master = MasterKey::generate();
-        let ring = Keyring::new(Algorithm::XChaCha20Poly1305, 1);
-        let record = ring.seal(&master, &DB).unwrap();
+        let master = MasterKey::generate().unwrap();
+        let ring = Keyring::new(Algorithm::XChaCha20Poly1305, 1).unwrap();
+        let record = ring.seal(&master, &DB, &META).unwrap().record().to_vec();
         for i in 0..record.len() {
             let mut bad = record.clone();
             bad[i] ^= 0x01;
@@ -693,8 +807,8 @@ mod tests {
 
     #[test]
     fn destroy_wipes_but_keeps_the_id() {
-        let master = MasterKey::generate();
-        let mut ring = Keyring::new(Algorithm::XChaCha20Poly1305, 1);
+        let master = MasterKey::generate().unwrap();
+        let mut ring = Keyring::new(Algorithm::XChaCha20Poly1305, 1).unwrap();
         assert!(ring.destroy(1).is_err(), "primary cannot be destroyed");
         ring.rotate(Algorithm::XChaCha20Poly1305, 2).unwrap();
         ring.destroy(1).unwrap();
@@ -702,15 +816,20 @@ mod tests {
             ring.key(1).unwrap().cipher(),
             Err(CryptoError::KeyDestroyed(1))
         ));
-        let back = Keyring::open(&master, &DB, &ring.seal(&master, &DB).unwrap()).unwrap();
+        let back = Keyring::open(
+            &master,
+            &DB,
+            ring.seal(&master, &DB, &META).unwrap().record(),
+        )
+        .unwrap();
         assert_eq!(back.key(1).unwrap().state(), KeyState::Destroyed);
         assert!(matches!(back.key(9), Err(CryptoError::UnknownKey(9))));
     }
 
     #[test]
     fn seal_counts_persist_as_reservations() {
-        let master = MasterKey::generate();
-        let ring = Keyring::new(Algorithm::Aes256Gcm, 1);
+        let master = MasterKey::generate().unwrap();
+        let ring = Keyring::new(Algorithm::Aes256Gcm, 1).unwrap();
         assert!(!ring.needs_persist());
         for _ in 0..5 {
             ring.primary().count_seal().unwrap();
@@ -718,19 +837,23 @@ mod tests {
         assert!(ring.needs_persist());
         assert!(ring.seal_budget_reached(5));
         assert!(!ring.seal_budget_reached(6));
-        let record = ring.seal(&master, &DB).unwrap();
+        // Sealing alone marks nothing: the commit carrying it may still fail.
+        let sealed = ring.seal(&master, &DB, &META).unwrap();
+        assert!(ring.needs_persist());
+        ring.mark_persisted(&sealed);
         assert!(!ring.needs_persist());
-        let back = Keyring::open(&master, &DB, &record).unwrap();
+        let back = Keyring::open(&master, &DB, sealed.record()).unwrap();
         assert_eq!(back.primary().seals(), 5 + SEAL_RESERVATION);
+        assert_eq!(back.bound_meta(), Some(&META));
     }
 
     #[test]
     fn name_tags_separate_namespaces_and_keys() {
-        let ring = Keyring::new(Algorithm::XChaCha20Poly1305, 1);
+        let ring = Keyring::new(Algorithm::XChaCha20Poly1305, 1).unwrap();
         let nk = ring.name_key();
         assert_ne!(nk.key_tag(b"a", b"bc"), nk.key_tag(b"ab", b"c"));
         assert_ne!(nk.namespace_tag(b"a"), nk.namespace_tag(b"b"));
-        let other = Keyring::new(Algorithm::XChaCha20Poly1305, 1);
+        let other = Keyring::new(Algorithm::XChaCha20Poly1305, 1).unwrap();
         assert_ne!(nk.namespace_tag(b"a"), other.name_key().namespace_tag(b"a"));
     }
 }

@@ -14,16 +14,18 @@
 //! use sealkv_crypto::{envelope, Algorithm, Compression, Context, Keyring, MasterKey};
 //!
 //! # fn main() -> Result<(), sealkv_crypto::CryptoError> {
-//! let master = MasterKey::generate();
+//! let master = MasterKey::generate()?;
 //! let db_id = [7u8; 16];
-//! let mut ring = Keyring::new(Algorithm::XChaCha20Poly1305, 0);
+//! let ring = Keyring::new(Algorithm::XChaCha20Poly1305, 0)?;
 //! let ctx = Context { db_id: &db_id, namespace: b"session", key: b"4915550001.0" };
 //! let sealed = envelope::seal(&ring, &Compression::default(), &ctx, b"secret")?;
 //! assert_eq!(&envelope::open(&ring, &ctx, &sealed, 1 << 20)?[..], b"secret");
 //!
 //! // The keyring itself is sealed under the master key; another key cannot open it.
-//! let record = ring.seal(&master, &db_id)?;
-//! assert!(Keyring::open(&MasterKey::generate(), &db_id, &record).is_err());
+//! // It also carries a digest of the store's governing records (see `bind_meta`).
+//! let meta = sealkv_crypto::bind_meta(&[("settings", b"...")]);
+//! let sealed = ring.seal(&master, &db_id, &meta)?;
+//! assert!(Keyring::open(&MasterKey::generate()?, &db_id, sealed.record()).is_err());
 //! # Ok(())
 //! # }
 //! ```
@@ -33,17 +35,23 @@ pub mod envelope;
 mod error;
 mod keyring;
 mod master;
+mod random;
 
 pub use compress::{Codec, Compression};
 pub use envelope::{Context, Header};
 pub use error::CryptoError;
 pub use keyring::{
-    AES_GCM_HARD_LIMIT, AES_GCM_SEAL_BUDGET, Algorithm, DataKey, KeyInfo, KeyState, Keyring,
-    NameKey, SEAL_RESERVATION, TAG_BYTES,
+    AES_GCM_HARD_LIMIT, AES_GCM_SEAL_BUDGET, Algorithm, DataKey, KEYRING_VERSION, KeyInfo,
+    KeyState, Keyring, META_DIGEST_LEN, NameKey, SEAL_RESERVATION, SealedKeyring, TAG_BYTES,
+    bind_meta,
 };
-pub use master::{KEY_LEN, KdfParams, MasterKey, Passphrase, SALT_LEN, generate_salt};
+pub use master::{KEY_LEN, KdfLimits, KdfParams, MasterKey, Passphrase, SALT_LEN, generate_salt};
+pub use random::fill_random;
 
-/// Internals for known-answer tests and fuzz targets. Not a stable API.
+/// Internals for known-answer tests and fuzz targets: a chosen-nonce sealer among
+/// them, so it exists only with the `test-internals` feature, which only tests and
+/// the fuzz targets enable. Not a stable API.
+#[cfg(feature = "test-internals")]
 #[doc(hidden)]
 pub mod internal {
     use crate::{Compression, Context, CryptoError, Keyring};
@@ -60,13 +68,31 @@ pub mod internal {
         crate::envelope::seal_with(keyring, key_id, nonce, compression, ctx, plaintext)
     }
 
+    /// The data-key AEAD itself, with a chosen key and nonce: `ciphertext ‖ tag`
+    /// (for published test vectors such as draft-irtf-cfrg-xchacha §A.3).
+    pub fn aead_seal(
+        algorithm: crate::Algorithm,
+        key: &[u8; crate::KEY_LEN],
+        nonce: &[u8],
+        aad: &[u8],
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, CryptoError> {
+        let cipher = crate::keyring::Cipher::new(algorithm, key);
+        let mut out = plaintext.to_vec();
+        let tag = cipher.encrypt(nonce, aad, &mut out)?;
+        out.extend_from_slice(&tag);
+        Ok(out)
+    }
+
     /// Fuzz body: arbitrary bytes as an envelope. Opening must fail cleanly unless the
     /// input is the one valid envelope, and any change to a valid envelope must fail.
     pub fn fuzz_envelope(data: &[u8]) {
         use std::sync::OnceLock;
         static RING: OnceLock<(Keyring, Vec<u8>)> = OnceLock::new();
         let (ring, sealed) = RING.get_or_init(|| {
-            let mut ring = Keyring::new(crate::Algorithm::XChaCha20Poly1305, 0);
+            let Ok(mut ring) = Keyring::new(crate::Algorithm::XChaCha20Poly1305, 0) else {
+                panic!("the OS random generator failed");
+            };
             let _ = ring.rotate(crate::Algorithm::Aes256Gcm, 0);
             let ctx = Context {
                 db_id: &[0; 16],
@@ -107,26 +133,31 @@ pub mod internal {
             return;
         };
         let _ = Keyring::open(&master, &[1; 16], data);
-        let Ok(record) = seal_keyring_plaintext(&master, &[1; 16], &[2; 24], data) else {
-            return;
-        };
-        if let Ok(ring) = Keyring::open(&master, &[1; 16], &record) {
-            let _ = ring.primary().id();
-            let resealed = ring.seal(&master, &[1; 16]);
-            assert!(
-                resealed.is_ok_and(|r| Keyring::open(&master, &[1; 16], &r).is_ok()),
-                "a parsed keyring reseals"
-            );
+        for version in [1, crate::KEYRING_VERSION] {
+            let Ok(record) = seal_keyring_plaintext(&master, &[1; 16], &[2; 24], data, version)
+            else {
+                return;
+            };
+            if let Ok(ring) = Keyring::open(&master, &[1; 16], &record) {
+                let _ = ring.primary().id();
+                let resealed = ring.seal(&master, &[1; 16], &[3; crate::META_DIGEST_LEN]);
+                assert!(
+                    resealed.is_ok_and(|r| Keyring::open(&master, &[1; 16], r.record()).is_ok()),
+                    "a parsed keyring reseals"
+                );
+            }
         }
     }
 
-    /// Seals raw keyring plaintext with a chosen nonce (for known-answer tests).
+    /// Seals raw keyring plaintext as a record of `version` with a chosen nonce (for
+    /// known-answer tests).
     pub fn seal_keyring_plaintext(
         master: &crate::MasterKey,
         db_id: &[u8; 16],
         nonce: &[u8; 24],
         plain: &[u8],
+        version: u8,
     ) -> Result<Vec<u8>, CryptoError> {
-        crate::keyring::seal_keyring_with_nonce(master, db_id, nonce, plain)
+        crate::keyring::seal_keyring_with_nonce(master, db_id, nonce, plain, version)
     }
 }

@@ -3,7 +3,6 @@
 use std::fmt;
 
 use argon2::{Algorithm, Argon2, Params, Version};
-use rand::RngCore;
 use zeroize::Zeroizing;
 
 use crate::CryptoError;
@@ -89,11 +88,11 @@ impl MasterKey {
         Ok(Self(key))
     }
 
-    /// A fresh random master key (for tests and for `sealkv init` with a generated key).
-    pub fn generate() -> Self {
+    /// A fresh random master key from the operating system's generator.
+    pub fn generate() -> Result<Self, CryptoError> {
         let mut key = Zeroizing::new([0u8; KEY_LEN]);
-        rand::rng().fill_bytes(&mut key[..]);
-        Self(key)
+        crate::random::fill_random(&mut key[..])?;
+        Ok(Self(key))
     }
 
     /// The key bytes. Callers must not copy them into anything that is not zeroized.
@@ -196,11 +195,51 @@ impl KdfParams {
     }
 }
 
+/// The most a caller lets a store's key derivation cost: parameters read from a file
+/// are untrusted (a file someone sent can ask for 4 GiB × 64 passes), so they are
+/// checked against these before any memory is allocated.
+///
+/// The default fits a small VPS: at most 1 GiB of memory, and memory × passes at most
+/// 4 GiB (libsodium's "sensitive" preset is 1 GiB × 4 passes). Raise them to open a
+/// store created with costlier parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KdfLimits {
+    /// Largest memory cost accepted, in KiB.
+    pub max_memory_kib: u32,
+    /// Largest memory cost × passes accepted, in KiB.
+    pub max_memory_passes_kib: u64,
+}
+
+impl Default for KdfLimits {
+    fn default() -> Self {
+        Self {
+            max_memory_kib: 1024 * 1024,
+            max_memory_passes_kib: 4 * 1024 * 1024,
+        }
+    }
+}
+
+impl KdfLimits {
+    /// Checks `params` against these limits (and the absolute ceilings of
+    /// [`KdfParams::validate`]), allocating nothing.
+    pub fn check(&self, params: &KdfParams) -> Result<(), CryptoError> {
+        params.validate()?;
+        let work = u64::from(params.m_cost_kib) * u64::from(params.t_cost);
+        if params.m_cost_kib > self.max_memory_kib || work > self.max_memory_passes_kib {
+            return Err(CryptoError::KdfOverLimit {
+                params: *params,
+                limits: *self,
+            });
+        }
+        Ok(())
+    }
+}
+
 /// A fresh random salt for Argon2.
-pub fn generate_salt() -> [u8; SALT_LEN] {
+pub fn generate_salt() -> Result<[u8; SALT_LEN], CryptoError> {
     let mut salt = [0u8; SALT_LEN];
-    rand::rng().fill_bytes(&mut salt);
-    salt
+    crate::random::fill_random(&mut salt)?;
+    Ok(salt)
 }
 
 #[cfg(test)]

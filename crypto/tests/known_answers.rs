@@ -20,9 +20,13 @@ fn master() -> MasterKey {
 
 /// Keyring plaintext written by hand from docs/FORMAT.md: name key 0x11..., key 1
 /// XChaCha20-Poly1305 decrypt-only (0x42...), key 2 AES-256-GCM primary (0x43...).
-fn keyring_plaintext() -> Vec<u8> {
-    let mut p = vec![1u8];
+/// Version 2 adds the meta digest (0x5d...) after the name key.
+fn keyring_plaintext(version: u8) -> Vec<u8> {
+    let mut p = vec![version];
     p.extend_from_slice(&[0x11; 32]);
+    if version >= 2 {
+        p.extend_from_slice(&[0x5d; 32]);
+    }
     p.extend_from_slice(&3u32.to_le_bytes());
     p.extend_from_slice(&2u32.to_le_bytes());
     for (id, alg, state, byte) in [(1u32, 1u8, 2u8, 0x42u8), (2, 2, 1, 0x43)] {
@@ -36,10 +40,22 @@ fn keyring_plaintext() -> Vec<u8> {
     p
 }
 
+/// A nonce of distinct bytes (`seed`, `seed + 1`, …): a construction that swapped or
+/// dropped nonce halves would not give the committed bytes, as it might with a nonce of
+/// one repeated byte.
+fn counting_nonce(seed: u8, len: usize) -> Vec<u8> {
+    (0..len).map(|i| seed.wrapping_add(i as u8)).collect()
+}
+
 fn compute() -> Vec<(String, Vec<u8>)> {
-    let record =
-        internal::seal_keyring_plaintext(&master(), &DB_ID, &KEYRING_NONCE, &keyring_plaintext())
-            .unwrap();
+    let record = internal::seal_keyring_plaintext(
+        &master(),
+        &DB_ID,
+        &KEYRING_NONCE,
+        &keyring_plaintext(1),
+        1,
+    )
+    .unwrap();
     let ring = Keyring::open(&master(), &DB_ID, &record).unwrap();
     let mut out = vec![("keyring".to_string(), record)];
     let plaintext = b"sealkv known answer ".repeat(8);
@@ -64,6 +80,21 @@ fn compute() -> Vec<(String, Vec<u8>)> {
             out.push((format!("{}-{}", alg.name(), codec.name()), sealed));
         }
     }
+    let v2_nonce: [u8; 24] = counting_nonce(0x30, 24).try_into().unwrap();
+    let record_v2 =
+        internal::seal_keyring_plaintext(&master(), &DB_ID, &v2_nonce, &keyring_plaintext(2), 2)
+            .unwrap();
+    out.push(("keyring-v2".to_string(), record_v2));
+    for (key_id, alg) in [
+        (1u32, Algorithm::XChaCha20Poly1305),
+        (2, Algorithm::Aes256Gcm),
+    ] {
+        let nonce = counting_nonce(0x60 + key_id as u8, alg.nonce_len());
+        let sealed =
+            internal::seal_with_nonce(&ring, key_id, &nonce, &Compression::NONE, &ctx, &plaintext)
+                .unwrap();
+        out.push((format!("{}-none-counting-nonce", alg.name()), sealed));
+    }
     out
 }
 
@@ -86,7 +117,7 @@ fn committed_vectors_open_and_match() {
     let computed = compute();
     if std::env::var_os("SEALKV_WRITE_KAT").is_some() {
         let mut text = String::from(
-            "# sealkv format v1 known answers: name, then hex bytes. See known_answers.rs.\n",
+            "# sealkv format known answers: name, then hex bytes. See known_answers.rs.\n",
         );
         for (name, bytes) in &computed {
             text.push_str(&format!("{name} {}\n", hex::encode(bytes)));
@@ -101,11 +132,15 @@ fn committed_vectors_open_and_match() {
     let committed = committed();
     assert_eq!(
         committed.len(),
-        7,
-        "seven vectors: keyring and 2 algorithms x 3 codecs"
+        10,
+        "ten vectors: keyring v1, 2 algorithms x 3 codecs, keyring v2, 2 counting nonces"
     );
     let ring = Keyring::open(&master(), &DB_ID, &committed[0].1).expect("committed keyring opens");
     assert_eq!(ring.primary().id(), 2);
+    assert_eq!(ring.bound_meta(), None, "a version 1 keyring binds no meta");
+    let v2 = Keyring::open(&master(), &DB_ID, &committed[7].1).expect("keyring v2 opens");
+    assert_eq!(v2.bound_meta(), Some(&[0x5d; 32]));
+    assert_eq!(v2.primary().id(), 2);
     let plaintext = b"sealkv known answer ".repeat(8);
     let ctx = Context {
         db_id: &DB_ID,
@@ -114,7 +149,7 @@ fn committed_vectors_open_and_match() {
     };
     for ((name, bytes), (cname, cbytes)) in committed.iter().zip(&computed) {
         assert_eq!(name, cname);
-        if name != "keyring" {
+        if !name.starts_with("keyring") {
             assert_eq!(
                 &envelope::open(&ring, &ctx, bytes, 1 << 20).unwrap()[..],
                 &plaintext[..],
@@ -127,4 +162,30 @@ fn committed_vectors_open_and_match() {
             assert_eq!(hex::encode(bytes), hex::encode(cbytes), "{name} bytes");
         }
     }
+}
+
+/// draft-irtf-cfrg-xchacha-03, appendix A.3.1: the published XChaCha20-Poly1305 vector,
+/// through the data-key construction (HChaCha20 subkey, then ring's ChaCha20-Poly1305).
+/// Its nonce has 24 distinct bytes, so swapped nonce halves or a wrong subkey input
+/// would not give these bytes.
+#[test]
+fn xchacha20poly1305_matches_the_draft_vector() {
+    let key: [u8; 32] =
+        hex::decode("808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f")
+            .unwrap()
+            .try_into()
+            .unwrap();
+    let nonce = hex::decode("404142434445464748494a4b4c4d4e4f5051525354555657").unwrap();
+    let aad = hex::decode("50515253c0c1c2c3c4c5c6c7").unwrap();
+    let plaintext = b"Ladies and Gentlemen of the class of '99: If I could offer you only one tip for the future, sunscreen would be it.";
+    let expected = concat!(
+        "bd6d179d3e83d43b9576579493c0e939572a1700252bfaccbed2902c21396cbb",
+        "731c7f1b0b4aa6440bf3a82f4eda7e39ae64c6708c54c216cb96b72e1213b452",
+        "2f8c9ba40db5d945b11b69b982c1bb9e3f3fac2bc369488f76b2383565d3fff9",
+        "21f9664c97637da9768812f615c68b13b52e",
+        "c0875924c1c7987947deafd8780acf49"
+    );
+    let sealed =
+        internal::aead_seal(Algorithm::XChaCha20Poly1305, &key, &nonce, &aad, plaintext).unwrap();
+    assert_eq!(hex::encode(sealed), expected);
 }

@@ -42,7 +42,7 @@ proptest! {
         ns in proptest::collection::vec(any::<u8>(), 0..40),
         key in proptest::collection::vec(any::<u8>(), 0..40),
     ) {
-        let ring = Keyring::new(alg, 0);
+        let ring = Keyring::new(alg, 0).unwrap();
         let compression = Compression { codec, zstd_level: level, min_size: 16 };
         let ctx = Context { db_id: &[3; 16], namespace: &ns, key: &key };
         let sealed = envelope::seal(&ring, &compression, &ctx, &value).unwrap();
@@ -53,8 +53,8 @@ proptest! {
 
     #[test]
     fn keyring_survives_rotation_and_resealing(rotations in 0usize..6, destroy_first in any::<bool>()) {
-        let master = MasterKey::generate();
-        let mut ring = Keyring::new(Algorithm::XChaCha20Poly1305, 0);
+        let master = MasterKey::generate().unwrap();
+        let mut ring = Keyring::new(Algorithm::XChaCha20Poly1305, 0).unwrap();
         let ctx = Context { db_id: &[4; 16], namespace: b"n", key: b"k" };
         let mut sealed = vec![envelope::seal(&ring, &Compression::default(), &ctx, b"v0").unwrap()];
         for i in 0..rotations {
@@ -65,7 +65,7 @@ proptest! {
         if destroy_first && rotations > 0 {
             ring.destroy(1).unwrap();
         }
-        let ring = Keyring::open(&master, &[4; 16], &ring.seal(&master, &[4; 16]).unwrap()).unwrap();
+        let ring = Keyring::open(&master, &[4; 16], ring.seal(&master, &[4; 16], &[0; 32]).unwrap().record()).unwrap();
         for (i, s) in sealed.iter().enumerate() {
             let got = envelope::open(&ring, &ctx, s, LIMIT);
             if i == 0 && destroy_first && rotations > 0 {
@@ -83,7 +83,7 @@ fn empty_and_maximum_size_values_roundtrip() {
     let max = 4 << 20;
     let big: Vec<u8> = (0..max).map(|i| (i % 251) as u8).collect();
     for alg in [Algorithm::XChaCha20Poly1305, Algorithm::Aes256Gcm] {
-        let ring = Keyring::new(alg, 0);
+        let ring = Keyring::new(alg, 0).unwrap();
         for codec in [Codec::None, Codec::Zstd, Codec::Snappy] {
             let c = Compression::with_codec(codec);
             let ctx = Context {

@@ -17,13 +17,25 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use redb::{ReadableTable, WriteTransaction};
-use sealkv_crypto::{Context, Keyring, TAG_BYTES, envelope};
+use sealkv_crypto::{Context, Keyring, MasterKey, SealedKeyring, TAG_BYTES, envelope};
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
-use crate::store::{
-    DATA, META, META_KEYRING, Store, check_name, lock, ns_rows, read_lock, row_key, write_lock,
-};
+use crate::meta::seal_keyring_into;
+use crate::rows::{DATA, check_name, ns_rows, row_key};
+use crate::store::{Store, lock, read_lock, write_lock};
+
+/// Whether a write transaction also writes the keyring record. Every write path goes
+/// through [`Store::write_with_keyring`], the one place that persists the keyring.
+#[derive(Clone, Copy)]
+pub(crate) enum KeyringWrite<'a> {
+    /// Only when a key's seal count has outrun its persisted reservation.
+    IfNeeded,
+    /// Always, under the store's master key (after a rotation, a destroy, an upgrade).
+    Always,
+    /// Always, under a new master key (a rekey).
+    Under(&'a MasterKey),
+}
 
 /// A set of changes applied atomically: puts and deletes across any namespaces.
 /// Later changes to the same key replace earlier ones.
@@ -324,7 +336,17 @@ impl Store {
             std::mem::take(&mut q.pending)
         };
         // Never empty: the leader's own request was queued when it took the lead.
-        let outcome = self.write_with_retry(|txn| apply(self, ring, txn, &batch));
+        // A panic that escaped the containment inside must still release the callers
+        // and the lead, or every writer would wait for good.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.write_with_keyring(ring, KeyringWrite::IfNeeded, |txn| apply(self, txn, &batch))
+        }))
+        .unwrap_or_else(|_| {
+            self.inner.poisoned.store(true, Ordering::Release);
+            Err(Error::Corrupt(
+                "a commit panicked; the store refuses writes until reopened".into(),
+            ))
+        });
         // Under the queue lock, before any result is out: a released caller that
         // queues again must not count among those that waited through this commit.
         let mut q = lock(&self.inner.queue);
@@ -354,20 +376,59 @@ impl Store {
         CommitGuard { store: self }
     }
 
-    /// Runs one write transaction with the retry policy: on failure the database is
-    /// reopened (redb recovers) and `f` runs again; after the last attempt the store is
-    /// poisoned.
-    pub(crate) fn write_with_retry(
+    /// Runs `f` in one write transaction with the retry policy, and writes the
+    /// keyring record in the same transaction when `keyring` asks for it. The record's
+    /// seal-count reservations are marked persisted only once the commit succeeded: a
+    /// failed attempt leaves the keyring asking to be written again, so the retry
+    /// carries it too and a crash can only over-count seals.
+    pub(crate) fn write_with_keyring(
         &self,
+        ring: &Keyring,
+        keyring: KeyringWrite<'_>,
         mut f: impl FnMut(&WriteTransaction) -> Result<()>,
     ) -> Result<()> {
+        let mut sealed: Option<SealedKeyring> = None;
+        self.write_with_retry(|txn| {
+            sealed = None;
+            f(txn)?;
+            let write = match keyring {
+                KeyringWrite::IfNeeded => ring.needs_persist(),
+                KeyringWrite::Always | KeyringWrite::Under(_) => true,
+            };
+            if write {
+                let db_id = &self.inner.db_id;
+                sealed = Some(match keyring {
+                    KeyringWrite::Under(master) => seal_keyring_into(txn, ring, master, db_id)?,
+                    _ => seal_keyring_into(txn, ring, &read_lock(&self.inner.master), db_id)?,
+                });
+            }
+            Ok(())
+        })?;
+        if let Some(sealed) = &sealed {
+            ring.mark_persisted(sealed);
+        }
+        Ok(())
+    }
+
+    /// Runs one write transaction with the retry policy: on failure the database is
+    /// reopened (redb recovers) and `f` runs again; after the last attempt the store is
+    /// poisoned. Write paths call it through [`Store::write_with_keyring`].
+    fn write_with_retry(&self, mut f: impl FnMut(&WriteTransaction) -> Result<()>) -> Result<()> {
         self.check_writable()?;
         let attempts = self.inner.opts.commit_retries + 1;
         let mut last = None;
+        // Whether some attempt failed while writing or syncing its commit: it may have
+        // reached the disk, or not.
+        let mut outcome_unknown = false;
         for attempt in 0..attempts {
             if attempt > 0 {
                 std::thread::sleep(self.inner.opts.commit_retry_delay);
-                if let Err(e) = self.reopen_db() {
+                // Contained like the commit itself: a panic while reopening must not
+                // unwind through the group-commit leader.
+                if let Err(e) = self.contained(|| self.reopen_db()) {
+                    if self.is_poisoned() {
+                        return Err(e);
+                    }
                     last = Some(e);
                     continue;
                 }
@@ -375,24 +436,30 @@ impl Store {
             // redb can panic on a damaged page (its allocator state, say): contained
             // here it becomes Error::Corrupt and poisons the store, instead of
             // unwinding through the group-commit leader and stranding its callers.
+            let mut committing = false;
             let result = self.contained(|| {
                 let db = self.db()?;
                 let txn = db.begin_write()?;
                 f(&txn)?;
+                committing = true;
                 db.commit(txn)
             });
             match result {
                 Ok(()) => return Ok(()),
                 // Only storage failures are worth another attempt; anything else is final.
-                Err(e) if e.is_io() || matches!(e, Error::Storage(_)) => last = Some(e),
+                Err(e) if e.is_io() || matches!(e, Error::Storage(_)) => {
+                    outcome_unknown |= committing && e.is_io();
+                    last = Some(e);
+                }
                 Err(e) => return Err(e),
             }
         }
         // Leave a usable handle behind if we can; either way, refuse writes from now on.
-        let _ = self.reopen_db();
+        let _ = self.contained(|| self.reopen_db());
         self.inner.poisoned.store(true, Ordering::Release);
         Err(Error::CommitFailed {
             attempts,
+            outcome_unknown,
             source: Box::new(last.unwrap_or(Error::Poisoned)),
         })
     }
@@ -435,12 +502,7 @@ impl Drop for CommitGuard<'_> {
     }
 }
 
-fn apply(
-    store: &Store,
-    ring: &Keyring,
-    txn: &WriteTransaction,
-    batch: &[Arc<Request>],
-) -> Result<()> {
+fn apply(store: &Store, txn: &WriteTransaction, batch: &[Arc<Request>]) -> Result<()> {
     let mut data = txn.open_table(DATA)?;
     let cat = store.inner.catalog_tag;
     let mut shrinking = BTreeSet::new();
@@ -471,14 +533,6 @@ fn apply(
         if ns_rows(&data, &ns_tag)?.next().is_none() {
             data.remove(&row_key(&cat, &ns_tag))?;
         }
-    }
-    drop(data);
-    if ring.needs_persist() {
-        let record = ring
-            .seal(&read_lock(&store.inner.master), &store.inner.db_id)
-            .map_err(Error::Key)?;
-        txn.open_table(META)?
-            .insert(META_KEYRING, record.as_slice())?;
     }
     Ok(())
 }

@@ -60,13 +60,27 @@ pub enum Error {
     /// An earlier commit failed with an I/O error and could not be recovered; the store
     /// refuses writes until it is reopened.
     Poisoned,
-    /// A commit failed (after the configured retries); nothing of it was applied.
+    /// A commit failed (after the configured retries). When the last attempt failed
+    /// before reaching the disk, nothing of it was applied; when it failed in a write or
+    /// fsync (`outcome_unknown`), the commit may or may not be durable: reopen the
+    /// store and read it back.
     CommitFailed {
         /// Attempts made.
         attempts: u32,
+        /// True when the last attempt failed while writing or syncing the file, so
+        /// whether the commit reached the disk is not known.
+        outcome_unknown: bool,
         /// The last error.
         source: Box<Error>,
     },
+    /// A meta record that governs how data is written (settings, format, key
+    /// derivation) does not match the digest the keyring authenticates: the file was
+    /// changed outside sealkv. Nothing was written.
+    MetaTampered,
+    /// A transaction with one lock key was begun inside a transaction holding another:
+    /// taking the second lock could deadlock against a thread taking them in the
+    /// opposite order, so it is refused. Nothing was written.
+    NestedLock,
     /// Destroying a data key that values still use.
     KeyInUse {
         /// The key id.
@@ -109,11 +123,27 @@ impl fmt::Display for Error {
             Self::Poisoned => f.write_str(
                 "the store refuses writes after an unrecovered I/O error during a commit; reopen it",
             ),
-            Self::CommitFailed { attempts, source } => {
+            Self::CommitFailed { attempts, outcome_unknown: false, source } => {
                 write!(f, "commit failed after {attempts} attempts, nothing applied: {source}")
             }
+            Self::CommitFailed { attempts, outcome_unknown: true, source } => write!(
+                f,
+                "commit failed after {attempts} attempts while writing to the disk: it may or may \
+                 not be durable; reopen the store and read the values back: {source}"
+            ),
+            Self::MetaTampered => f.write_str(
+                "the store's settings, format or key derivation record was changed outside \
+                 sealkv: it does not match what the keyring authenticates",
+            ),
+            Self::NestedLock => f.write_str(
+                "a transaction cannot begin with another lock key inside a transaction; \
+                 use the outer lock key, or run them one after the other",
+            ),
             Self::KeyInUse { key_id, values } => {
                 write!(f, "data key {key_id} still seals {values} values; re-encrypt them first")
+            }
+            Self::Key(e @ (CryptoError::KdfOverLimit { .. } | CryptoError::KdfParams { .. })) => {
+                write!(f, "{e}")
             }
             Self::Key(e) => write!(f, "key operation refused: {e}"),
             Self::Io(e) => write!(f, "i/o error: {e}"),
@@ -132,6 +162,12 @@ impl std::error::Error for Error {
             Self::Storage(e) => Some(e),
             _ => None,
         }
+    }
+}
+
+impl From<CryptoError> for Error {
+    fn from(e: CryptoError) -> Self {
+        Self::Key(e)
     }
 }
 
@@ -208,10 +244,17 @@ impl Error {
             Self::InvalidName(s) => Self::InvalidName(s.clone()),
             Self::Poisoned => Self::Poisoned,
             Self::ReadOnly => Self::ReadOnly,
-            Self::CommitFailed { attempts, source } => Self::CommitFailed {
+            Self::CommitFailed {
+                attempts,
+                outcome_unknown,
+                source,
+            } => Self::CommitFailed {
                 attempts: *attempts,
+                outcome_unknown: *outcome_unknown,
                 source: Box::new(source.duplicate()),
             },
+            Self::MetaTampered => Self::MetaTampered,
+            Self::NestedLock => Self::NestedLock,
             Self::KeyInUse { key_id, values } => Self::KeyInUse {
                 key_id: *key_id,
                 values: *values,

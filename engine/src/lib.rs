@@ -13,7 +13,7 @@
 //! # fn main() -> Result<(), sealkv_engine::Error> {
 //! # let dir = tempfile::tempdir()?;
 //! let path = dir.path().join("auth.sealkv");
-//! let store = Store::create(&path, MasterKey::generate(), Options::default())?;
+//! let store = Store::create(&path, MasterKey::generate()?, Options::default())?;
 //! let mut batch = Batch::new();
 //! batch.put("creds", "creds", br#"{"me":{}}"#.to_vec()).put("pre-key", "1", b"...".to_vec());
 //! store.set(&batch)?;
@@ -32,25 +32,36 @@
 mod backend;
 mod commit;
 mod error;
+#[cfg(feature = "test-internals")]
 mod fuzz;
+mod handle;
+mod maintenance;
+mod meta;
 mod options;
+mod read;
+mod recover;
 mod rotate;
+mod rows;
 mod store;
 mod txn;
 
 pub use commit::Batch;
 pub use error::{Error, Result};
+pub use maintenance::{NamespaceStats, Stats};
+pub use meta::FORMAT_VERSION;
 pub use options::{Clock, Options, Secret, system_clock};
 pub use rotate::ReencryptProgress;
+pub use rows::{MAX_NAME_LEN, check_name};
 pub use sealkv_crypto::{
-    Algorithm, Codec, Compression, KdfParams, KeyInfo, KeyState, MasterKey, Passphrase,
+    Algorithm, Codec, Compression, KdfLimits, KdfParams, KeyInfo, KeyState, MasterKey, Passphrase,
 };
-pub use store::{FORMAT_VERSION, MAX_NAME_LEN, NamespaceStats, Stats, Store, Value, check_name};
+pub use store::{Store, Value};
 pub use txn::Tx;
 
 /// Internals for tests and fuzz targets. Not a stable API.
 #[doc(hidden)]
 pub mod internal {
     pub use crate::backend::BackendFactory;
+    #[cfg(feature = "test-internals")]
     pub use crate::fuzz::{fuzz_open, fuzz_ops, fuzz_options, write_seed_store};
 }

@@ -4,7 +4,7 @@ use std::fmt;
 use std::time::Duration;
 
 use sealkv_crypto::{
-    AES_GCM_SEAL_BUDGET, Algorithm, Compression, KdfParams, MasterKey, Passphrase,
+    AES_GCM_SEAL_BUDGET, Algorithm, Compression, KdfLimits, KdfParams, MasterKey, Passphrase,
 };
 
 use crate::backend::BackendFactory;
@@ -60,6 +60,11 @@ pub struct Options {
     pub cache_size: usize,
     /// Argon2id parameters for a store created with a passphrase (and for `rekey`).
     pub kdf: KdfParams,
+    /// The most a store's Argon2id parameters may cost. A store's parameters come from
+    /// its file, which may not be trusted (a backup someone sent); parameters over these
+    /// limits are refused before anything is allocated. Default: 1 GiB of memory, and
+    /// memory × passes at most 4 GiB.
+    pub kdf_limits: KdfLimits,
     /// Seals after which an AES-256-GCM primary key is rotated. Default 2^30.
     pub aes_gcm_seal_budget: u64,
     /// Rotate the primary data key once it is this old (checked at open and commit).
@@ -79,6 +84,7 @@ impl fmt::Debug for Options {
             .field("commit_retries", &self.commit_retries)
             .field("cache_size", &self.cache_size)
             .field("kdf", &self.kdf)
+            .field("kdf_limits", &self.kdf_limits)
             .finish_non_exhaustive()
     }
 }
@@ -104,6 +110,7 @@ impl Default for Options {
             commit_retry_delay: Duration::from_millis(20),
             cache_size: 64 << 20,
             kdf: KdfParams::default(),
+            kdf_limits: KdfLimits::default(),
             aes_gcm_seal_budget: AES_GCM_SEAL_BUDGET,
             rotate_after: None,
             clock: std::sync::Arc::new(system_clock),

@@ -11,11 +11,12 @@
 use redb::{ReadableTable, ReadableTableMetadata};
 use sealkv_crypto::{Context, Header, KeyState, Keyring, envelope};
 
+use crate::commit::KeyringWrite;
 use crate::error::{Error, Result};
+use crate::meta::{Kdf, META, META_KDF, META_KEYRING};
 use crate::options::Secret;
-use crate::store::{
-    DATA, Kdf, META, META_KDF, META_KEYRING, Store, read_lock, split_row, write_lock,
-};
+use crate::rows::{DATA, MAX_NAME_LEN, split_row};
+use crate::store::{Store, read_lock, write_lock};
 
 pub(crate) const META_CURSOR: &str = "reencrypt_cursor";
 
@@ -52,14 +53,9 @@ impl Store {
     }
 
     fn persist_keyring(&self, ring: &Keyring, reset_cursor: bool) -> Result<()> {
-        let record = ring
-            .seal(&read_lock(&self.inner.master), &self.inner.db_id)
-            .map_err(Error::Key)?;
-        self.write_with_retry(|txn| {
-            let mut meta = txn.open_table(META)?;
-            meta.insert(META_KEYRING, record.as_slice())?;
+        self.write_with_keyring(ring, KeyringWrite::Always, |txn| {
             if reset_cursor {
-                meta.remove(META_CURSOR)?;
+                txn.open_table(META)?.remove(META_CURSOR)?;
             }
             Ok(())
         })
@@ -137,7 +133,7 @@ impl Store {
                         namespace: &ns_tag,
                         key: &key_tag,
                     };
-                    let limit = self.inner.opts.max_value_size + 4 + crate::store::MAX_NAME_LEN;
+                    let limit = self.inner.opts.max_value_size + 4 + MAX_NAME_LEN;
                     // A value that does not open is left as it is; verify() reports it.
                     if let Ok(plain) = envelope::open(&ring, &ctx, sealed, limit) {
                         let resealed =
@@ -158,7 +154,7 @@ impl Store {
             let Some(last) = last else {
                 // Finished: drop the cursor.
                 let _commit = self.commit_lock();
-                self.write_with_retry(|txn| {
+                self.write_with_keyring(&ring, KeyringWrite::IfNeeded, |txn| {
                     txn.open_table(META)?.remove(META_CURSOR)?;
                     Ok(())
                 })?;
@@ -167,7 +163,7 @@ impl Store {
             let mut applied = 0;
             {
                 let _commit = self.commit_lock();
-                self.write_with_retry(|txn| {
+                self.write_with_keyring(&ring, KeyringWrite::IfNeeded, |txn| {
                     applied = 0;
                     let mut table = txn.open_table(DATA)?;
                     for (key, old, new) in &rewrites {
@@ -180,18 +176,13 @@ impl Store {
                     }
                     drop(table);
                     txn.open_table(META)?.insert(META_CURSOR, &last[..])?;
-                    if ring.needs_persist() {
-                        let record = ring
-                            .seal(&read_lock(&self.inner.master), &self.inner.db_id)
-                            .map_err(Error::Key)?;
-                        txn.open_table(META)?
-                            .insert(META_KEYRING, record.as_slice())?;
-                    }
                     Ok(())
                 })?;
             }
             report.scanned += scanned;
             report.resealed += applied;
+            // With no lock held: the callback may rotate, write, or anything else.
+            drop(ring);
             progress(report);
         }
     }
@@ -259,16 +250,13 @@ impl Store {
         let new_secret = new_secret.into();
         let ring = write_lock(&self.inner.keyring);
         let _commit = self.commit_lock();
-        let kdf = Kdf::for_secret(&new_secret, self.inner.opts.kdf);
-        let new_master = kdf.master_key(&new_secret)?;
-        let record = ring
-            .seal(&new_master, &self.inner.db_id)
-            .map_err(Error::Key)?;
+        let kdf = Kdf::for_secret(&new_secret, self.inner.opts.kdf)?;
+        let new_master = kdf.master_key(&new_secret, &self.inner.opts.kdf_limits)?;
         let kdf_bytes = kdf.encode();
-        self.write_with_retry(|txn| {
-            let mut meta = txn.open_table(META)?;
-            meta.insert(META_KDF, kdf_bytes.as_slice())?;
-            meta.insert(META_KEYRING, record.as_slice())?;
+        // The new key derivation record first: the keyring sealed after it binds it.
+        self.write_with_keyring(&ring, KeyringWrite::Under(&new_master), |txn| {
+            txn.open_table(META)?
+                .insert(META_KDF, kdf_bytes.as_slice())?;
             Ok(())
         })?;
         *write_lock(&self.inner.master) = new_master;

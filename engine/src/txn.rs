@@ -3,9 +3,16 @@
 //! `Store::transaction(lock_key, f)` holds an exclusive lock on `lock_key` (different
 //! keys run concurrently), buffers `f`'s writes (reads through the transaction see
 //! them), and commits them in one write transaction when `f` returns `Ok`. An `Err`
-//! from `f` discards everything. A transaction begun on the same thread inside another
-//! (of the same store) joins it: the outer lock covers it, and the outer commit
-//! carries its writes.
+//! from `f` discards everything.
+//!
+//! Nesting: a transaction begun on the same thread inside another of the same store,
+//! with the same lock key, joins it: the outer lock covers it, and the outer commit
+//! carries its writes; if the inner closure returns `Err`, its own writes are
+//! discarded (the outer transaction's earlier writes stay) and the outer closure
+//! decides what to do with the error. With a different lock key it is refused with
+//! [`Error::NestedLock`]: taking a second lock while holding one deadlocks against a
+//! thread that takes the same two in the other order, and there is no order to take
+//! them in once the outer one is held.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashSet};
@@ -49,8 +56,8 @@ impl Drop for KeyGuard<'_> {
     }
 }
 
-#[derive(Default)]
 struct TxState {
+    lock_key: String,
     writes: Batch,
 }
 
@@ -157,19 +164,35 @@ impl Store {
     /// Runs `f` exclusively for `lock_key` and commits its writes atomically.
     ///
     /// Returns `f`'s error unchanged (nothing written), or the commit's error (after the
-    /// configured retries; nothing applied). Called inside another transaction of this
-    /// store on the same thread, it joins that transaction instead.
+    /// configured retries). Called inside another transaction of this store on the
+    /// same thread with the same lock key, it joins that transaction (an `Err` from `f`
+    /// discards only the inner writes); with another lock key it returns
+    /// [`Error::NestedLock`]. See the module docs.
     pub fn transaction<T, E: From<Error>>(
         &self,
         lock_key: &str,
         f: impl FnOnce(&mut Tx<'_>) -> std::result::Result<T, E>,
     ) -> std::result::Result<T, E> {
         if let Some(state) = active(self.inner.id) {
-            return f(&mut Tx { store: self, state });
+            if state.borrow().lock_key != lock_key {
+                return Err(Error::NestedLock.into());
+            }
+            let before = state.borrow().writes.clone();
+            let result = f(&mut Tx {
+                store: self,
+                state: state.clone(),
+            });
+            if result.is_err() {
+                state.borrow_mut().writes = before;
+            }
+            return result;
         }
         self.check_writable()?;
         let _lock = self.inner.locks.lock(lock_key);
-        let state = Rc::new(RefCell::new(TxState::default()));
+        let state = Rc::new(RefCell::new(TxState {
+            lock_key: lock_key.to_string(),
+            writes: Batch::default(),
+        }));
         let value = {
             let _active = ActiveGuard::push(self.inner.id, state.clone());
             f(&mut Tx {

@@ -115,7 +115,7 @@ fn newer_format_is_refused_untouched() {
             err,
             Error::NewerFormat {
                 found: 99,
-                supported: 1
+                supported: sealkv_engine::FORMAT_VERSION
             }
         ),
         "{err:?}"

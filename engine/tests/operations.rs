@@ -158,15 +158,36 @@ fn nested_transactions_join_the_outer_one() {
         store.namespaces().unwrap().is_empty(),
         "outer abort discards the joined inner writes"
     );
-    store
-        .transaction("k", |_| {
+    // Another lock key inside a transaction is refused (it could deadlock), and
+    // nothing of the outer transaction is written when the outer one passes it on.
+    let err = store
+        .transaction("k", |tx| {
+            tx.put("n", "before", vec![1]);
             store.transaction("other", |tx| {
                 tx.put("n", "x", vec![1]);
                 Ok::<_, Error>(())
             })
         })
+        .unwrap_err();
+    assert!(matches!(err, Error::NestedLock), "{err:?}");
+    assert!(store.namespaces().unwrap().is_empty());
+
+    // An inner error discards the inner writes only; the outer may go on and commit.
+    store
+        .transaction("k", |tx| {
+            tx.put("n", "outer", vec![1]);
+            let inner = store.transaction("k", |tx| {
+                tx.put("n", "inner", vec![2]);
+                tx.delete("n", "outer");
+                Err::<(), _>(Error::InvalidName("abort inner".into()))
+            });
+            assert!(inner.is_err());
+            assert!(tx.get("n", &["inner"])?.is_empty(), "inner write discarded");
+            assert_eq!(tx.get("n", &["outer"])?.len(), 1, "inner delete discarded");
+            Ok::<_, Error>(())
+        })
         .unwrap();
-    assert_eq!(store.list("n").unwrap(), vec!["x"]);
+    assert_eq!(store.list("n").unwrap(), vec!["outer"]);
 }
 
 #[test]

@@ -1,0 +1,195 @@
+//! The open redb file and its cached read snapshot; opening and containing redb.
+
+use std::fs;
+use std::io::Read;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use redb::{Database, ReadableDatabase};
+
+use crate::error::{Error, Result};
+use crate::rows::{DATA, RowKey};
+use crate::store::{read_lock, write_lock};
+
+pub(crate) const REDB_MAGIC: &[u8] = b"redb";
+
+/// The open redb file: read-write, or read-only (for commands that only read, so the
+/// file is never written, not even its header).
+///
+/// It also keeps the newest read snapshot with the data table open, so that reads
+/// between two commits share one redb read transaction instead of each beginning its
+/// own (beginning one and opening the table cost about as much as the lookup itself).
+/// Every commit goes through [`Handle::commit`], which retires the snapshot; a reader
+/// never uses a snapshot older than the last commit that finished before it began.
+pub(crate) struct Handle {
+    kind: Option<HandleKind>,
+    /// The cached snapshot, tagged with the commit epoch it was taken in.
+    snapshot: RwLock<Option<Arc<Snapshot>>>,
+    /// Commits finished through this handle. Changed only under `snapshot`'s write lock.
+    epoch: AtomicU64,
+}
+
+pub(crate) enum HandleKind {
+    ReadWrite(Database),
+    ReadOnly(redb::ReadOnlyDatabase),
+    /// A file that needed crash recovery, recovered in memory (see `recover.rs`):
+    /// read-only, and the file itself is not written.
+    Recovered(Database),
+}
+
+/// A read snapshot of the data table (it keeps its redb read transaction alive).
+pub(crate) struct Snapshot {
+    epoch: u64,
+    pub(crate) data: redb::ReadOnlyTable<RowKey, &'static [u8]>,
+}
+
+impl Handle {
+    pub(crate) fn new(kind: HandleKind) -> Self {
+        Self {
+            kind: Some(kind),
+            snapshot: RwLock::new(None),
+            epoch: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn read_write(db: Database) -> Self {
+        Self::new(HandleKind::ReadWrite(db))
+    }
+
+    pub(crate) fn read_only(db: redb::ReadOnlyDatabase) -> Self {
+        Self::new(HandleKind::ReadOnly(db))
+    }
+
+    /// A read-only view of a file that needs crash recovery, recovered in memory
+    /// without writing the file.
+    pub(crate) fn recovered(path: &Path, cache_size: usize) -> Result<Self> {
+        let backend = crate::recover::CowBackend::open(path)?;
+        let db = redb::Builder::new()
+            .set_cache_size(cache_size)
+            .create_with_backend(backend)
+            .map_err(|e| map_open_error(e, path))?;
+        Ok(Self::new(HandleKind::Recovered(db)))
+    }
+
+    pub(crate) fn is_read_only(&self) -> bool {
+        matches!(
+            self.kind,
+            Some(HandleKind::ReadOnly(_) | HandleKind::Recovered(_))
+        )
+    }
+
+    pub(crate) fn begin_read(&self) -> Result<redb::ReadTransaction> {
+        Ok(match &self.kind {
+            Some(HandleKind::ReadWrite(db) | HandleKind::Recovered(db)) => db.begin_read()?,
+            Some(HandleKind::ReadOnly(db)) => db.begin_read()?,
+            // Only empty while being dropped.
+            None => return Err(Error::Poisoned),
+        })
+    }
+
+    pub(crate) fn begin_write(&self) -> Result<redb::WriteTransaction> {
+        match &self.kind {
+            Some(HandleKind::ReadWrite(db)) => Ok(db.begin_write()?),
+            Some(HandleKind::ReadOnly(_) | HandleKind::Recovered(_)) => Err(Error::ReadOnly),
+            None => Err(Error::Poisoned),
+        }
+    }
+
+    /// Commits `txn` (begun on this handle) and retires the cached read snapshot, so
+    /// that reads from now on see the commit. Writers must commit through here.
+    pub(crate) fn commit(&self, txn: redb::WriteTransaction) -> Result<()> {
+        let result = txn.commit();
+        // Even a failed commit retires the snapshot: the handle is about to be reopened.
+        let mut slot = write_lock(&self.snapshot);
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        let retired = slot.take();
+        drop(slot);
+        drop(retired);
+        Ok(result?)
+    }
+
+    /// A snapshot of the data table that sees every commit finished before this call.
+    pub(crate) fn snapshot(&self) -> Result<Arc<Snapshot>> {
+        let epoch = self.epoch.load(Ordering::Acquire);
+        if let Some(snap) = read_lock(&self.snapshot).as_ref()
+            && snap.epoch == epoch
+        {
+            return Ok(snap.clone());
+        }
+        let data = self.begin_read()?.open_table(DATA)?;
+        let snap = Arc::new(Snapshot { epoch, data });
+        let mut slot = write_lock(&self.snapshot);
+        // Cached only if no commit finished meanwhile; it is still right for this call,
+        // which began before that commit finished.
+        if self.epoch.load(Ordering::Acquire) == epoch {
+            *slot = Some(snap.clone());
+        }
+        Ok(snap)
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        // After redb panicked on a damaged page (contained, see `contain`), its internal
+        // locks are poisoned and its own drop panics too. The unwinding still drops the
+        // file, releasing its lock; the panic must not reach the caller.
+        let snapshot = write_lock(&self.snapshot).take();
+        let kind = self.kind.take();
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            drop(snapshot);
+            drop(kind);
+        }));
+    }
+}
+
+pub(crate) fn map_open_error(e: redb::DatabaseError, path: &Path) -> Error {
+    match e {
+        redb::DatabaseError::DatabaseAlreadyOpen | redb::DatabaseError::LockProtocolMismatch => {
+            Error::Locked(path.to_path_buf())
+        }
+        redb::DatabaseError::UpgradeRequired(_) => Error::NotSealkv(path.to_path_buf()),
+        redb::DatabaseError::Storage(redb::StorageError::Corrupted(what)) => {
+            Error::Corrupt(format!("{what} (is the file truncated?)"))
+        }
+        redb::DatabaseError::Storage(redb::StorageError::Io(io))
+            if io.kind() == std::io::ErrorKind::UnexpectedEof =>
+        {
+            Error::Corrupt("the file ends early (truncated)".into())
+        }
+        other => other.into(),
+    }
+}
+
+/// Refuses paths that are not regular, non-empty files starting with redb's magic,
+/// without writing anything.
+pub(crate) fn precheck(path: &Path) -> Result<()> {
+    let meta = fs::metadata(path)?;
+    if meta.is_dir() {
+        return Err(Error::NotSealkv(path.to_path_buf()));
+    }
+    let mut head = [0u8; 4];
+    let mut file = fs::File::open(path)?;
+    let mut got = 0;
+    while got < head.len() {
+        match file.read(&mut head[got..])? {
+            0 => return Err(Error::NotSealkv(path.to_path_buf())),
+            n => got += n,
+        }
+    }
+    if head != REDB_MAGIC {
+        return Err(Error::NotSealkv(path.to_path_buf()));
+    }
+    Ok(())
+}
+
+pub(crate) const PANIC_PREFIX: &str = "its structure cannot be read";
+
+/// Turns a panic inside `f` (from redb reading a damaged file) into [`Error::Corrupt`].
+pub(crate) fn contain<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        Err(Error::Corrupt(format!(
+            "{PANIC_PREFIX} (redb failed on a damaged page)"
+        )))
+    })
+}

@@ -1,0 +1,236 @@
+//! Verify, stats, backup and compaction.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use redb::{ReadableTable, ReadableTableMetadata};
+use sealkv_crypto::Header;
+
+use crate::error::{Error, Result};
+use crate::handle::{Handle, map_open_error};
+use crate::meta::META;
+use crate::rows::{DATA, Row, hex_tag, split_row};
+use crate::store::{PRIVATE_MODE, Store, create_private_file, write_lock};
+
+impl Store {
+    /// Opens every value and reports each one that fails, without stopping at the first.
+    pub fn verify(&self) -> Result<Vec<Error>> {
+        self.contained(|| self.verify_unguarded())
+    }
+
+    /// Entries and bytes per namespace, data keys with their use, and the file size.
+    pub fn stats(&self) -> Result<Stats> {
+        self.contained(|| self.stats_unguarded())
+    }
+
+    /// Opens every value and reports each one that fails, without stopping at the first.
+    fn verify_unguarded(&self) -> Result<Vec<Error>> {
+        let ring = self.ring();
+        let db = self.db()?;
+        let txn = db.begin_read()?;
+        let table = txn.open_table(DATA)?;
+        let names = self.namespace_names(&ring, &table);
+        let mut failures = Vec::new();
+        for row in table.iter()? {
+            let (k, v) = row?;
+            let (ns_tag, key_tag) = split_row(k.value());
+            let ns_name = if ns_tag == self.inner.catalog_tag {
+                "(catalog)".to_string()
+            } else {
+                names
+                    .get(&ns_tag)
+                    .cloned()
+                    .unwrap_or_else(|| hex_tag(&ns_tag))
+            };
+            if let Err(e) = self.open_named(&ring, &Row::new(&ns_tag, &key_tag, &v), &ns_name) {
+                failures.push(e);
+            }
+        }
+        Ok(failures)
+    }
+
+    /// Entries and bytes per namespace, data keys with their use, and the file size.
+    fn stats_unguarded(&self) -> Result<Stats> {
+        let ring = self.ring();
+        let db = self.db()?;
+        let txn = db.begin_read()?;
+        let table = txn.open_table(DATA)?;
+        let names = self.namespace_names(&ring, &table);
+        let mut stats = Stats {
+            namespaces: BTreeMap::new(),
+            keys: Vec::new(),
+            values_per_key: BTreeMap::new(),
+            file_size: fs::metadata(&self.inner.path).map(|m| m.len()).unwrap_or(0),
+            entries: table.len()?,
+        };
+        for row in table.iter()? {
+            let (k, v) = row?;
+            let (ns_tag, _) = split_row(k.value());
+            if ns_tag != self.inner.catalog_tag {
+                let name = names
+                    .get(&ns_tag)
+                    .cloned()
+                    .unwrap_or_else(|| hex_tag(&ns_tag));
+                let e = stats.namespaces.entry(name).or_default();
+                e.entries += 1;
+                e.bytes += v.value().len() as u64;
+            }
+            if let Ok(h) = Header::parse(v.value()) {
+                *stats.values_per_key.entry(h.key_id).or_default() += 1;
+            }
+        }
+        stats.keys = ring.keys();
+        Ok(stats)
+    }
+
+    /// Writes a consistent copy of the store to `dest` (which must not exist) while the
+    /// store stays in use. The copy opens with the same master key; its file is the
+    /// owner's only (mode 0600).
+    pub fn backup(&self, dest: impl AsRef<Path>) -> Result<()> {
+        let dest = dest.as_ref();
+        if fs::metadata(dest).is_ok() {
+            return Err(Error::AlreadyExists(dest.to_path_buf()));
+        }
+        let db = self.db()?;
+        copy_snapshot(&db, dest, PRIVATE_MODE)
+    }
+
+    /// Rewrites the store into a fresh file holding only live data, and puts it in place
+    /// of the old one (write to a temporary file, fsync, rename, fsync the directory).
+    ///
+    /// This is also the purge: redb's own compaction moves pages but leaves old bytes in
+    /// freed space, so after destroying a key its ciphertext could linger; a rewrite
+    /// leaves nothing but live values. Waits for readers and blocks writers meanwhile.
+    /// A crash before the rename leaves the old file; after it, the new one.
+    pub fn compact(&self) -> Result<()> {
+        self.check_writable()?;
+        if self.db()?.is_read_only() {
+            return Err(Error::ReadOnly);
+        }
+        let _commit = self.commit_lock();
+        let mut slot = write_lock(&self.inner.db);
+        let Some(mut db) = slot.take() else {
+            return Err(Error::Poisoned);
+        };
+        let path = self.inner.path.clone();
+        let mut tmp = path.clone().into_os_string();
+        tmp.push(".compact-tmp");
+        let tmp = PathBuf::from(tmp);
+        let _ = fs::remove_file(&tmp);
+        // The new file keeps the mode of the one it replaces.
+        let mode = file_mode(&path)?;
+        let copied = copy_snapshot(&db, &tmp, mode);
+        if let Err(e) = copied {
+            let _ = fs::remove_file(&tmp);
+            *slot = Some(db);
+            return Err(e);
+        }
+        // Only our handle may remain before the file is replaced.
+        for _ in 0..10_000 {
+            match Arc::try_unwrap(db) {
+                Ok(only) => {
+                    drop(only);
+                    break;
+                }
+                Err(shared) => {
+                    db = shared;
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+            }
+        }
+        let swapped = fs::rename(&tmp, &path).and_then(|()| sync_dir(&path));
+        match self.open_handle() {
+            Ok(reopened) => *slot = Some(reopened),
+            Err(e) => {
+                self.inner.poisoned.store(true, Ordering::Release);
+                return Err(e);
+            }
+        }
+        swapped?;
+        Ok(())
+    }
+}
+
+/// The permission bits of `path` (on Unix; elsewhere [`PRIVATE_MODE`], unused).
+fn file_mode(path: &Path) -> Result<u32> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        Ok(fs::metadata(path)?.permissions().mode() & 0o7777)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        Ok(PRIVATE_MODE)
+    }
+}
+
+/// Copies the newest snapshot of `db` into a new file at `dest` with `mode`.
+fn copy_snapshot(db: &Handle, dest: &Path, mode: u32) -> Result<()> {
+    let snapshot = db.begin_read()?;
+    if !create_private_file(dest, mode)? {
+        return Err(Error::AlreadyExists(dest.to_path_buf()));
+    }
+    let result = (|| -> Result<()> {
+        let copy = redb::Builder::new()
+            .create(dest)
+            .map_err(|e| map_open_error(e, dest))?;
+        let txn = copy.begin_write()?;
+        {
+            let src_meta = snapshot.open_table(META)?;
+            let mut meta = txn.open_table(META)?;
+            for row in src_meta.iter()? {
+                let (k, v) = row?;
+                meta.insert(k.value(), v.value())?;
+            }
+            let src = snapshot.open_table(DATA)?;
+            let mut data = txn.open_table(DATA)?;
+            for row in src.iter()? {
+                let (k, v) = row?;
+                data.insert(k.value(), v.value())?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(dest);
+    }
+    result
+}
+
+fn sync_dir(path: &Path) -> std::io::Result<()> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => fs::File::open(dir)?.sync_all(),
+        _ => fs::File::open(".")?.sync_all(),
+    }
+}
+
+/// What [`Store::stats`] reports.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Per namespace: entries and sealed bytes.
+    pub namespaces: BTreeMap<String, NamespaceStats>,
+    /// Every data key of the keyring.
+    pub keys: Vec<sealkv_crypto::KeyInfo>,
+    /// Values sealed under each key id (catalog entries included).
+    pub values_per_key: BTreeMap<u32, u64>,
+    /// Size of the store file in bytes.
+    pub file_size: u64,
+    /// Rows in the data table (values and catalog entries).
+    pub entries: u64,
+}
+
+/// Entries and bytes of one namespace.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NamespaceStats {
+    /// Values in the namespace.
+    pub entries: u64,
+    /// Their sealed size in bytes.
+    pub bytes: u64,
+}

@@ -1,0 +1,244 @@
+//! The meta table: format version, database id, key derivation, settings, keyring.
+//!
+//! The records that govern how data is written (format, key derivation, settings) are
+//! authenticated: their digest ([`sealkv_crypto::bind_meta`]) is sealed inside the
+//! keyring record under the master key, and checked at every open.
+
+use std::path::Path;
+
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
+use sealkv_crypto::{
+    CryptoError, KdfLimits, KdfParams, Keyring, META_DIGEST_LEN, MasterKey, SealedKeyring,
+    bind_meta, generate_salt,
+};
+
+use crate::error::{Error, Result};
+use crate::handle::Handle;
+use crate::options::{Options, Secret};
+
+/// Newest file format this build reads and writes. Version 2 authenticates the
+/// governing meta records (a version 2 keyring record); a version 1 file is upgraded on
+/// its first read-write open.
+pub const FORMAT_VERSION: u32 = 2;
+
+pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("sealkv_meta");
+
+pub(crate) const META_FORMAT: &str = "format";
+pub(crate) const META_DB_ID: &str = "db_id";
+pub(crate) const META_KDF: &str = "kdf";
+pub(crate) const META_KEYRING: &str = "keyring";
+/// Cipher and compression chosen at creation: `cipher u8 ‖ codec u8 ‖ zstd level i32 ‖ min size u32`.
+pub(crate) const META_SETTINGS: &str = "settings";
+/// The records bound into the keyring, in this order. A record that is absent is
+/// bound as empty (every one of them is written at creation and upgrade).
+pub(crate) const GOVERNING: [&str; 3] = [META_FORMAT, META_KDF, META_SETTINGS];
+
+/// The digest of the governing records as `get` reads them.
+pub(crate) fn governing_digest(
+    get: impl Fn(&str) -> Result<Option<Vec<u8>>>,
+) -> Result<[u8; META_DIGEST_LEN]> {
+    let mut values = Vec::with_capacity(GOVERNING.len());
+    for name in GOVERNING {
+        values.push((name, get(name)?.unwrap_or_default()));
+    }
+    let records: Vec<(&str, &[u8])> = values.iter().map(|(n, v)| (*n, v.as_slice())).collect();
+    Ok(bind_meta(&records))
+}
+
+/// Seals `ring` under `master`, binding the governing records as `txn` holds them,
+/// and stores it in `txn`. The caller marks the result persisted once `txn` commits.
+pub(crate) fn seal_keyring_into(
+    txn: &WriteTransaction,
+    ring: &Keyring,
+    master: &MasterKey,
+    db_id: &[u8; 16],
+) -> Result<SealedKeyring> {
+    let mut meta = txn.open_table(META)?;
+    let digest = governing_digest(|k| Ok(meta.get(k)?.map(|v| v.value().to_vec())))?;
+    let sealed = ring.seal(master, db_id, &digest).map_err(Error::Key)?;
+    meta.insert(META_KEYRING, sealed.record())?;
+    Ok(sealed)
+}
+
+pub(crate) fn encode_settings(opts: &Options) -> Vec<u8> {
+    let mut out = vec![opts.cipher as u8, opts.compression.codec as u8];
+    out.extend_from_slice(&opts.compression.zstd_level.to_le_bytes());
+    out.extend_from_slice(&(opts.compression.min_size.min(u32::MAX as usize) as u32).to_le_bytes());
+    out
+}
+
+/// Applies the stored settings: the store's cipher and compression win over the
+/// options given at open, so every program writing a store writes it the same way.
+pub(crate) fn apply_settings(bytes: &[u8], opts: &mut Options) -> Result<()> {
+    let bad = || Error::Corrupt("settings record is malformed".into());
+    if bytes.len() != 10 {
+        return Err(bad());
+    }
+    opts.cipher = sealkv_crypto::Algorithm::from_code(bytes[0]).ok_or_else(bad)?;
+    opts.compression = sealkv_crypto::Compression {
+        codec: sealkv_crypto::Codec::from_code(bytes[1]).ok_or_else(bad)?,
+        zstd_level: i32::from_le_bytes([bytes[2], bytes[3], bytes[4], bytes[5]]),
+        min_size: u32::from_le_bytes([bytes[6], bytes[7], bytes[8], bytes[9]]) as usize,
+    };
+    Ok(())
+}
+
+pub(crate) const KDF_RAW: u8 = 0;
+pub(crate) const KDF_ARGON2ID: u8 = 1;
+
+/// The key derivation record of a store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Kdf {
+    Raw,
+    Argon2id { params: KdfParams, salt: Vec<u8> },
+}
+
+impl Kdf {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        match self {
+            Self::Raw => vec![KDF_RAW],
+            Self::Argon2id { params, salt } => {
+                let mut out = vec![KDF_ARGON2ID];
+                out.extend_from_slice(&params.m_cost_kib.to_le_bytes());
+                out.extend_from_slice(&params.t_cost.to_le_bytes());
+                out.extend_from_slice(&params.p_cost.to_le_bytes());
+                out.push(salt.len() as u8);
+                out.extend_from_slice(salt);
+                out
+            }
+        }
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self> {
+        let bad = || Error::Corrupt("key derivation record is malformed".into());
+        match bytes.split_first() {
+            Some((&KDF_RAW, [])) => Ok(Self::Raw),
+            Some((&KDF_ARGON2ID, rest)) if rest.len() >= 13 => {
+                let u =
+                    |i: usize| u32::from_le_bytes([rest[i], rest[i + 1], rest[i + 2], rest[i + 3]]);
+                let params = KdfParams {
+                    m_cost_kib: u(0),
+                    t_cost: u(4),
+                    p_cost: u(8),
+                };
+                let salt_len = rest[12] as usize;
+                let salt = rest
+                    .get(13..)
+                    .filter(|s| s.len() == salt_len && salt_len >= 16)
+                    .ok_or_else(bad)?;
+                Ok(Self::Argon2id {
+                    params,
+                    salt: salt.to_vec(),
+                })
+            }
+            _ => Err(bad()),
+        }
+    }
+
+    /// Derives the master key from the caller's secret. Argon2 parameters over
+    /// `limits` are refused before anything is allocated.
+    pub(crate) fn master_key(&self, secret: &Secret, limits: &KdfLimits) -> Result<MasterKey> {
+        match (self, secret) {
+            (Self::Raw, Secret::Key(k)) => Ok(k.clone()),
+            (Self::Argon2id { params, salt }, Secret::Passphrase(p)) => {
+                limits.check(params).map_err(Error::Key)?;
+                MasterKey::derive(p.expose(), salt, params).map_err(Error::Key)
+            }
+            (Self::Raw, Secret::Passphrase(_)) => Err(Error::KeyKindMismatch {
+                expected: "raw key",
+            }),
+            (Self::Argon2id { .. }, Secret::Key(_)) => Err(Error::KeyKindMismatch {
+                expected: "passphrase",
+            }),
+        }
+    }
+
+    /// A fresh record for a secret (new salt for a passphrase).
+    pub(crate) fn for_secret(secret: &Secret, params: KdfParams) -> Result<Self> {
+        Ok(match secret {
+            Secret::Key(_) => Self::Raw,
+            Secret::Passphrase(_) => Self::Argon2id {
+                params,
+                salt: generate_salt().map_err(Error::Key)?.to_vec(),
+            },
+        })
+    }
+}
+
+/// The meta records of a store, checked.
+pub(crate) struct Meta {
+    pub(crate) db_id: [u8; 16],
+    pub(crate) kdf: Kdf,
+    pub(crate) keyring: Vec<u8>,
+    pub(crate) settings: Option<Vec<u8>>,
+    /// Digest of the governing records as read.
+    pub(crate) digest: [u8; META_DIGEST_LEN],
+}
+
+impl Meta {
+    /// Checks the governing records against the digest `ring` authenticates. Returns
+    /// true for a version 1 keyring, which binds none: the store should be upgraded.
+    pub(crate) fn check_bound(&self, ring: &Keyring) -> Result<bool> {
+        match ring.bound_meta() {
+            Some(bound) if *bound == self.digest => Ok(false),
+            Some(_) => Err(Error::MetaTampered),
+            None => Ok(true),
+        }
+    }
+
+    /// Applies the stored settings to `opts` (see [`apply_settings`]).
+    pub(crate) fn apply_settings(&self, opts: &mut Options) -> Result<()> {
+        match &self.settings {
+            Some(settings) => apply_settings(settings, opts),
+            None => Ok(()),
+        }
+    }
+}
+
+pub(crate) fn read_meta(db: &Handle, path: &Path) -> Result<Meta> {
+    let not_ours = || Error::NotSealkv(path.to_path_buf());
+    let txn = db.begin_read()?;
+    let meta = match txn.open_table(META) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Err(not_ours()),
+        Err(redb::TableError::TableTypeMismatch { .. }) => return Err(not_ours()),
+        Err(e) => return Err(e.into()),
+    };
+    let get = |k: &str| -> Result<Option<Vec<u8>>> { Ok(meta.get(k)?.map(|v| v.value().to_vec())) };
+    let format = get(META_FORMAT)?.ok_or_else(not_ours)?;
+    let format = <[u8; 4]>::try_from(format.as_slice()).map_err(|_| not_ours())?;
+    let found = u32::from_le_bytes(format);
+    if found > FORMAT_VERSION {
+        return Err(Error::NewerFormat {
+            found,
+            supported: FORMAT_VERSION,
+        });
+    }
+    let db_id = get(META_DB_ID)?
+        .and_then(|v| <[u8; 16]>::try_from(v.as_slice()).ok())
+        .ok_or_else(|| Error::Corrupt("database id missing".into()))?;
+    let kdf = Kdf::decode(
+        &get(META_KDF)?.ok_or_else(|| Error::Corrupt("key derivation record missing".into()))?,
+    )?;
+    let keyring = get(META_KEYRING)?.ok_or_else(|| Error::Corrupt("keyring missing".into()))?;
+    let settings = get(META_SETTINGS)?;
+    let digest = governing_digest(get)?;
+    Ok(Meta {
+        db_id,
+        kdf,
+        keyring,
+        settings,
+        digest,
+    })
+}
+
+pub(crate) fn open_keyring(master: &MasterKey, db_id: &[u8; 16], record: &[u8]) -> Result<Keyring> {
+    Keyring::open(master, db_id, record).map_err(|e| match e {
+        CryptoError::WrongKey => Error::WrongKey,
+        CryptoError::UnsupportedVersion(v) => Error::NewerFormat {
+            found: v.into(),
+            supported: FORMAT_VERSION,
+        },
+        other => Error::Corrupt(format!("keyring: {other}")),
+    })
+}
