@@ -53,7 +53,8 @@ pub use options::{Clock, Options, Secret, system_clock};
 pub use rotate::ReencryptProgress;
 pub use rows::{MAX_NAME_LEN, check_name};
 pub use sealkv_crypto::{
-    Algorithm, Codec, Compression, KdfLimits, KdfParams, KeyInfo, KeyState, MasterKey, Passphrase,
+    Algorithm, Codec, Compression, CryptoError, KdfLimits, KdfParams, KeyInfo, KeyState, MasterKey,
+    Passphrase,
 };
 pub use store::{Store, Value};
 pub use txn::Tx;

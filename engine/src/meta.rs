@@ -153,8 +153,16 @@ impl Kdf {
         }
     }
 
-    /// A fresh record for a secret (new salt for a passphrase).
+    /// A fresh record for a secret (new salt for a passphrase). An empty passphrase
+    /// is refused: it would protect nothing.
     pub(crate) fn for_secret(secret: &Secret, params: KdfParams) -> Result<Self> {
+        if let Secret::Passphrase(p) = secret
+            && p.expose().is_empty()
+        {
+            return Err(Error::Key(CryptoError::InvalidKey(
+                "an empty passphrase protects nothing",
+            )));
+        }
         Ok(match secret {
             Secret::Key(_) => Self::Raw,
             Secret::Passphrase(_) => Self::Argon2id {

@@ -160,11 +160,13 @@ impl Store {
             };
             let meta = read_meta(&view, path)?;
             let (master, ring) = unlock(&meta, &secret, &opts, None)?;
+            // Every check that can refuse the file runs here, before a writer opens it.
+            meta.check_bound(&ring)?;
             if read_only {
-                meta.check_bound(&ring)?;
                 meta.apply_settings(&mut opts)?;
                 return Ok(Self::assemble(path, view, meta.db_id, master, ring, opts));
             }
+            meta.apply_settings(&mut opts.clone())?;
             unlocked = Some((meta, master));
             drop(view);
         }

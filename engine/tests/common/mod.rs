@@ -33,7 +33,7 @@ pub fn new_store(dir: &Path) -> Store {
 /// while armed. Shared counters let a test sweep N.
 #[derive(Debug)]
 pub struct Faulty {
-    inner: FileBackend,
+    pub inner: FileBackend,
     pub state: Arc<FaultState>,
 }
 
