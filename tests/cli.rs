@@ -391,3 +391,135 @@ fn closed_stdout_pipe_exits_quietly() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+fn set_meta(db: &Path, name: &str, value: &[u8]) {
+    let rdb = redb::Database::open(db).unwrap();
+    let t = rdb.begin_write().unwrap();
+    t.open_table(redb::TableDefinition::<&str, &[u8]>::new("sealkv_meta"))
+        .unwrap()
+        .insert(name, value)
+        .unwrap();
+    t.commit().unwrap();
+}
+
+fn get_meta(db: &Path, name: &str) -> Vec<u8> {
+    let rdb = redb::ReadOnlyDatabase::open(db).unwrap();
+    let t = redb::ReadableDatabase::begin_read(&rdb).unwrap();
+    let table = t
+        .open_table(redb::TableDefinition::<&str, &[u8]>::new("sealkv_meta"))
+        .unwrap();
+    redb::ReadableTable::get(&table, name)
+        .unwrap()
+        .unwrap()
+        .value()
+        .to_vec()
+}
+
+#[test]
+fn a_changed_settings_record_exits_4_and_writes_nothing() {
+    let e = Env::new();
+    let db = e.db();
+    e.run(&["init", s(&db), "--compression", "none"]).success();
+    let mut settings = get_meta(&db, "settings");
+    settings[1] ^= 2; // codec none -> another codec
+    set_meta(&db, "settings", &settings);
+    let before = std::fs::read(&db).unwrap();
+    e.cmd()
+        .args(["put", s(&db), "doc", "text"])
+        .write_stdin("a".repeat(4001))
+        .assert()
+        .code(4)
+        .stderr(predicate::str::contains("changed outside sealkv"));
+    e.run(&["ls", s(&db)]).code(4);
+    assert!(std::fs::read(&db).unwrap() == before, "the file changed");
+}
+
+#[test]
+fn hostile_kdf_parameters_are_refused_with_the_flags_that_allow_them() {
+    let e = Env::new();
+    let db = e.db();
+    e.init();
+    // The default parameters ask for 64 MiB; a caller allowing 32 refuses them.
+    e.run(&["stats", s(&db), "--max-kdf-memory", "32"])
+        .code(2)
+        .stderr(
+            predicate::str::contains("m=65536 KiB")
+                .and(predicate::str::contains("--max-kdf-memory")),
+        );
+    // Rewritten to 4 GiB x 64 passes (the salt kept): refused before deriving.
+    let mut kdf = get_meta(&db, "kdf");
+    kdf[1..5].copy_from_slice(&(4u32 << 20).to_le_bytes());
+    kdf[5..9].copy_from_slice(&64u32.to_le_bytes());
+    set_meta(&db, "kdf", &kdf);
+    let before = std::fs::read(&db).unwrap();
+    e.run(&["stats", s(&db)])
+        .code(2)
+        .stderr(predicate::str::contains("m=4194304 KiB, t=64"));
+    assert!(std::fs::read(&db).unwrap() == before, "the file changed");
+}
+
+#[test]
+fn init_refuses_an_empty_passphrase() {
+    let e = Env::new();
+    let empty = e.path("empty-passphrase");
+    std::fs::write(&empty, "\n").unwrap();
+    e.cmd()
+        .args(["init", s(&e.db()), "--passphrase-file", s(&empty)])
+        .assert()
+        .code(2)
+        .stderr(
+            predicate::str::contains("empty passphrase").and(predicate::str::contains("hint:")),
+        );
+    assert!(!e.db().exists() || std::fs::metadata(e.db()).unwrap().len() == 0);
+}
+
+#[test]
+fn read_commands_work_on_a_store_that_was_not_closed() {
+    let e = Env::new();
+    e.init();
+    let db = e.db();
+    let copy = e.path("copy.sealkv");
+    {
+        let store = sealkv::Store::open(
+            &db,
+            sealkv::Passphrase::new(PASS),
+            sealkv::Options::default(),
+        )
+        .unwrap();
+        store.put("session", "a", b"alpha".to_vec()).unwrap();
+        // A copy of a live store needs crash recovery.
+        std::fs::copy(&db, &copy).unwrap();
+    }
+    let before = std::fs::read(&copy).unwrap();
+    e.run(&["get", s(&copy), "session", "a"])
+        .success()
+        .stdout("alpha");
+    e.run(&["ls", s(&copy), "session"]).success().stdout("a\n");
+    e.run(&["stats", s(&copy)]).success();
+    e.run(&["verify", s(&copy)]).success();
+    e.run(&["export", s(&copy), s(&e.path("out.jsonl")), "--plaintext"])
+        .success();
+    assert!(
+        std::fs::read(&copy).unwrap() == before,
+        "a read command wrote the file"
+    );
+    // A wrong passphrase does not recover (write) it either.
+    e.cmd()
+        .env("SEALKV_PASSPHRASE", "wrong")
+        .args(["put", s(&copy), "session", "b"])
+        .write_stdin("beta")
+        .assert()
+        .code(3);
+    assert!(
+        std::fs::read(&copy).unwrap() == before,
+        "a wrong passphrase wrote the file"
+    );
+    e.cmd()
+        .args(["put", s(&copy), "session", "b"])
+        .write_stdin("beta")
+        .assert()
+        .success();
+    e.run(&["ls", s(&copy), "session"])
+        .success()
+        .stdout("a\nb\n");
+}

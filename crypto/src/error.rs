@@ -91,8 +91,8 @@ impl fmt::Display for CryptoError {
             Self::KdfOverLimit { params, limits } => write!(
                 f,
                 "refusing argon2id parameters m={} KiB, t={}, p={}: over the limit of {} KiB of \
-                 memory and {} KiB x passes (raise Options::kdf_limits, or pass \
-                 --max-kdf-memory MIB to the sealkv command, if you trust this file)",
+                 memory and {} KiB x passes (if you trust this file, raise Options::kdf_limits, or \
+                 pass --max-kdf-memory MIB and --max-kdf-work MIB to the sealkv command)",
                 params.m_cost_kib,
                 params.t_cost,
                 params.p_cost,

@@ -26,6 +26,26 @@ pub struct SecretArgs {
     /// File holding the passphrase (one trailing newline is ignored).
     #[arg(long, global = true, value_name = "PATH")]
     pub passphrase_file: Option<PathBuf>,
+    /// Most memory a store's Argon2id parameters may ask for, in MiB. A store's
+    /// parameters come from its file; raise this only for a file you trust.
+    #[arg(long, global = true, value_name = "MIB", default_value_t = 1024)]
+    pub max_kdf_memory: u32,
+    /// Most memory × passes a store's Argon2id parameters may ask for, in MiB.
+    #[arg(long, global = true, value_name = "MIB", default_value_t = 4096)]
+    pub max_kdf_work: u64,
+}
+
+impl SecretArgs {
+    /// The library's options with the key derivation limits given here.
+    pub fn options(&self) -> sealkv::Options {
+        sealkv::Options {
+            kdf_limits: sealkv::KdfLimits {
+                max_memory_kib: self.max_kdf_memory.saturating_mul(1024),
+                max_memory_passes_kib: self.max_kdf_work.saturating_mul(1024),
+            },
+            ..sealkv::Options::default()
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

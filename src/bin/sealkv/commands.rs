@@ -13,13 +13,13 @@ use crate::secrets;
 
 fn open(db: &Path, cli_secret: &crate::cli::SecretArgs) -> Result<Store, Failure> {
     let secret = secrets::master(cli_secret, false)?;
-    Ok(Store::open(db, secret, Options::default())?)
+    Ok(Store::open(db, secret, cli_secret.options())?)
 }
 
 /// Opens for commands that only read: the file is not written at all.
 fn open_ro(db: &Path, cli_secret: &crate::cli::SecretArgs) -> Result<Store, Failure> {
     let secret = secrets::master(cli_secret, false)?;
-    Ok(Store::open_read_only(db, secret, Options::default())?)
+    Ok(Store::open_read_only(db, secret, cli_secret.options())?)
 }
 
 fn stdout_write(bytes: &[u8]) -> Result<(), Failure> {
@@ -48,7 +48,7 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
                     CompressionArg::Snappy => Compression::with_codec(Codec::Snappy),
                     CompressionArg::None => Compression::NONE,
                 },
-                ..Options::default()
+                ..s.options()
             };
             Store::create(&db, secret, opts)?;
             eprintln!("created {}", db.display());
@@ -217,7 +217,7 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
                 )
                 .hint("add --plaintext if that is what you want, and protect the output"));
             }
-            let store = open(&db, s)?;
+            let store = open_ro(&db, s)?;
             let mut text = zeroize::Zeroizing::new(String::new());
             for ns in store.namespaces()? {
                 let keys = store.list(&ns)?;
@@ -261,7 +261,7 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
             );
         }
         Command::ExportBaileys { db, dir } => {
-            let state = sealkv::auth::AuthState::new(open(&db, s)?);
+            let state = sealkv::auth::AuthState::new(open_ro(&db, s)?);
             let n = sealkv::auth::export_baileys(&state, &dir).map_err(auth_failure)?;
             eprintln!("wrote {n} files to {}", dir.display());
         }

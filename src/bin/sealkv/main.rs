@@ -57,6 +57,12 @@ impl From<sealkv::Error> for Failure {
             }
             E::Integrity { .. } => Failure::new(4, message)
                 .hint("run `sealkv verify` to list every damaged value; restore from a backup"),
+            E::MetaTampered => Failure::new(4, message)
+                .hint("restore the store from a backup; do not write to this file"),
+            E::Key(sealkv::CryptoError::KdfOverLimit { .. }) => Failure::new(2, message),
+            E::Key(sealkv::CryptoError::InvalidKey(_)) => Failure::new(2, message).hint(
+                "give a non-empty passphrase (SEALKV_PASSPHRASE, --passphrase-file or the prompt)",
+            ),
             E::Locked(_) => {
                 Failure::new(2, message).hint("close the other program using the store, then retry")
             }
@@ -66,6 +72,12 @@ impl From<sealkv::Error> for Failure {
             E::Io(ref io) if io.kind() == std::io::ErrorKind::NotFound => {
                 Failure::new(2, message).hint("check the path; create a store with `sealkv init`")
             }
+            E::CommitFailed {
+                outcome_unknown: true,
+                ..
+            } => Failure::new(2, message).hint(
+                "check the disk (space, errors), then read the values back before writing again",
+            ),
             E::Poisoned | E::CommitFailed { .. } => Failure::new(2, message)
                 .hint("check the disk (space, errors), then run the command again"),
             _ => Failure::new(2, message),

@@ -1,0 +1,82 @@
+//! What a program depending on `sealkv` compiles: no test-only code (the chosen-nonce
+//! sealer and the fuzz bodies live behind `test-internals`, which only tests and the
+//! fuzz targets enable).
+#![allow(clippy::unwrap_used)]
+
+use std::process::Command;
+
+/// `cargo tree` of the `sealkv` package's normal (non-dev) dependencies, with features.
+fn normal_tree() -> String {
+    let out = Command::new(env!("CARGO"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args([
+            "tree",
+            "-p",
+            "sealkv",
+            "-e",
+            "normal,features",
+            "--prefix",
+            "none",
+            "--offline",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cargo tree failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The features each workspace package declares.
+fn declared_features(package: &str) -> Vec<String> {
+    let out = Command::new(env!("CARGO"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args([
+            "metadata",
+            "--no-deps",
+            "--format-version",
+            "1",
+            "--offline",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let pkg = meta["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == package)
+        .unwrap_or_else(|| panic!("no package {package}"));
+    pkg["features"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn the_library_ships_no_test_internals() {
+    // The test-only code is gated...
+    for package in ["sealkv-crypto", "sealkv-engine"] {
+        let features = declared_features(package);
+        assert!(
+            features.contains(&"test-internals".to_string()),
+            "{package} has no test-internals feature gating its test-only code: {features:?}"
+        );
+        assert!(
+            !features.contains(&"default".to_string()),
+            "{package}: {features:?}"
+        );
+    }
+    // ...and nothing a library user builds turns the gate on.
+    let tree = normal_tree();
+    assert!(tree.contains("sealkv-crypto v"), "unexpected tree:\n{tree}");
+    assert!(
+        !tree.contains("test-internals"),
+        "a normal build of sealkv enables test-only code:\n{tree}"
+    );
+}
