@@ -343,6 +343,46 @@ impl NameKey {
         truncate(h.finalize())
     }
 
+    /// The tag of a namespace name within a named session. Distinct from every
+    /// [`NameKey::namespace_tag`] (another domain label), and from the same namespace in
+    /// any other session.
+    pub fn session_namespace_tag(&self, session: &[u8], namespace: &[u8]) -> [u8; TAG_BYTES] {
+        let mut h = blake3::Hasher::new_keyed(&self.0);
+        h.update(b"sealkv session namespace\0");
+        h.update(&(session.len() as u64).to_le_bytes());
+        h.update(session);
+        h.update(&(namespace.len() as u64).to_le_bytes());
+        h.update(namespace);
+        truncate(h.finalize())
+    }
+
+    /// The tag of a key name within a namespace of a named session, so the same key
+    /// in two sessions has unrelated tags.
+    pub fn session_key_tag(&self, session: &[u8], namespace: &[u8], key: &[u8]) -> [u8; TAG_BYTES] {
+        let mut h = blake3::Hasher::new_keyed(&self.0);
+        h.update(b"sealkv session key\0");
+        h.update(&(session.len() as u64).to_le_bytes());
+        h.update(session);
+        h.update(&(namespace.len() as u64).to_le_bytes());
+        h.update(namespace);
+        h.update(&(key.len() as u64).to_le_bytes());
+        h.update(key);
+        truncate(h.finalize())
+    }
+
+    /// The tag of a session name (its entry in the session catalog) and the tag of
+    /// its namespace catalog.
+    pub fn session_tags(&self, session: &[u8]) -> ([u8; TAG_BYTES], [u8; TAG_BYTES]) {
+        let tag = |label: &[u8]| {
+            let mut h = blake3::Hasher::new_keyed(&self.0);
+            h.update(label);
+            h.update(&(session.len() as u64).to_le_bytes());
+            h.update(session);
+            truncate(h.finalize())
+        };
+        (tag(b"sealkv session\0"), tag(b"sealkv session catalog\0"))
+    }
+
     /// A tag for any other record the store keeps under a secret name.
     pub fn record_tag(&self, label: &[u8]) -> [u8; TAG_BYTES] {
         let mut h = blake3::Hasher::new_keyed(&self.0);

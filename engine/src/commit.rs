@@ -15,14 +15,17 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use redb::{ReadableTable, WriteTransaction};
 use sealkv_crypto::{Context, Keyring, MasterKey, SealedKeyring, TAG_BYTES, envelope};
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
+use crate::expiry::{AUTO_SWEEP_PER_COMMIT, EXPIRY, expires_at, index_key};
 use crate::meta::seal_keyring_into;
-use crate::rows::{DATA, check_name, ns_rows, row_key};
+use crate::rows::{DATA, check_name, encode_plain, ns_rows, row_key, split_row};
+use crate::scope::{Scope, sessions_catalog_tag};
 use crate::store::{Store, lock, read_lock, write_lock};
 
 /// Whether a write transaction also writes the keyring record. Every write path goes
@@ -41,7 +44,15 @@ pub(crate) enum KeyringWrite<'a> {
 /// Later changes to the same key replace earlier ones.
 #[derive(Default, Clone)]
 pub struct Batch {
-    pub(crate) ops: BTreeMap<(String, String), Option<Zeroizing<Vec<u8>>>>,
+    pub(crate) ops: BTreeMap<(String, String), Option<Put>>,
+}
+
+/// One put of a batch: the value and, for a value that expires, its time to live
+/// (turned into an expiry time by the store's clock when the batch is sealed).
+#[derive(Clone)]
+pub(crate) struct Put {
+    pub(crate) value: Zeroizing<Vec<u8>>,
+    pub(crate) ttl: Option<Duration>,
 }
 
 impl std::fmt::Debug for Batch {
@@ -60,9 +71,36 @@ impl Batch {
 
     /// Stores `value` under `namespace`/`key`.
     pub fn put(&mut self, namespace: &str, key: &str, value: impl Into<Vec<u8>>) -> &mut Self {
+        self.insert(namespace, key, value.into(), None)
+    }
+
+    /// Stores `value` under `namespace`/`key` until `ttl` from when the batch is
+    /// written (by the store's clock, [`crate::Options::clock`]); from then on it reads
+    /// as absent and a sweep removes it. A TTL under one second is refused when the
+    /// batch is written ([`crate::Error::InvalidTtl`]).
+    pub fn put_with_ttl(
+        &mut self,
+        namespace: &str,
+        key: &str,
+        value: impl Into<Vec<u8>>,
+        ttl: Duration,
+    ) -> &mut Self {
+        self.insert(namespace, key, value.into(), Some(ttl))
+    }
+
+    fn insert(
+        &mut self,
+        namespace: &str,
+        key: &str,
+        value: Vec<u8>,
+        ttl: Option<Duration>,
+    ) -> &mut Self {
         self.ops.insert(
             (namespace.to_string(), key.to_string()),
-            Some(Zeroizing::new(value.into())),
+            Some(Put {
+                value: Zeroizing::new(value),
+                ttl,
+            }),
         );
         self
     }
@@ -103,14 +141,24 @@ impl Batch {
     }
 }
 
+/// A namespace losing values: (its catalog row, its tag, its session's catalog row).
+type Shrinking = ([u8; 32], [u8; TAG_BYTES], Option<[u8; 32]>);
+
 /// One caller's sealed changes.
+#[derive(Default)]
 pub(crate) struct Sealed {
     /// Row key → sealed value, or None to delete.
     rows: Vec<([u8; 32], Option<Vec<u8>>)>,
-    /// Namespace tag → sealed catalog entry, for namespaces that gain values.
-    catalog: BTreeMap<[u8; TAG_BYTES], Vec<u8>>,
-    /// Namespaces that lose values (their catalog entry goes when they are empty).
-    shrinking: BTreeSet<[u8; TAG_BYTES]>,
+    /// Expiry index keys of the rows put with a time to live.
+    expiring: Vec<[u8; 40]>,
+    /// Catalog row key → sealed entry, written if absent: namespaces that gain values,
+    /// and the session entry of a session that gains them.
+    catalog: BTreeMap<[u8; 32], Vec<u8>>,
+    /// (catalog row key of a namespace, namespace tag, session entry row key) for
+    /// namespaces that lose values: the catalog entry goes when the namespace is empty,
+    /// and the session entry when the session's catalog is.
+    shrinking: BTreeSet<Shrinking>,
+    /// Delete every row of the store.
     clear: bool,
 }
 
@@ -150,10 +198,28 @@ const GATHER_WINDOW: std::time::Duration = std::time::Duration::from_micros(250)
 impl Store {
     /// Applies every change of `batch` in one atomic, durable write transaction.
     pub fn set(&self, batch: &Batch) -> Result<()> {
+        self.set_in(&self.inner.default_scope, batch)
+    }
+
+    /// Stores one value that expires after `ttl` (a batch of one; see
+    /// [`Batch::put_with_ttl`]).
+    pub fn put_with_ttl(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: impl Into<Vec<u8>>,
+        ttl: Duration,
+    ) -> Result<()> {
+        let mut batch = Batch::new();
+        batch.put_with_ttl(namespace, key, value, ttl);
+        self.set(&batch)
+    }
+
+    pub(crate) fn set_in(&self, scope: &Scope, batch: &Batch) -> Result<()> {
         self.check_writable()?;
         {
             let ring = self.ring();
-            let sealed = self.seal_batch(&ring, batch)?;
+            let sealed = self.seal_batch(&ring, scope, batch)?;
             self.commit_sealed(&ring, sealed)?;
         }
         // The batch is committed; a failed automatic rotation must not report it as
@@ -179,15 +245,13 @@ impl Store {
         Ok(existed)
     }
 
-    /// Deletes every value in every namespace, in one transaction.
+    /// Deletes every value in every namespace of every session, in one transaction.
     pub fn clear(&self) -> Result<()> {
         self.check_writable()?;
         let ring = self.ring();
         let sealed = Sealed {
-            rows: Vec::new(),
-            catalog: BTreeMap::new(),
-            shrinking: BTreeSet::new(),
             clear: true,
+            ..Sealed::default()
         };
         self.commit_sealed(&ring, sealed)
     }
@@ -200,44 +264,54 @@ impl Store {
         }
     }
 
-    pub(crate) fn seal_batch(&self, ring: &Keyring, batch: &Batch) -> Result<Sealed> {
+    pub(crate) fn seal_batch(
+        &self,
+        ring: &Keyring,
+        scope: &Scope,
+        batch: &Batch,
+    ) -> Result<Sealed> {
         let opts = &self.inner.opts;
         let db_id = &self.inner.db_id;
         let nk = ring.name_key();
+        let now = (opts.clock)();
         let mut sealed = Sealed {
             rows: Vec::with_capacity(batch.ops.len()),
-            catalog: BTreeMap::new(),
-            shrinking: BTreeSet::new(),
-            clear: false,
+            ..Sealed::default()
         };
+        let session_row = scope
+            .session_tag
+            .map(|tag| row_key(&sessions_catalog_tag(nk), &tag));
         let mut plain = Zeroizing::new(Vec::new());
-        for ((ns, key), value) in &batch.ops {
+        for ((ns, key), put) in &batch.ops {
             check_name(ns)?;
             check_name(key)?;
-            let ns_tag = nk.namespace_tag(ns.as_bytes());
-            let key_tag = nk.key_tag(ns.as_bytes(), key.as_bytes());
+            let ns_tag = scope.ns_tag(nk, ns);
+            let key_tag = scope.key_tag(nk, ns, key);
             let row = row_key(&ns_tag, &key_tag);
-            let Some(value) = value else {
-                sealed.shrinking.insert(ns_tag);
+            let catalog_row = row_key(&scope.catalog_tag, &ns_tag);
+            let Some(put) = put else {
+                sealed.shrinking.insert((catalog_row, ns_tag, session_row));
                 sealed.rows.push((row, None));
                 continue;
             };
-            if value.len() > opts.max_value_size {
+            if put.value.len() > opts.max_value_size {
                 return Err(Error::ValueTooLarge {
-                    namespace: ns.clone(),
+                    namespace: scope.label(ns),
                     key: key.clone(),
-                    size: value.len(),
+                    size: put.value.len(),
                     limit: opts.max_value_size,
                 });
             }
-            // Sized up front so no reallocation leaves a plaintext copy behind.
-            if plain.capacity() < 4 + key.len() + value.len() {
-                plain = Zeroizing::new(Vec::with_capacity(4 + key.len() + value.len()));
-            }
-            plain.clear();
-            plain.extend_from_slice(&(key.len() as u32).to_le_bytes());
-            plain.extend_from_slice(key.as_bytes());
-            plain.extend_from_slice(value);
+            let expires = match put.ttl {
+                None => None,
+                Some(ttl) if ttl.as_secs() == 0 => {
+                    return Err(Error::InvalidTtl(
+                        "a time to live must be at least one second".into(),
+                    ));
+                }
+                Some(ttl) => Some(expires_at(now, ttl)),
+            };
+            encode_plain(&mut plain, key.as_bytes(), expires, &put.value);
             let ctx = Context {
                 db_id,
                 namespace: &ns_tag,
@@ -245,26 +319,39 @@ impl Store {
             };
             let env = envelope::seal(ring, &opts.compression, &ctx, &plain).map_err(Error::Key)?;
             sealed.rows.push((row, Some(env)));
-            if let std::collections::btree_map::Entry::Vacant(slot) = sealed.catalog.entry(ns_tag) {
-                slot.insert(self.seal_catalog_entry(ring, ns, &ns_tag)?);
+            if let Some(at) = expires {
+                sealed.expiring.push(index_key(at, &row));
+            }
+            if let std::collections::btree_map::Entry::Vacant(slot) =
+                sealed.catalog.entry(catalog_row)
+            {
+                slot.insert(self.seal_name_entry(ring, &scope.catalog_tag, &ns_tag, ns)?);
+            }
+            if let (Some(session_row), Some(session), Some(tag)) =
+                (session_row, &scope.session, &scope.session_tag)
+                && let std::collections::btree_map::Entry::Vacant(slot) =
+                    sealed.catalog.entry(session_row)
+            {
+                slot.insert(self.seal_name_entry(ring, &sessions_catalog_tag(nk), tag, session)?);
             }
         }
         Ok(sealed)
     }
 
-    pub(crate) fn seal_catalog_entry(
+    /// Seals a catalog entry: the row `(catalog, tag)` whose plaintext is `name`.
+    pub(crate) fn seal_name_entry(
         &self,
         ring: &Keyring,
-        ns: &str,
-        ns_tag: &[u8; TAG_BYTES],
+        catalog: &[u8; TAG_BYTES],
+        tag: &[u8; TAG_BYTES],
+        name: &str,
     ) -> Result<Vec<u8>> {
-        let mut plain = Zeroizing::new(Vec::with_capacity(4 + ns.len()));
-        plain.extend_from_slice(&(ns.len() as u32).to_le_bytes());
-        plain.extend_from_slice(ns.as_bytes());
+        let mut plain = Zeroizing::new(Vec::new());
+        encode_plain(&mut plain, name.as_bytes(), None, &[]);
         let ctx = Context {
             db_id: &self.inner.db_id,
-            namespace: &self.inner.catalog_tag,
-            key: ns_tag,
+            namespace: catalog,
+            key: tag,
         };
         envelope::seal(ring, &sealkv_crypto::Compression::NONE, &ctx, &plain).map_err(Error::Key)
     }
@@ -339,7 +426,9 @@ impl Store {
         // A panic that escaped the containment inside must still release the callers
         // and the lead, or every writer would wait for good.
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.write_with_keyring(ring, KeyringWrite::IfNeeded, |txn| apply(self, txn, &batch))
+            self.write_with_keyring(ring, KeyringWrite::IfNeeded, |txn| {
+                apply(self, ring, txn, &batch)
+            })
         }))
         .unwrap_or_else(|_| {
             self.inner.poisoned.store(true, Ordering::Release);
@@ -502,14 +591,21 @@ impl Drop for CommitGuard<'_> {
     }
 }
 
-fn apply(store: &Store, txn: &WriteTransaction, batch: &[Arc<Request>]) -> Result<()> {
+fn apply(
+    store: &Store,
+    ring: &Keyring,
+    txn: &WriteTransaction,
+    batch: &[Arc<Request>],
+) -> Result<()> {
     let mut data = txn.open_table(DATA)?;
-    let cat = store.inner.catalog_tag;
     let mut shrinking = BTreeSet::new();
+    let mut expiring = Vec::new();
     for r in batch {
         let s = &r.sealed;
         if s.clear {
             data.retain(|_, _| false)?;
+            let mut index = txn.open_table(EXPIRY)?;
+            index.retain(|_, _| false)?;
         }
         for (row, value) in &s.rows {
             match value {
@@ -521,18 +617,33 @@ fn apply(store: &Store, txn: &WriteTransaction, batch: &[Arc<Request>]) -> Resul
                 }
             }
         }
-        for (ns_tag, entry) in &s.catalog {
-            let key = row_key(&cat, ns_tag);
-            if data.get(&key)?.is_none() {
-                data.insert(&key, entry.as_slice())?;
+        for (key, entry) in &s.catalog {
+            if data.get(key)?.is_none() {
+                data.insert(key, entry.as_slice())?;
             }
         }
         shrinking.extend(s.shrinking.iter().copied());
+        expiring.extend_from_slice(&s.expiring);
     }
-    for ns_tag in shrinking {
+    for (catalog_row, ns_tag, session_row) in shrinking {
         if ns_rows(&data, &ns_tag)?.next().is_none() {
-            data.remove(&row_key(&cat, &ns_tag))?;
+            data.remove(&catalog_row)?;
+            if let Some(session_row) = session_row {
+                let catalog = split_row(&catalog_row).0;
+                if ns_rows(&data, &catalog)?.next().is_none() {
+                    data.remove(&session_row)?;
+                }
+            }
         }
     }
+    drop(data);
+    if !expiring.is_empty() {
+        let mut index = txn.open_table(EXPIRY)?;
+        for key in &expiring {
+            index.insert(&key[..], ())?;
+        }
+    }
+    // Every commit sheds a few values whose bucket has closed.
+    store.sweep_in(txn, ring, store.now(), AUTO_SWEEP_PER_COMMIT, false, None)?;
     Ok(())
 }

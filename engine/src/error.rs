@@ -55,6 +55,8 @@ pub enum Error {
     },
     /// A namespace or key name is empty or too long.
     InvalidName(String),
+    /// A time to live that cannot be used (under one second).
+    InvalidTtl(String),
     /// The store was opened read-only.
     ReadOnly,
     /// An earlier commit failed with an I/O error and could not be recovered; the store
@@ -119,6 +121,7 @@ impl fmt::Display for Error {
                 "value {namespace}/{key} is {size} bytes, over the store's limit of {limit} bytes"
             ),
             Self::InvalidName(why) => write!(f, "invalid name: {why}"),
+            Self::InvalidTtl(why) => write!(f, "invalid time to live: {why}"),
             Self::ReadOnly => f.write_str("the store is open read-only"),
             Self::Poisoned => f.write_str(
                 "the store refuses writes after an unrecovered I/O error during a commit; reopen it",
@@ -242,6 +245,7 @@ impl Error {
                 limit: *limit,
             },
             Self::InvalidName(s) => Self::InvalidName(s.clone()),
+            Self::InvalidTtl(s) => Self::InvalidTtl(s.clone()),
             Self::Poisoned => Self::Poisoned,
             Self::ReadOnly => Self::ReadOnly,
             Self::CommitFailed {

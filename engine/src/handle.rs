@@ -42,6 +42,8 @@ pub(crate) enum HandleKind {
 pub(crate) struct Snapshot {
     epoch: u64,
     pub(crate) data: redb::ReadOnlyTable<RowKey, &'static [u8]>,
+    /// True when the store has values that expire (reads then open rows to count).
+    pub(crate) expiring: bool,
 }
 
 impl Handle {
@@ -117,8 +119,18 @@ impl Handle {
         {
             return Ok(snap.clone());
         }
-        let data = self.begin_read()?.open_table(DATA)?;
-        let snap = Arc::new(Snapshot { epoch, data });
+        let txn = self.begin_read()?;
+        let data = txn.open_table(DATA)?;
+        let expiring = match txn.open_table(crate::expiry::EXPIRY) {
+            Ok(index) => redb::ReadableTableMetadata::len(&index)? > 0,
+            Err(redb::TableError::TableDoesNotExist(_)) => false,
+            Err(e) => return Err(e.into()),
+        };
+        let snap = Arc::new(Snapshot {
+            epoch,
+            data,
+            expiring,
+        });
         let mut slot = write_lock(&self.snapshot);
         // Cached only if no commit finished meanwhile; it is still right for this call,
         // which began before that commit finished.

@@ -32,6 +32,7 @@
 mod backend;
 mod commit;
 mod error;
+mod expiry;
 #[cfg(feature = "test-internals")]
 mod fuzz;
 mod handle;
@@ -42,11 +43,14 @@ mod read;
 mod recover;
 mod rotate;
 mod rows;
+mod scope;
+mod session;
 mod store;
 mod txn;
 
 pub use commit::Batch;
 pub use error::{Error, Result};
+pub use expiry::EXPIRY_BUCKET_SECS;
 pub use maintenance::{NamespaceStats, Stats};
 pub use meta::FORMAT_VERSION;
 pub use options::{Clock, Options, Secret, system_clock};
@@ -56,6 +60,7 @@ pub use sealkv_crypto::{
     Algorithm, Codec, Compression, CryptoError, KdfLimits, KdfParams, KeyInfo, KeyState, MasterKey,
     Passphrase,
 };
+pub use session::Session;
 pub use store::{Store, Value};
 pub use txn::Tx;
 

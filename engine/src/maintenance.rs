@@ -10,8 +10,10 @@ use redb::{ReadableTable, ReadableTableMetadata};
 use sealkv_crypto::Header;
 
 use crate::error::{Error, Result};
+use crate::expiry::EXPIRY;
 use crate::handle::{Handle, map_open_error};
 use crate::meta::META;
+use crate::read::RowKind;
 use crate::rows::{DATA, Row, hex_tag, split_row};
 use crate::store::{PRIVATE_MODE, Store, create_private_file, write_lock};
 
@@ -32,20 +34,22 @@ impl Store {
         let db = self.db()?;
         let txn = db.begin_read()?;
         let table = txn.open_table(DATA)?;
-        let names = self.namespace_names(&ring, &table);
+        let owners = self.owners(&ring, &table);
         let mut failures = Vec::new();
         for row in table.iter()? {
             let (k, v) = row?;
             let (ns_tag, key_tag) = split_row(k.value());
-            let ns_name = if ns_tag == self.inner.catalog_tag {
-                "(catalog)".to_string()
-            } else {
-                names
-                    .get(&ns_tag)
-                    .cloned()
-                    .unwrap_or_else(|| hex_tag(&ns_tag))
+            let label = owners.label(&ns_tag);
+            let row = Row::new(&ns_tag, &key_tag, &v);
+            let opened = match owners.kind(&ns_tag) {
+                Some(kind) => self.open_named(&ring, &row, &kind, &label).map(|_| ()),
+                // A row no catalog names: it must still open (its name cannot be
+                // checked against a namespace nobody lists).
+                None => self
+                    .open_sealed(&ring, &row, &label, || hex_tag(&key_tag))
+                    .map(|_| ()),
             };
-            if let Err(e) = self.open_named(&ring, &Row::new(&ns_tag, &key_tag, &v), &ns_name) {
+            if let Err(e) = opened {
                 failures.push(e);
             }
         }
@@ -58,7 +62,7 @@ impl Store {
         let db = self.db()?;
         let txn = db.begin_read()?;
         let table = txn.open_table(DATA)?;
-        let names = self.namespace_names(&ring, &table);
+        let owners = self.owners(&ring, &table);
         let mut stats = Stats {
             namespaces: BTreeMap::new(),
             keys: Vec::new(),
@@ -69,12 +73,8 @@ impl Store {
         for row in table.iter()? {
             let (k, v) = row?;
             let (ns_tag, _) = split_row(k.value());
-            if ns_tag != self.inner.catalog_tag {
-                let name = names
-                    .get(&ns_tag)
-                    .cloned()
-                    .unwrap_or_else(|| hex_tag(&ns_tag));
-                let e = stats.namespaces.entry(name).or_default();
+            if matches!(owners.kind(&ns_tag), Some(RowKind::Value(..)) | None) {
+                let e = stats.namespaces.entry(owners.label(&ns_tag)).or_default();
                 e.entries += 1;
                 e.bytes += v.value().len() as u64;
             }
@@ -191,6 +191,17 @@ fn copy_snapshot(db: &Handle, dest: &Path, mode: u32) -> Result<()> {
             for row in src.iter()? {
                 let (k, v) = row?;
                 data.insert(k.value(), v.value())?;
+            }
+            // Stores written before expiry existed have no index.
+            match snapshot.open_table(EXPIRY) {
+                Ok(src) => {
+                    let mut index = txn.open_table(EXPIRY)?;
+                    for row in src.iter()? {
+                        index.insert(row?.0.value(), ())?;
+                    }
+                }
+                Err(redb::TableError::TableDoesNotExist(_)) => {}
+                Err(e) => return Err(e.into()),
             }
         }
         txn.commit()?;

@@ -1,4 +1,7 @@
 //! Reads: point gets, listing, counting; opening sealed rows.
+//!
+//! Every read takes a [`Scope`] (the default session or a named one). An expired value
+//! reads as absent from its expiry second on, whether or not a sweep removed it yet.
 
 use std::collections::BTreeMap;
 
@@ -8,9 +11,20 @@ use sealkv_crypto::{Context, CryptoError, Keyring, TAG_BYTES, envelope};
 use crate::error::Result;
 use crate::handle::Snapshot;
 use crate::rows::{
-    MAX_NAME_LEN, Row, RowKey, check_name, hex_tag, integrity, ns_rows, row_key, split_row,
+    MAX_NAME_LEN, Opened, Row, RowKey, check_name, hex_tag, integrity, ns_rows, row_key, split_row,
 };
+use crate::scope::{Scope, sessions_catalog_tag};
 use crate::store::{Store, Value};
+
+/// What a scanned row is, which decides the tag its stored name must have.
+pub(crate) enum RowKind<'a> {
+    /// A value of `namespace` in `scope`.
+    Value(&'a Scope, &'a str),
+    /// A namespace catalog entry of `scope`.
+    Namespace(&'a Scope),
+    /// A session catalog entry.
+    Session,
+}
 
 impl Store {
     /// Reads values: the ones found, by key. Missing keys are absent from the map.
@@ -19,72 +33,83 @@ impl Store {
         namespace: &str,
         keys: &[K],
     ) -> Result<BTreeMap<String, Value>> {
-        self.contained(|| self.get_unguarded(namespace, keys))
+        self.contained(|| self.get_in(&self.inner.default_scope, namespace, keys))
     }
 
     /// Reads one value: `None` if the key has none. The single-key form of
     /// [`Store::get`], without its map.
     pub fn get_one(&self, namespace: &str, key: &str) -> Result<Option<Value>> {
-        self.contained(|| self.get_one_unguarded(namespace, key))
+        self.contained(|| self.get_one_in(&self.inner.default_scope, namespace, key))
     }
 
     /// The keys of a namespace, sorted.
     pub fn list(&self, namespace: &str) -> Result<Vec<String>> {
-        self.contained(|| self.list_unguarded(namespace))
+        self.contained(|| self.list_in(&self.inner.default_scope, namespace))
     }
 
     /// The namespaces that hold at least one value, sorted.
     pub fn namespaces(&self) -> Result<Vec<String>> {
-        self.contained(|| self.namespaces_unguarded())
+        self.contained(|| self.namespaces_in(&self.inner.default_scope))
     }
 
     /// Number of values in a namespace.
     pub fn count(&self, namespace: &str) -> Result<u64> {
-        self.contained(|| self.count_unguarded(namespace))
+        self.contained(|| self.count_in(&self.inner.default_scope, namespace))
     }
 
-    /// Reads values: the ones found, by key. Missing keys are absent from the map.
-    fn get_unguarded<K: AsRef<str>>(
+    /// The seconds-since-epoch the store's clock says it is.
+    pub(crate) fn now(&self) -> u64 {
+        (self.inner.opts.clock)()
+    }
+
+    pub(crate) fn get_in<K: AsRef<str>>(
         &self,
+        scope: &Scope,
         namespace: &str,
         keys: &[K],
     ) -> Result<BTreeMap<String, Value>> {
         check_name(namespace)?;
         let ring = self.ring();
-        let ns_tag = ring.name_key().namespace_tag(namespace.as_bytes());
+        let ns_tag = scope.ns_tag(ring.name_key(), namespace);
         let snap = self.db()?.snapshot()?;
+        let now = self.now();
         let mut out = BTreeMap::new();
         for key in keys {
             let key = key.as_ref();
-            if let Some(value) = self.read_row(&ring, &snap, namespace, &ns_tag, key)? {
+            if let Some(value) = self.read_row(&ring, &snap, scope, namespace, &ns_tag, key, now)? {
                 out.insert(key.to_string(), value);
             }
         }
         Ok(out)
     }
 
-    /// Reads one value, if present.
-    fn get_one_unguarded(&self, namespace: &str, key: &str) -> Result<Option<Value>> {
+    pub(crate) fn get_one_in(
+        &self,
+        scope: &Scope,
+        namespace: &str,
+        key: &str,
+    ) -> Result<Option<Value>> {
         check_name(namespace)?;
         let ring = self.ring();
-        let ns_tag = ring.name_key().namespace_tag(namespace.as_bytes());
+        let ns_tag = scope.ns_tag(ring.name_key(), namespace);
         let snap = self.db()?.snapshot()?;
-        self.read_row(&ring, &snap, namespace, &ns_tag, key)
+        self.read_row(&ring, &snap, scope, namespace, &ns_tag, key, self.now())
     }
 
     /// Looks up and opens the value of `key` in a namespace whose tag is `ns_tag`.
+    #[allow(clippy::too_many_arguments)]
     fn read_row(
         &self,
         ring: &Keyring,
         snap: &Snapshot,
+        scope: &Scope,
         namespace: &str,
         ns_tag: &[u8; TAG_BYTES],
         key: &str,
+        now: u64,
     ) -> Result<Option<Value>> {
         check_name(key)?;
-        let key_tag = ring
-            .name_key()
-            .key_tag(namespace.as_bytes(), key.as_bytes());
+        let key_tag = scope.key_tag(ring.name_key(), namespace, key);
         let Some(sealed) = snap.data.get(&row_key(ns_tag, &key_tag))? else {
             return Ok(None);
         };
@@ -93,176 +118,297 @@ impl Store {
             key_tag: &key_tag,
             sealed: sealed.value(),
         };
-        self.open_row(ring, &row, key, namespace).map(Some)
-    }
-
-    /// Opens the sealed row of the key named `key` (its key tag computed from `key`)
-    /// and returns its value, checking that the name sealed inside is `key`.
-    fn open_row(&self, ring: &Keyring, row: &Row<'_>, key: &str, namespace: &str) -> Result<Value> {
-        let (plain, name_len) = self.open_sealed(ring, row, namespace, || key.to_string())?;
+        let label = || scope.label(namespace);
+        let opened = self.open_sealed(ring, &row, &label(), || key.to_string())?;
         // The tag was computed from `key`, so a matching name matches the tag too.
-        if &plain[4..4 + name_len] != key.as_bytes() {
-            return Err(integrity(namespace, key, CryptoError::Unseal));
+        if opened.name() != key.as_bytes() {
+            return Err(integrity(&label(), key, CryptoError::Unseal));
         }
-        self.strip_name(plain, name_len, namespace, key)
+        if opened.expired(now) {
+            return Ok(None);
+        }
+        self.value_of(opened, &label(), key).map(Some)
     }
 
-    /// Opens a sealed row found by scanning, returning (stored key name, value). The
-    /// name is checked against the row's tag.
+    /// Opens a sealed row found by scanning: its stored name, checked against the row's
+    /// tag as `kind` says, and the opened plaintext.
     pub(crate) fn open_named(
         &self,
         ring: &Keyring,
         row: &Row<'_>,
-        namespace: &str,
-    ) -> Result<(String, Value)> {
+        kind: &RowKind<'_>,
+        label: &str,
+    ) -> Result<(String, Opened)> {
         let hint = || hex_tag(row.key_tag);
-        let (plain, name_len) = self.open_sealed(ring, row, namespace, hint)?;
-        let name = std::str::from_utf8(&plain[4..4 + name_len])
+        let opened = self.open_sealed(ring, row, label, hint)?;
+        let name = std::str::from_utf8(opened.name())
             .map_err(|_| {
                 integrity(
-                    namespace,
+                    label,
                     &hint(),
                     CryptoError::Malformed("stored key name is not UTF-8"),
                 )
             })?
             .to_string();
-        let expected_tag = if row.ns_tag == &self.inner.catalog_tag {
-            ring.name_key().namespace_tag(name.as_bytes())
-        } else {
-            ring.name_key()
-                .key_tag(namespace.as_bytes(), name.as_bytes())
+        let nk = ring.name_key();
+        let expected_tag = match kind {
+            RowKind::Value(scope, ns) => scope.key_tag(nk, ns, &name),
+            RowKind::Namespace(scope) => scope.ns_tag(nk, &name),
+            RowKind::Session => nk.session_tags(name.as_bytes()).0,
         };
         if expected_tag != *row.key_tag {
-            return Err(integrity(namespace, &hint(), CryptoError::Unseal));
+            return Err(integrity(label, &hint(), CryptoError::Unseal));
         }
-        let value = self.strip_name(plain, name_len, namespace, &name)?;
-        Ok((name, value))
+        Ok((name, opened))
     }
 
-    /// Authenticates and decrypts a row: its plaintext (`name length | name | value`)
-    /// and the name's length, checked to fit.
-    fn open_sealed(
+    /// Authenticates, decrypts and parses a row's plaintext.
+    pub(crate) fn open_sealed(
         &self,
         ring: &Keyring,
         row: &Row<'_>,
-        namespace: &str,
+        label: &str,
         hint: impl Fn() -> String,
-    ) -> Result<(Value, usize)> {
+    ) -> Result<Opened> {
         let ctx = Context {
             db_id: &self.inner.db_id,
             namespace: row.ns_tag,
             key: row.key_tag,
         };
-        let limit = self.inner.opts.max_value_size + 4 + MAX_NAME_LEN;
+        let limit = self.inner.opts.max_value_size + 4 + MAX_NAME_LEN + 8;
         let plain = envelope::open(ring, &ctx, row.sealed, limit)
-            .map_err(|e| integrity(namespace, &hint(), e))?;
-        let name_len = plain
-            .get(..4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
-            .filter(|&len| len <= MAX_NAME_LEN && plain.len() >= 4 + len)
-            .ok_or_else(|| {
-                integrity(
-                    namespace,
-                    &hint(),
-                    CryptoError::Malformed("stored value has no key name"),
-                )
-            })?;
-        Ok((plain, name_len))
+            .map_err(|e| integrity(label, &hint(), e))?;
+        Opened::parse(plain).ok_or_else(|| {
+            integrity(
+                label,
+                &hint(),
+                CryptoError::Malformed("stored value has no key name"),
+            )
+        })
     }
 
     /// The value part of an opened row, checked against the size limit.
-    fn strip_name(
-        &self,
-        mut plain: Value,
-        name_len: usize,
-        namespace: &str,
-        name: &str,
-    ) -> Result<Value> {
-        plain.drain(..4 + name_len);
-        if plain.len() > self.inner.opts.max_value_size {
+    pub(crate) fn value_of(&self, opened: Opened, label: &str, name: &str) -> Result<Value> {
+        let limit = self.inner.opts.max_value_size;
+        if opened.value_len() > limit {
             return Err(integrity(
-                namespace,
+                label,
                 name,
                 CryptoError::TooLarge {
-                    size: plain.len() as u64,
-                    limit: self.inner.opts.max_value_size as u64,
+                    size: opened.value_len() as u64,
+                    limit: limit as u64,
                 },
             ));
         }
-        Ok(plain)
+        Ok(opened.into_value())
     }
 
-    /// The keys of a namespace, sorted.
-    fn list_unguarded(&self, namespace: &str) -> Result<Vec<String>> {
+    /// The live keys of a namespace, sorted.
+    pub(crate) fn list_in(&self, scope: &Scope, namespace: &str) -> Result<Vec<String>> {
         check_name(namespace)?;
         let ring = self.ring();
-        let ns_tag = ring.name_key().namespace_tag(namespace.as_bytes());
+        let ns_tag = scope.ns_tag(ring.name_key(), namespace);
         let snap = self.db()?.snapshot()?;
-        let table = &snap.data;
+        let (now, label) = (self.now(), scope.label(namespace));
+        let kind = RowKind::Value(scope, namespace);
         let mut names = Vec::new();
-        for row in ns_rows(table, &ns_tag)? {
+        for row in ns_rows(&snap.data, &ns_tag)? {
             let (k, v) = row?;
             let key_tag = split_row(k.value()).1;
-            names.push(
-                self.open_named(&ring, &Row::new(&ns_tag, &key_tag, &v), namespace)?
-                    .0,
-            );
+            let (name, opened) =
+                self.open_named(&ring, &Row::new(&ns_tag, &key_tag, &v), &kind, &label)?;
+            if !opened.expired(now) {
+                names.push(name);
+            }
         }
         names.sort();
         Ok(names)
     }
 
-    /// The namespaces that hold at least one value, sorted.
-    fn namespaces_unguarded(&self) -> Result<Vec<String>> {
+    /// The namespaces of a scope that hold at least one live value, sorted.
+    pub(crate) fn namespaces_in(&self, scope: &Scope) -> Result<Vec<String>> {
         let ring = self.ring();
         let snap = self.db()?.snapshot()?;
-        let table = &snap.data;
-        let cat = self.inner.catalog_tag;
+        let now = self.now();
         let mut names = Vec::new();
+        for (name, ns_tag) in self.catalog(&ring, &snap.data, scope)? {
+            if self.has_live_row(&ring, &snap, scope, &name, &ns_tag, now)? {
+                names.push(name);
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    /// The namespaces a scope's catalog lists, with their tags (a namespace whose
+    /// values a sweep removed stays listed until a write or drop cleans it up).
+    pub(crate) fn catalog(
+        &self,
+        ring: &Keyring,
+        table: &impl ReadableTable<RowKey, &'static [u8]>,
+        scope: &Scope,
+    ) -> Result<Vec<(String, [u8; TAG_BYTES])>> {
+        let cat = scope.catalog_tag;
+        let label = scope.label("(catalog)");
+        let mut out = Vec::new();
         for row in ns_rows(table, &cat)? {
             let (k, v) = row?;
             let ns_tag = split_row(k.value()).1;
-            names.push(
-                self.open_named(&ring, &Row::new(&cat, &ns_tag, &v), "(catalog)")?
-                    .0,
-            );
+            let (name, _) = self.open_named(
+                ring,
+                &Row::new(&cat, &ns_tag, &v),
+                &RowKind::Namespace(scope),
+                &label,
+            )?;
+            out.push((name, ns_tag));
         }
-        names.sort();
-        Ok(names)
+        Ok(out)
     }
 
-    /// Number of values in a namespace.
-    fn count_unguarded(&self, namespace: &str) -> Result<u64> {
+    /// True when the namespace holds a value that has not expired. Opens rows only in
+    /// a store that has expiring values.
+    fn has_live_row(
+        &self,
+        ring: &Keyring,
+        snap: &Snapshot,
+        scope: &Scope,
+        namespace: &str,
+        ns_tag: &[u8; TAG_BYTES],
+        now: u64,
+    ) -> Result<bool> {
+        let mut rows = ns_rows(&snap.data, ns_tag)?;
+        if !snap.expiring {
+            return Ok(rows.next().transpose()?.is_some());
+        }
+        let (kind, label) = (RowKind::Value(scope, namespace), scope.label(namespace));
+        for row in rows {
+            let (k, v) = row?;
+            let key_tag = split_row(k.value()).1;
+            let (_, opened) =
+                self.open_named(ring, &Row::new(ns_tag, &key_tag, &v), &kind, &label)?;
+            if !opened.expired(now) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Number of live values in a namespace. Counts rows without opening them, unless
+    /// the store has expiring values.
+    pub(crate) fn count_in(&self, scope: &Scope, namespace: &str) -> Result<u64> {
         check_name(namespace)?;
-        let ns_tag = self.ring().name_key().namespace_tag(namespace.as_bytes());
+        let ring = self.ring();
+        let ns_tag = scope.ns_tag(ring.name_key(), namespace);
         let snap = self.db()?.snapshot()?;
-        let table = &snap.data;
+        let (now, label) = (self.now(), scope.label(namespace));
+        let kind = RowKind::Value(scope, namespace);
         let mut n = 0;
-        for row in ns_rows(table, &ns_tag)? {
-            row?;
+        for row in ns_rows(&snap.data, &ns_tag)? {
+            let (k, v) = row?;
+            if snap.expiring {
+                let key_tag = split_row(k.value()).1;
+                let (_, opened) =
+                    self.open_named(&ring, &Row::new(&ns_tag, &key_tag, &v), &kind, &label)?;
+                if opened.expired(now) {
+                    continue;
+                }
+            }
             n += 1;
         }
         Ok(n)
     }
 
-    /// Namespace tag → name, from the catalog (entries that fail to open are skipped).
-    pub(crate) fn namespace_names(
+    /// The named sessions, with their scopes (entries that fail to open are errors).
+    pub(crate) fn session_scopes(
         &self,
         ring: &Keyring,
         table: &impl ReadableTable<RowKey, &'static [u8]>,
-    ) -> BTreeMap<[u8; TAG_BYTES], String> {
-        let cat = self.inner.catalog_tag;
-        let mut names = BTreeMap::new();
-        if let Ok(range) = ns_rows(table, &cat) {
-            for (k, v) in range.flatten() {
-                let ns_tag = split_row(k.value()).1;
-                if let Ok((name, _)) =
-                    self.open_named(ring, &Row::new(&cat, &ns_tag, &v), "(catalog)")
-                {
-                    names.insert(ns_tag, name);
+    ) -> Result<Vec<Scope>> {
+        let cat = sessions_catalog_tag(ring.name_key());
+        let mut out = Vec::new();
+        for row in ns_rows(table, &cat)? {
+            let (k, v) = row?;
+            let tag = split_row(k.value()).1;
+            let (name, _) = self.open_named(
+                ring,
+                &Row::new(&cat, &tag, &v),
+                &RowKind::Session,
+                "(sessions)",
+            )?;
+            out.push(Scope::named(ring.name_key(), &name));
+        }
+        Ok(out)
+    }
+
+    /// Who owns each row tag prefix: every scope's catalog and namespaces. Catalog
+    /// entries that fail to open are skipped (verify reports them).
+    pub(crate) fn owners(
+        &self,
+        ring: &Keyring,
+        table: &impl ReadableTable<RowKey, &'static [u8]>,
+    ) -> Owners {
+        let mut owners = Owners {
+            sessions_tag: sessions_catalog_tag(ring.name_key()),
+            catalogs: BTreeMap::new(),
+            namespaces: BTreeMap::new(),
+        };
+        let mut scopes = vec![self.inner.default_scope.as_ref().clone()];
+        scopes.extend(self.session_scopes(ring, table).unwrap_or_default());
+        for scope in scopes {
+            if let Ok(range) = ns_rows(table, &scope.catalog_tag) {
+                for (k, v) in range.flatten() {
+                    let ns_tag = split_row(k.value()).1;
+                    if let Ok((name, _)) = self.open_named(
+                        ring,
+                        &Row::new(&scope.catalog_tag, &ns_tag, &v),
+                        &RowKind::Namespace(&scope),
+                        "(catalog)",
+                    ) {
+                        owners.namespaces.insert(ns_tag, (scope.clone(), name));
+                    }
                 }
             }
+            owners.catalogs.insert(scope.catalog_tag, scope);
         }
-        names
+        owners
+    }
+}
+
+/// The owners of row tag prefixes, for scans over the whole table.
+pub(crate) struct Owners {
+    /// The session catalog's tag.
+    pub(crate) sessions_tag: [u8; TAG_BYTES],
+    /// Namespace catalog tag → its scope.
+    pub(crate) catalogs: BTreeMap<[u8; TAG_BYTES], Scope>,
+    /// Namespace tag → its scope and name.
+    pub(crate) namespaces: BTreeMap<[u8; TAG_BYTES], (Scope, String)>,
+}
+
+impl Owners {
+    /// How errors name rows under `ns_tag`.
+    pub(crate) fn label(&self, ns_tag: &[u8; TAG_BYTES]) -> String {
+        if *ns_tag == self.sessions_tag {
+            return "(sessions)".into();
+        }
+        if let Some(scope) = self.catalogs.get(ns_tag) {
+            return scope.label("(catalog)");
+        }
+        match self.namespaces.get(ns_tag) {
+            Some((scope, name)) => scope.label(name),
+            None => hex_tag(ns_tag),
+        }
+    }
+
+    /// What kind of row lives under `ns_tag`, if known.
+    pub(crate) fn kind(&self, ns_tag: &[u8; TAG_BYTES]) -> Option<RowKind<'_>> {
+        if *ns_tag == self.sessions_tag {
+            return Some(RowKind::Session);
+        }
+        if let Some(scope) = self.catalogs.get(ns_tag) {
+            return Some(RowKind::Namespace(scope));
+        }
+        self.namespaces
+            .get(ns_tag)
+            .map(|(scope, name)| RowKind::Value(scope, name))
     }
 }

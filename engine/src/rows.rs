@@ -2,8 +2,94 @@
 
 use redb::{ReadableTable, TableDefinition};
 use sealkv_crypto::{CryptoError, TAG_BYTES};
+use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
+use crate::store::Value;
+
+/// Set in the name-length word of a row's plaintext when an expiry time follows the
+/// name (names are at most [`MAX_NAME_LEN`] bytes, so the bit is free).
+pub(crate) const EXPIRES_FLAG: u32 = 1 << 31;
+
+/// Writes a row's plaintext into `out`:
+/// `u32 (len(name) | EXPIRES_FLAG if expiring) ‖ name ‖ [u64 expires at] ‖ value`.
+/// The expiry time is sealed with the value, so changing it fails the tag.
+pub(crate) fn encode_plain(
+    out: &mut Zeroizing<Vec<u8>>,
+    name: &[u8],
+    expires: Option<u64>,
+    value: &[u8],
+) {
+    let needed = 4 + name.len() + 8 + value.len();
+    // Sized up front so no reallocation leaves a plaintext copy behind.
+    if out.capacity() < needed {
+        *out = Zeroizing::new(Vec::with_capacity(needed));
+    }
+    out.clear();
+    let flag = if expires.is_some() { EXPIRES_FLAG } else { 0 };
+    out.extend_from_slice(&(name.len() as u32 | flag).to_le_bytes());
+    out.extend_from_slice(name);
+    if let Some(at) = expires {
+        out.extend_from_slice(&at.to_le_bytes());
+    }
+    out.extend_from_slice(value);
+}
+
+/// An opened row's plaintext, parsed.
+pub(crate) struct Opened {
+    plain: Value,
+    name_len: usize,
+    /// When the value expires (seconds since the Unix epoch), if it does.
+    pub(crate) expires: Option<u64>,
+    value_at: usize,
+}
+
+impl Opened {
+    /// Parses a plaintext; `None` when it is malformed.
+    pub(crate) fn parse(plain: Value) -> Option<Self> {
+        let word = u32::from_le_bytes(plain.get(..4)?.try_into().ok()?);
+        let name_len = (word & !EXPIRES_FLAG) as usize;
+        if name_len > MAX_NAME_LEN || plain.len() < 4 + name_len {
+            return None;
+        }
+        let (expires, value_at) = if word & EXPIRES_FLAG != 0 {
+            let at = plain.get(4 + name_len..4 + name_len + 8)?;
+            (
+                Some(u64::from_le_bytes(at.try_into().ok()?)),
+                4 + name_len + 8,
+            )
+        } else {
+            (None, 4 + name_len)
+        };
+        Some(Self {
+            plain,
+            name_len,
+            expires,
+            value_at,
+        })
+    }
+
+    /// The stored name.
+    pub(crate) fn name(&self) -> &[u8] {
+        &self.plain[4..4 + self.name_len]
+    }
+
+    /// True when the value has expired at `now`.
+    pub(crate) fn expired(&self, now: u64) -> bool {
+        self.expires.is_some_and(|at| at <= now)
+    }
+
+    /// Length of the value part.
+    pub(crate) fn value_len(&self) -> usize {
+        self.plain.len() - self.value_at
+    }
+
+    /// The value part.
+    pub(crate) fn into_value(mut self) -> Value {
+        self.plain.drain(..self.value_at);
+        self.plain
+    }
+}
 
 /// Longest namespace or key name, in bytes.
 pub const MAX_NAME_LEN: usize = 1024;

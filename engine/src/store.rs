@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard};
 
 use redb::Database;
-use sealkv_crypto::{Keyring, MasterKey, TAG_BYTES, fill_random};
+use sealkv_crypto::{Keyring, MasterKey, fill_random};
 use zeroize::Zeroizing;
 
 use crate::backend::Boxed;
@@ -19,6 +19,7 @@ use crate::meta::{
 };
 use crate::options::{Options, Secret};
 use crate::rows::DATA;
+use crate::scope::Scope;
 use crate::txn::KeyLocks;
 
 /// A value read from the store, wiped from memory when dropped.
@@ -55,7 +56,8 @@ pub(crate) struct Inner {
     /// Wakes a leader gathering a batch when a caller queues (only the leader waits on
     /// it, so arrivals do not wake every queued caller).
     pub(crate) gather_cv: Condvar,
-    pub(crate) catalog_tag: [u8; TAG_BYTES],
+    /// The default session: what `Store`'s own reads and writes use.
+    pub(crate) default_scope: Arc<Scope>,
 }
 
 impl Store {
@@ -223,7 +225,7 @@ impl Store {
         keyring: Keyring,
         opts: Options,
     ) -> Self {
-        let catalog_tag = keyring.name_key().record_tag(b"namespace catalog");
+        let default_scope = Arc::new(Scope::default_session(keyring.name_key()));
         Self {
             inner: Arc::new(Inner {
                 id: NEXT_STORE_ID.fetch_add(1, Ordering::Relaxed),
@@ -238,7 +240,7 @@ impl Store {
                 queue: Mutex::new(Queue::default()),
                 queue_cv: Condvar::new(),
                 gather_cv: Condvar::new(),
-                catalog_tag,
+                default_scope,
             }),
         }
     }

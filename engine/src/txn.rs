@@ -21,31 +21,32 @@ use std::sync::{Condvar, Mutex};
 
 use crate::commit::Batch;
 use crate::error::{Error, Result};
+use crate::scope::Scope;
 use crate::store::{Store, Value, lock};
 
 /// Exclusive locks by name.
 #[derive(Default)]
 pub(crate) struct KeyLocks {
-    held: Mutex<HashSet<String>>,
+    held: Mutex<HashSet<LockName>>,
     released: Condvar,
 }
 
+/// A lock key within its session (`None`: the default session).
+type LockName = (Option<String>, String);
+
 pub(crate) struct KeyGuard<'a> {
     locks: &'a KeyLocks,
-    key: String,
+    key: LockName,
 }
 
 impl KeyLocks {
-    pub(crate) fn lock(&self, key: &str) -> KeyGuard<'_> {
+    pub(crate) fn lock(&self, key: LockName) -> KeyGuard<'_> {
         let mut held = lock(&self.held);
-        while held.contains(key) {
+        while held.contains(&key) {
             held = self.released.wait(held).unwrap_or_else(|p| p.into_inner());
         }
-        held.insert(key.to_string());
-        KeyGuard {
-            locks: self,
-            key: key.to_string(),
-        }
+        held.insert(key.clone());
+        KeyGuard { locks: self, key }
     }
 }
 
@@ -57,7 +58,7 @@ impl Drop for KeyGuard<'_> {
 }
 
 struct TxState {
-    lock_key: String,
+    lock: LockName,
     writes: Batch,
 }
 
@@ -98,6 +99,7 @@ impl Drop for ActiveGuard {
 /// A transaction in progress: reads see its own writes; writes are buffered.
 pub struct Tx<'a> {
     store: &'a Store,
+    scope: &'a Scope,
     state: Rc<RefCell<TxState>>,
 }
 
@@ -125,8 +127,11 @@ impl Tx<'_> {
                     .ops
                     .get(&(namespace.to_string(), key.to_string()))
                 {
-                    Some(Some(v)) => {
-                        out.insert(key.to_string(), v.clone());
+                    Some(Some(put)) => {
+                        let live = put.ttl.is_none_or(|ttl| !ttl.is_zero());
+                        if live {
+                            out.insert(key.to_string(), put.value.clone());
+                        }
                     }
                     Some(None) => {}
                     None => missing.push(key),
@@ -134,7 +139,7 @@ impl Tx<'_> {
             }
         }
         if !missing.is_empty() {
-            out.extend(self.store.get(namespace, &missing)?);
+            out.extend(self.store.get_in(self.scope, namespace, &missing)?);
         }
         Ok(out)
     }
@@ -142,6 +147,21 @@ impl Tx<'_> {
     /// Buffers a put.
     pub fn put(&mut self, namespace: &str, key: &str, value: impl Into<Vec<u8>>) {
         self.state.borrow_mut().writes.put(namespace, key, value);
+    }
+
+    /// Buffers a put of a value that expires `ttl` after the transaction commits
+    /// (see [`Batch::put_with_ttl`]).
+    pub fn put_with_ttl(
+        &mut self,
+        namespace: &str,
+        key: &str,
+        value: impl Into<Vec<u8>>,
+        ttl: std::time::Duration,
+    ) {
+        self.state
+            .borrow_mut()
+            .writes
+            .put_with_ttl(namespace, key, value, ttl);
     }
 
     /// Buffers a delete.
@@ -173,13 +193,27 @@ impl Store {
         lock_key: &str,
         f: impl FnOnce(&mut Tx<'_>) -> std::result::Result<T, E>,
     ) -> std::result::Result<T, E> {
+        let scope = self.inner.default_scope.clone();
+        self.transaction_in(&scope, lock_key, f)
+    }
+
+    /// [`Store::transaction`] in a scope. Lock keys are per session; a transaction
+    /// begun inside one of another session is refused like another lock key.
+    pub(crate) fn transaction_in<T, E: From<Error>>(
+        &self,
+        scope: &Scope,
+        lock_key: &str,
+        f: impl FnOnce(&mut Tx<'_>) -> std::result::Result<T, E>,
+    ) -> std::result::Result<T, E> {
+        let name = scope.lock_name(lock_key);
         if let Some(state) = active(self.inner.id) {
-            if state.borrow().lock_key != lock_key {
+            if state.borrow().lock != name {
                 return Err(Error::NestedLock.into());
             }
             let before = state.borrow().writes.clone();
             let result = f(&mut Tx {
                 store: self,
+                scope,
                 state: state.clone(),
             });
             if result.is_err() {
@@ -188,21 +222,22 @@ impl Store {
             return result;
         }
         self.check_writable()?;
-        let _lock = self.inner.locks.lock(lock_key);
+        let _lock = self.inner.locks.lock(name.clone());
         let state = Rc::new(RefCell::new(TxState {
-            lock_key: lock_key.to_string(),
+            lock: name,
             writes: Batch::default(),
         }));
         let value = {
             let _active = ActiveGuard::push(self.inner.id, state.clone());
             f(&mut Tx {
                 store: self,
+                scope,
                 state: state.clone(),
             })?
         };
         let writes = std::mem::take(&mut state.borrow_mut().writes);
         if !writes.is_empty() {
-            self.set(&writes)?;
+            self.set_in(scope, &writes)?;
         }
         Ok(value)
     }

@@ -1,0 +1,201 @@
+//! Sessions: many bots (or accounts, or tenants) in one store.
+//!
+//! A session is a name (private on disk, like every name) that scopes namespaces: the
+//! same namespace and key in two sessions are two unrelated rows, and a value moved to
+//! another session's rows fails to open, since its tags, which its sealing binds, come
+//! from the session's name. The store's own methods read and write the default session,
+//! which holds everything written before sessions existed.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use redb::ReadableTable;
+
+use crate::commit::{Batch, KeyringWrite};
+use crate::error::{Error, Result};
+use crate::rows::{DATA, check_name, ns_rows, row_key, split_row};
+use crate::scope::{Scope, sessions_catalog_tag};
+use crate::store::{Store, Value};
+use crate::txn::Tx;
+
+/// One named session of a store: the store's get/set/list/transaction API, scoped to
+/// the session. Cheap to clone; it shares the store.
+#[derive(Clone)]
+pub struct Session {
+    store: Store,
+    scope: Arc<Scope>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // A session id may be a phone number: not shown.
+        f.debug_struct("Session").finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// The session named `id` (it need not exist yet: it appears with its first
+    /// value). The id follows the rules of a name ([`check_name`]).
+    pub fn session(&self, id: &str) -> Result<Session> {
+        check_name(id).map_err(|e| match e {
+            Error::InvalidName(why) => Error::InvalidName(format!("session id: {why}")),
+            other => other,
+        })?;
+        let scope = Scope::named(self.ring().name_key(), id);
+        Ok(Session {
+            store: self.clone(),
+            scope: Arc::new(scope),
+        })
+    }
+
+    /// The named sessions that hold at least one value, sorted.
+    pub fn sessions(&self) -> Result<Vec<String>> {
+        self.contained(|| {
+            let ring = self.ring();
+            let snap = self.db()?.snapshot()?;
+            let mut names = Vec::new();
+            for scope in self.session_scopes(&ring, &snap.data)? {
+                if !self.namespaces_in(&scope)?.is_empty()
+                    && let Some(name) = scope.session
+                {
+                    names.push(name);
+                }
+            }
+            names.sort();
+            Ok(names)
+        })
+    }
+
+    /// Deletes every value of the session `id`, and the session itself, in one atomic
+    /// write transaction whose work is proportional to the session's size. Returns
+    /// false when the store has no such session.
+    pub fn drop_session(&self, id: &str) -> Result<bool> {
+        let session = self.session(id)?;
+        self.check_writable()?;
+        let scope = &session.scope;
+        let ring = self.ring();
+        let _commit = self.commit_lock();
+        let nk = ring.name_key();
+        let session_row = row_key(
+            &sessions_catalog_tag(nk),
+            &scope.session_tag.unwrap_or_default(),
+        );
+        let mut existed = false;
+        self.write_with_keyring(&ring, KeyringWrite::IfNeeded, |txn| {
+            let mut data = txn.open_table(DATA)?;
+            existed = data.get(&session_row)?.is_some();
+            if !existed {
+                return Ok(());
+            }
+            let namespaces: Vec<[u8; 32]> = ns_rows(&data, &scope.catalog_tag)?
+                .map(|row| row.map(|(k, _)| *k.value()))
+                .collect::<std::result::Result<_, _>>()?;
+            for catalog_row in &namespaces {
+                let ns_tag = split_row(catalog_row).1;
+                let (first, last) = (row_key(&ns_tag, &[0; 16]), row_key(&ns_tag, &[0xff; 16]));
+                data.retain_in::<&[u8; 32], _>(&first..=&last, |_, _| false)?;
+                data.remove(catalog_row)?;
+            }
+            data.remove(&session_row)?;
+            Ok(())
+        })?;
+        Ok(existed)
+    }
+}
+
+impl Session {
+    /// The session's id.
+    pub fn id(&self) -> &str {
+        self.scope.session.as_deref().unwrap_or_default()
+    }
+
+    /// The store the session lives in.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Reads values: the ones found, by key (see [`Store::get`]).
+    pub fn get<K: AsRef<str>>(
+        &self,
+        namespace: &str,
+        keys: &[K],
+    ) -> Result<BTreeMap<String, Value>> {
+        self.store
+            .contained(|| self.store.get_in(&self.scope, namespace, keys))
+    }
+
+    /// Reads one value, if present (see [`Store::get_one`]).
+    pub fn get_one(&self, namespace: &str, key: &str) -> Result<Option<Value>> {
+        self.store
+            .contained(|| self.store.get_one_in(&self.scope, namespace, key))
+    }
+
+    /// The keys of a namespace, sorted.
+    pub fn list(&self, namespace: &str) -> Result<Vec<String>> {
+        self.store
+            .contained(|| self.store.list_in(&self.scope, namespace))
+    }
+
+    /// The session's namespaces that hold at least one value, sorted.
+    pub fn namespaces(&self) -> Result<Vec<String>> {
+        self.store
+            .contained(|| self.store.namespaces_in(&self.scope))
+    }
+
+    /// Number of values in a namespace.
+    pub fn count(&self, namespace: &str) -> Result<u64> {
+        self.store
+            .contained(|| self.store.count_in(&self.scope, namespace))
+    }
+
+    /// Applies every change of `batch` to this session in one atomic, durable write
+    /// transaction.
+    pub fn set(&self, batch: &Batch) -> Result<()> {
+        self.store.set_in(&self.scope, batch)
+    }
+
+    /// Stores one value.
+    pub fn put(&self, namespace: &str, key: &str, value: impl Into<Vec<u8>>) -> Result<()> {
+        let mut batch = Batch::new();
+        batch.put(namespace, key, value);
+        self.set(&batch)
+    }
+
+    /// Stores one value that expires after `ttl`.
+    pub fn put_with_ttl(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: impl Into<Vec<u8>>,
+        ttl: Duration,
+    ) -> Result<()> {
+        let mut batch = Batch::new();
+        batch.put_with_ttl(namespace, key, value, ttl);
+        self.set(&batch)
+    }
+
+    /// Deletes one value. Returns whether it existed.
+    pub fn delete(&self, namespace: &str, key: &str) -> Result<bool> {
+        let existed = self.get_one(namespace, key)?.is_some();
+        let mut batch = Batch::new();
+        batch.delete(namespace, key);
+        self.set(&batch)?;
+        Ok(existed)
+    }
+
+    /// Deletes every value of this session (the session itself goes with them).
+    pub fn clear(&self) -> Result<()> {
+        self.store.drop_session(self.id()).map(|_| ())
+    }
+
+    /// Runs `f` exclusively for `lock_key` in this session and commits its writes
+    /// atomically (see [`Store::transaction`]). Sessions do not share lock keys.
+    pub fn transaction<T, E: From<Error>>(
+        &self,
+        lock_key: &str,
+        f: impl FnOnce(&mut Tx<'_>) -> std::result::Result<T, E>,
+    ) -> std::result::Result<T, E> {
+        self.store.transaction_in(&self.scope, lock_key, f)
+    }
+}
