@@ -69,7 +69,7 @@ impl Store {
 
     /// Deletes every value of the session `id`, and the session itself, in one atomic
     /// write transaction whose work is proportional to the session's size. Returns
-    /// false when the store has no such session.
+    /// false when the store holds no value of that session.
     pub fn drop_session(&self, id: &str) -> Result<bool> {
         let session = self.session(id)?;
         self.check_writable()?;
@@ -84,8 +84,8 @@ impl Store {
         let mut existed = false;
         self.write_with_keyring(&ring, KeyringWrite::IfNeeded, |txn| {
             let mut data = txn.open_table(DATA)?;
-            existed = data.get(&session_row)?.is_some();
-            if !existed {
+            existed = false;
+            if data.get(&session_row)?.is_none() {
                 return Ok(());
             }
             let namespaces: Vec<[u8; 32]> = ns_rows(&data, &scope.catalog_tag)?
@@ -93,10 +93,13 @@ impl Store {
                 .collect::<std::result::Result<_, _>>()?;
             for catalog_row in &namespaces {
                 let ns_tag = split_row(catalog_row).1;
+                existed |= ns_rows(&data, &ns_tag)?.next().is_some();
                 let (first, last) = (row_key(&ns_tag, &[0; 16]), row_key(&ns_tag, &[0xff; 16]));
                 data.retain_in::<&[u8; 32], _>(&first..=&last, |_, _| false)?;
                 data.remove(catalog_row)?;
             }
+            // A session whose values a sweep removed leaves its catalog entries behind:
+            // they go now, but the session did not exist any more.
             data.remove(&session_row)?;
             Ok(())
         })?;

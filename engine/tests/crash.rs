@@ -86,8 +86,44 @@ fn crash_child() {
                 out.flush().unwrap();
             }
         }
+        "drop-sessions" => {
+            let store = Store::open(&path, key(), fast_opts()).unwrap();
+            for s in 0..DROP_SESSIONS {
+                store.drop_session(&format!("bot-{s}")).unwrap();
+                writeln!(out, "ACK {s}").unwrap();
+                out.flush().unwrap();
+            }
+            writeln!(out, "DONE").unwrap();
+            out.flush().unwrap();
+        }
+        "sweep" => {
+            let store = Store::open(&path, key(), later_opts()).unwrap();
+            writeln!(out, "OPEN").unwrap();
+            out.flush().unwrap();
+            let n = store.sweep().unwrap();
+            writeln!(out, "DONE {n}").unwrap();
+            out.flush().unwrap();
+        }
         other => panic!("unknown child mode {other}"),
     }
+}
+
+const DROP_SESSIONS: usize = 6;
+const PER_SESSION: usize = 400;
+const EXPIRING: usize = 4000;
+/// The clock of the sweep test: values are written at `T0` to live an hour, and swept at
+/// `T0` + 10 hours.
+const T0: u64 = 1_700_000_000;
+
+fn clock_opts(now: u64) -> sealkv_engine::Options {
+    sealkv_engine::Options {
+        clock: std::sync::Arc::new(move || now),
+        ..fast_opts()
+    }
+}
+
+fn later_opts() -> sealkv_engine::Options {
+    clock_opts(T0 + 36_000)
 }
 
 fn spawn(mode: &str, path: &Path, extra: &[(&str, &str)]) -> Child {
@@ -312,4 +348,126 @@ fn killed_rekey_leaves_exactly_one_valid_passphrase() {
         moved > 0,
         "some children completed rekeys before being killed"
     );
+}
+
+#[test]
+fn a_killed_drop_session_is_all_or_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.sealkv");
+    let mut rng = rand::rng();
+    for round in 0..rounds(6) {
+        let _ = std::fs::remove_file(&path);
+        {
+            let store = Store::create(&path, key(), fast_opts()).unwrap();
+            store
+                .put("shared", "k", b"default session".to_vec())
+                .unwrap();
+            for s in 0..DROP_SESSIONS {
+                let session = store.session(&format!("bot-{s}")).unwrap();
+                let mut b = Batch::new();
+                for i in 0..PER_SESSION {
+                    b.put(
+                        ["session", "pre-key"][i % 2],
+                        &i.to_string(),
+                        vec![s as u8; 300],
+                    );
+                }
+                session.set(&b).unwrap();
+            }
+        }
+        let lines = kill_after_lines(
+            spawn("drop-sessions", &path, &[]),
+            "ACK",
+            rng.random_range(0..DROP_SESSIONS),
+            Duration::from_millis(rng.random_range(0..15)),
+        );
+        let acked = lines.iter().filter(|l| l.starts_with("ACK")).count();
+        let store = Store::open(&path, key(), fast_opts()).unwrap();
+        assert!(store.verify().unwrap().is_empty(), "round {round}");
+        assert_eq!(
+            store.get_one("shared", "k").unwrap().unwrap().as_slice(),
+            b"default session"
+        );
+        let mut listed = Vec::new();
+        for s in 0..DROP_SESSIONS {
+            let session = store.session(&format!("bot-{s}")).unwrap();
+            let n = session.count("session").unwrap() + session.count("pre-key").unwrap();
+            if s < acked {
+                assert_eq!(n, 0, "round {round}: acknowledged drop of bot-{s} undone");
+            }
+            assert!(
+                n == 0 || n == PER_SESSION as u64,
+                "round {round}: bot-{s} half dropped ({n} values)"
+            );
+            if n > 0 {
+                listed.push(format!("bot-{s}"));
+            }
+        }
+        assert_eq!(store.sessions().unwrap(), listed, "round {round}");
+    }
+}
+
+#[test]
+fn a_killed_sweep_is_all_or_nothing_per_batch_and_finishes_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.sealkv");
+    let mut rng = rand::rng();
+    for round in 0..rounds(6) {
+        let _ = std::fs::remove_file(&path);
+        {
+            let store = Store::create(&path, key(), clock_opts(T0)).unwrap();
+            let mut b = Batch::new();
+            for i in 0..EXPIRING {
+                b.put_with_ttl(
+                    "msg-secret",
+                    &i.to_string(),
+                    vec![7; 200],
+                    Duration::from_secs(3600),
+                );
+                if i % 10 == 0 {
+                    b.put("keep", &i.to_string(), vec![1; 50]);
+                }
+            }
+            store.set(&b).unwrap();
+        }
+        let lines = kill_after_lines(
+            spawn("sweep", &path, &[]),
+            "OPEN",
+            1,
+            Duration::from_millis(rng.random_range(0..40)),
+        );
+        let finished = lines.iter().any(|l| l.starts_with("DONE"));
+        let store = Store::open(&path, key(), later_opts()).unwrap();
+        assert!(store.verify().unwrap().is_empty(), "round {round}");
+        assert_eq!(
+            store.count("msg-secret").unwrap(),
+            0,
+            "round {round}: expired values visible"
+        );
+        assert_eq!(
+            store.count("keep").unwrap(),
+            (EXPIRING / 10) as u64,
+            "round {round}"
+        );
+        let rows = |store: &Store| -> u64 {
+            store
+                .stats()
+                .unwrap()
+                .namespaces
+                .get("msg-secret")
+                .map_or(0, |n| n.entries)
+        };
+        if finished {
+            assert_eq!(rows(&store), 0, "round {round}: a finished sweep left rows");
+        }
+        // Whatever the kill left, a sweep after it removes every expired row: no row
+        // lost its index entry while keeping its data.
+        store.sweep().unwrap();
+        assert_eq!(
+            rows(&store),
+            0,
+            "round {round}: rows left after the second sweep"
+        );
+        assert_eq!(store.count("keep").unwrap(), (EXPIRING / 10) as u64);
+    }
 }
