@@ -364,7 +364,7 @@ fn commits_sweep_closed_buckets_a_few_at_a_time() {
     store.put("other", "x", b"1".to_vec()).unwrap();
     let left = rows(&store);
     assert!(
-        left < 100 && left >= 100 - 32,
+        (100 - 32..100).contains(&left),
         "one commit swept {} rows",
         100 - left
     );
