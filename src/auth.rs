@@ -14,7 +14,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::Value as Json;
 
-use crate::{Batch, Error, Store};
+use crate::{Batch, Error, Session, Store};
 
 /// The namespace and key under which the creds are stored.
 pub const CREDS: &str = "creds";
@@ -105,21 +105,33 @@ fn file_name_for(prefix: &str, id: &str) -> String {
 /// Auth-state changes: per family, id → new JSON value, or `None` to delete.
 pub type AuthChanges = BTreeMap<Family, BTreeMap<String, Option<Json>>>;
 
-/// Bot auth state on a sealkv store.
+/// Bot auth state on a sealkv store: one bot per session.
 #[derive(Debug, Clone)]
 pub struct AuthState {
-    store: Store,
+    session: Session,
 }
 
 impl AuthState {
-    /// Auth state on `store` (families are namespaces of it).
+    /// Auth state in the store's default session (families are namespaces of it).
     pub fn new(store: Store) -> Self {
-        Self { store }
+        Self {
+            session: store.default_session(),
+        }
+    }
+
+    /// Auth state in one session of a store, so one file holds many bots.
+    pub fn for_session(session: Session) -> Self {
+        Self { session }
     }
 
     /// The underlying store.
     pub fn store(&self) -> &Store {
-        &self.store
+        self.session.store()
+    }
+
+    /// The session this auth state lives in.
+    pub fn session(&self) -> &Session {
+        &self.session
     }
 
     /// The values found for `ids` in `family`.
@@ -128,7 +140,7 @@ impl AuthState {
         family: Family,
         ids: &[K],
     ) -> Result<BTreeMap<String, Json>, AuthError> {
-        self.store
+        self.session
             .get(family.name(), ids)?
             .into_iter()
             .map(|(k, v)| {
@@ -143,12 +155,12 @@ impl AuthState {
     pub fn set(&self, changes: &AuthChanges) -> Result<(), AuthError> {
         let mut batch = Batch::new();
         add_changes(&mut batch, changes)?;
-        Ok(self.store.set(&batch)?)
+        Ok(self.session.set(&batch)?)
     }
 
     /// The creds, if saved.
     pub fn creds(&self) -> Result<Option<Json>, AuthError> {
-        match self.store.get_one(CREDS, CREDS)? {
+        match self.session.get_one(CREDS, CREDS)? {
             Some(v) => Ok(Some(
                 serde_json::from_slice(&v).map_err(|e| AuthError::Stored(format!("creds: {e}")))?,
             )),
@@ -158,7 +170,7 @@ impl AuthState {
 
     /// Saves the creds (durably, atomically).
     pub fn save_creds(&self, creds: &Json) -> Result<(), AuthError> {
-        Ok(self.store.put(CREDS, CREDS, to_text(creds)?)?)
+        Ok(self.session.put(CREDS, CREDS, to_text(creds)?)?)
     }
 
     /// Runs `f` exclusively for `lock_key`; its changes commit together (see
@@ -168,12 +180,13 @@ impl AuthState {
         lock_key: &str,
         f: impl FnOnce(&mut AuthTx<'_, '_>) -> Result<T, AuthError>,
     ) -> Result<T, AuthError> {
-        self.store.transaction(lock_key, |tx| f(&mut AuthTx { tx }))
+        self.session
+            .transaction(lock_key, |tx| f(&mut AuthTx { tx }))
     }
 
     /// True when the store holds any auth state (creds or any family).
     pub fn is_empty(&self) -> Result<bool, AuthError> {
-        let namespaces = self.store.namespaces()?;
+        let namespaces = self.session.namespaces()?;
         Ok(!namespaces
             .iter()
             .any(|n| n == CREDS || Family::from_name(n).is_some()))
@@ -425,14 +438,14 @@ pub fn import_baileys(
         }
         let mut replaced = Batch::new();
         for ns in std::iter::once(CREDS).chain(Family::ALL.iter().map(|f| f.name())) {
-            for key in state.store.list(ns)? {
+            for key in state.session.list(ns)? {
                 replaced.delete(ns, &key);
             }
         }
         replaced.extend(batch);
         batch = replaced;
     }
-    state.store.set(&batch)?;
+    state.session.set(&batch)?;
     Ok(report)
 }
 
@@ -452,13 +465,13 @@ pub fn export_baileys(state: &AuthState, dir: &Path) -> Result<usize, AuthError>
         std::fs::create_dir_all(dir).map_err(io(dir))?;
     }
     let mut written = 0;
-    if let Some(creds) = state.store.get(CREDS, &[CREDS])?.get(CREDS) {
+    if let Some(creds) = state.session.get(CREDS, &[CREDS])?.get(CREDS) {
         write_atomic(&dir.join("creds.json"), creds)?;
         written += 1;
     }
     for family in Family::ALL {
-        let ids = state.store.list(family.name())?;
-        for (id, value) in state.store.get(family.name(), &ids)? {
+        let ids = state.session.list(family.name())?;
+        for (id, value) in state.session.get(family.name(), &ids)? {
             write_atomic(&dir.join(file_name_for(family.name(), &id)), &value)?;
             written += 1;
         }

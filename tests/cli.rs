@@ -523,3 +523,166 @@ fn read_commands_work_on_a_store_that_was_not_closed() {
         .success()
         .stdout("a\nb\n");
 }
+
+#[test]
+fn sessions_scope_every_value_command() {
+    let e = Env::new();
+    e.init();
+    let db = e.db();
+    for (session, value) in [("4915550001", "one"), ("4915550002", "two")] {
+        e.cmd()
+            .args(["put", s(&db), "--session", session, "creds", "creds"])
+            .write_stdin(value)
+            .assert()
+            .success();
+    }
+    e.cmd()
+        .args(["put", s(&db), "creds", "creds"])
+        .write_stdin("default")
+        .assert()
+        .success();
+    e.run(&["get", s(&db), "--session", "4915550002", "creds", "creds"])
+        .success()
+        .stdout("two");
+    e.run(&["get", s(&db), "creds", "creds"])
+        .success()
+        .stdout("default");
+    e.run(&["get", s(&db), "--session", "nobody", "creds", "creds"])
+        .code(1);
+    e.run(&["ls", s(&db), "--session", "4915550001"])
+        .success()
+        .stdout("creds\n");
+    e.run(&["sessions", s(&db)])
+        .success()
+        .stdout("4915550001\n4915550002\n");
+    // export / import of one session.
+    let out = e.path("one.jsonl");
+    e.run(&[
+        "export",
+        s(&db),
+        "--session",
+        "4915550001",
+        s(&out),
+        "--plaintext",
+    ])
+    .success();
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(text.lines().count(), 1, "{text}");
+    e.run(&["import", s(&db), "--session", "copy", s(&out)])
+        .success();
+    e.run(&["get", s(&db), "--session", "copy", "creds", "creds"])
+        .success()
+        .stdout("one");
+    e.run(&["del", s(&db), "--session", "copy", "creds", "creds"])
+        .success();
+    e.run(&["del", s(&db), "--session", "copy", "creds", "creds"])
+        .code(1);
+    // drop-session: exit 1 when there is no such session.
+    e.run(&["drop-session", s(&db), "4915550001"]).success();
+    e.run(&["drop-session", s(&db), "4915550001"])
+        .code(1)
+        .stderr(predicate::str::contains("no such session"));
+    e.run(&["sessions", s(&db)])
+        .success()
+        .stdout("4915550002\n");
+    e.run(&["get", s(&db), "creds", "creds"])
+        .success()
+        .stdout("default");
+    // A session id breaks the same rules a name does.
+    e.cmd()
+        .args(["put", s(&db), "--session", "", "n", "k"])
+        .write_stdin("v")
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("session id").and(predicate::str::contains("empty")));
+    let long = "x".repeat(sealkv::MAX_NAME_LEN + 1);
+    e.run(&["drop-session", s(&db), &long]).code(2);
+    // Session names never appear in the file.
+    let raw = std::fs::read(&db).unwrap();
+    assert!(!raw.windows(10).any(|w| w == b"4915550002"));
+}
+
+#[test]
+fn baileys_folders_import_and_export_per_session() {
+    let e = Env::new();
+    e.init();
+    let db = e.db();
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/baileys-auth-sample");
+    e.run(&["import-baileys", s(&db), "--session", "bot-a", s(&sample)])
+        .success();
+    e.run(&["sessions", s(&db)]).success().stdout("bot-a\n");
+    e.run(&["ls", s(&db)]).success().stdout("");
+    let out = e.path("out");
+    e.run(&["export-baileys", s(&db), "--session", "bot-a", s(&out)])
+        .success();
+    let mut files: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|f| f.unwrap().file_name())
+        .collect();
+    files.sort();
+    let mut originals: Vec<_> = std::fs::read_dir(&sample)
+        .unwrap()
+        .map(|f| f.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().ends_with(".json"))
+        .collect();
+    originals.sort();
+    assert_eq!(files, originals);
+    // The default session exports nothing.
+    e.run(&["export-baileys", s(&db), s(&e.path("empty"))])
+        .success();
+    assert_eq!(std::fs::read_dir(e.path("empty")).unwrap().count(), 0);
+}
+
+#[test]
+fn ttl_forms_and_expiry() {
+    let e = Env::new();
+    e.init();
+    let db = e.db();
+    for bad in [
+        "30",
+        "10x",
+        "s",
+        "-5m",
+        "1.5h",
+        "0s",
+        "99999999999999999999d",
+    ] {
+        e.cmd()
+            .args(["put", s(&db), &format!("--ttl={bad}"), "n", "k"])
+            .write_stdin("v")
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains("--ttl"))
+            .stderr(
+                predicate::str::contains("30s, 15m, 12h or 7d")
+                    .or(predicate::str::contains("more than zero"))
+                    .or(predicate::str::contains("too long")),
+            );
+    }
+    e.cmd()
+        .args(["put", s(&db), "--ttl", "30s", "n", "k"])
+        .write_stdin("v")
+        .assert()
+        .stderr(predicate::str::is_empty())
+        .success();
+    e.cmd()
+        .args(["put", s(&db), "--ttl", "7d", "n", "week"])
+        .write_stdin("w")
+        .assert()
+        .success();
+    e.run(&["ls", s(&db), "n"]).success().stdout("k\nweek\n");
+    // Seen from a minute later, the 30 s value is gone and the week-long one is not.
+    let later = sealkv::system_clock() + 60;
+    let opts = sealkv::Options {
+        clock: std::sync::Arc::new(move || later),
+        ..sealkv::Options::default()
+    };
+    {
+        let store = sealkv::Store::open(&db, sealkv::Passphrase::new(PASS), opts).unwrap();
+        assert!(store.get_one("n", "k").unwrap().is_none());
+        assert_eq!(store.list("n").unwrap(), ["week"]);
+        assert_eq!(store.sweep().unwrap(), 1);
+    }
+    e.run(&["sweep", s(&db)]).success();
+    e.run(&["ls", s(&db), "n"]).success().stdout("week\n");
+}

@@ -72,20 +72,35 @@ impl Store {
     /// false when the store holds no value of that session.
     pub fn drop_session(&self, id: &str) -> Result<bool> {
         let session = self.session(id)?;
+        self.clear_scope(&session.scope)
+    }
+
+    /// The default session as a [`Session`]: the store's own namespaces, for code that
+    /// serves the default and named sessions alike.
+    pub fn default_session(&self) -> Session {
+        Session {
+            store: self.clone(),
+            scope: self.inner.default_scope.clone(),
+        }
+    }
+
+    /// Deletes every value of one scope (and a named session's entry) in one write
+    /// transaction, walking only that scope's catalog.
+    fn clear_scope(&self, scope: &Scope) -> Result<bool> {
         self.check_writable()?;
-        let scope = &session.scope;
         let ring = self.ring();
         let _commit = self.commit_lock();
         let nk = ring.name_key();
-        let session_row = row_key(
-            &sessions_catalog_tag(nk),
-            &scope.session_tag.unwrap_or_default(),
-        );
+        let session_row = scope
+            .session_tag
+            .map(|tag| row_key(&sessions_catalog_tag(nk), &tag));
         let mut existed = false;
         self.write_with_keyring(&ring, KeyringWrite::IfNeeded, |txn| {
             let mut data = txn.open_table(DATA)?;
             existed = false;
-            if data.get(&session_row)?.is_none() {
+            if let Some(row) = &session_row
+                && data.get(row)?.is_none()
+            {
                 return Ok(());
             }
             let namespaces: Vec<[u8; 32]> = ns_rows(&data, &scope.catalog_tag)?
@@ -100,7 +115,9 @@ impl Store {
             }
             // A session whose values a sweep removed leaves its catalog entries behind:
             // they go now, but the session did not exist any more.
-            data.remove(&session_row)?;
+            if let Some(row) = &session_row {
+                data.remove(row)?;
+            }
             Ok(())
         })?;
         Ok(existed)
@@ -108,9 +125,9 @@ impl Store {
 }
 
 impl Session {
-    /// The session's id.
-    pub fn id(&self) -> &str {
-        self.scope.session.as_deref().unwrap_or_default()
+    /// The session's id; `None` for the default session.
+    pub fn id(&self) -> Option<&str> {
+        self.scope.session.as_deref()
     }
 
     /// The store the session lives in.
@@ -187,9 +204,10 @@ impl Session {
         Ok(existed)
     }
 
-    /// Deletes every value of this session (the session itself goes with them).
+    /// Deletes every value of this session (a named session goes with them), in one
+    /// transaction. Other sessions keep theirs.
     pub fn clear(&self) -> Result<()> {
-        self.store.drop_session(self.id()).map(|_| ())
+        self.store.clear_scope(&self.scope).map(|_| ())
     }
 
     /// Runs `f` exclusively for `lock_key` in this session and commits its writes

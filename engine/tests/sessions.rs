@@ -64,7 +64,8 @@ fn sessions_are_isolated_and_listed() {
     assert_eq!(store.sessions().unwrap(), ["4915550001", "4915550002"]);
     assert_eq!(a.namespaces().unwrap(), ["session"]);
     assert_eq!(a.list("session").unwrap(), ["peer.0"]);
-    assert_eq!(a.id(), "4915550001");
+    assert_eq!(a.id(), Some("4915550001"));
+    assert_eq!(store.default_session().id(), None);
     // A transaction in one session neither sees nor blocks another's lock key.
     a.transaction("peer", |tx| {
         assert_eq!(&tx.get("session", &["peer.0"])?["peer.0"][..], b"bot a");
@@ -209,9 +210,15 @@ fn drop_session_removes_exactly_one_session() {
         ["b/pre-key", "b/session", "creds"]
     );
     assert!(store.verify().unwrap().is_empty());
+    // Clearing the default session leaves the named ones.
+    store.default_session().clear().unwrap();
+    assert!(store.namespaces().unwrap().is_empty());
+    assert_eq!(b.count("pre-key").unwrap(), 100);
+    b.clear().unwrap();
+    assert!(store.sessions().unwrap().is_empty());
     // The session can be used again.
     a.put("creds", "creds", b"again".to_vec()).unwrap();
-    assert_eq!(store.sessions().unwrap(), ["a", "b"]);
+    assert_eq!(store.sessions().unwrap(), ["a"]);
 }
 
 #[test]

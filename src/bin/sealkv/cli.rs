@@ -83,6 +83,13 @@ pub enum Command {
     Put {
         /// Database file.
         db: PathBuf,
+        /// Time to live: the value reads as absent after it, and a sweep removes it.
+        /// A whole number with a unit: 30s, 15m, 12h or 7d.
+        #[arg(long, value_name = "DURATION", value_parser = parse_ttl)]
+        ttl: Option<std::time::Duration>,
+        /// Session (one bot of many in the file); the default session when absent.
+        #[arg(long, value_name = "ID")]
+        session: Option<String>,
         /// Namespace.
         namespace: String,
         /// Key.
@@ -94,6 +101,9 @@ pub enum Command {
     Get {
         /// Database file.
         db: PathBuf,
+        /// Session (one bot of many in the file); the default session when absent.
+        #[arg(long, value_name = "ID")]
+        session: Option<String>,
         /// Namespace.
         namespace: String,
         /// Key.
@@ -103,6 +113,9 @@ pub enum Command {
     Del {
         /// Database file.
         db: PathBuf,
+        /// Session (one bot of many in the file); the default session when absent.
+        #[arg(long, value_name = "ID")]
+        session: Option<String>,
         /// Namespace.
         namespace: String,
         /// Key.
@@ -112,6 +125,9 @@ pub enum Command {
     Ls {
         /// Database file.
         db: PathBuf,
+        /// Session (one bot of many in the file); the default session when absent.
+        #[arg(long, value_name = "ID")]
+        session: Option<String>,
         /// Namespace whose keys to list.
         namespace: Option<String>,
     },
@@ -161,6 +177,9 @@ pub enum Command {
     Export {
         /// Database file.
         db: PathBuf,
+        /// Session (one bot of many in the file); the default session when absent.
+        #[arg(long, value_name = "ID")]
+        session: Option<String>,
         /// Output file (- for stdout).
         out: PathBuf,
         /// Confirm that the output holds secrets in plaintext.
@@ -171,6 +190,9 @@ pub enum Command {
     ImportBaileys {
         /// Database file.
         db: PathBuf,
+        /// Session (one bot of many in the file); the default session when absent.
+        #[arg(long, value_name = "ID")]
+        session: Option<String>,
         /// The auth folder.
         dir: PathBuf,
         /// Skip empty or unparsable files (each is listed) instead of stopping.
@@ -184,14 +206,61 @@ pub enum Command {
     ExportBaileys {
         /// Database file.
         db: PathBuf,
+        /// Session (one bot of many in the file); the default session when absent.
+        #[arg(long, value_name = "ID")]
+        session: Option<String>,
         /// The folder to write.
         dir: PathBuf,
+    },
+    /// List the named sessions (those holding values), sorted, one per line.
+    Sessions {
+        /// Database file.
+        db: PathBuf,
+    },
+    /// Delete every value of one session, in one transaction (exit 1 if it has none).
+    DropSession {
+        /// Database file.
+        db: PathBuf,
+        /// The session id.
+        id: String,
+    },
+    /// Delete every expired value from the file (reads hide them already).
+    Sweep {
+        /// Database file.
+        db: PathBuf,
     },
     /// Import JSON lines as written by export, all or nothing.
     Import {
         /// Database file.
         db: PathBuf,
+        /// Session (one bot of many in the file); the default session when absent.
+        #[arg(long, value_name = "ID")]
+        session: Option<String>,
         /// Input file (- for stdin).
         input: PathBuf,
     },
+}
+
+/// Parses a time to live: a whole number of seconds, minutes, hours or days.
+pub fn parse_ttl(text: &str) -> Result<std::time::Duration, String> {
+    const FORMS: &str = "expected a whole number with a unit: 30s, 15m, 12h or 7d";
+    let unit = text.chars().last().ok_or_else(|| FORMS.to_string())?;
+    let secs_per = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        _ => return Err(FORMS.to_string()),
+    };
+    let number = &text[..text.len() - 1];
+    if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(FORMS.to_string());
+    }
+    let n: u64 = number.parse().map_err(|_| FORMS.to_string())?;
+    if n == 0 {
+        return Err("a time to live must be more than zero".to_string());
+    }
+    n.checked_mul(secs_per)
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(|| "that time to live is too long".to_string())
 }

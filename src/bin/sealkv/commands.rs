@@ -5,7 +5,7 @@ use std::path::Path;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use sealkv::{Algorithm, Batch, Codec, Compression, Options, Store};
+use sealkv::{Algorithm, Batch, Codec, Compression, Options, Session, Store};
 
 use crate::Failure;
 use crate::cli::{CipherArg, Cli, Command, CompressionArg};
@@ -20,6 +20,14 @@ fn open(db: &Path, cli_secret: &crate::cli::SecretArgs) -> Result<Store, Failure
 fn open_ro(db: &Path, cli_secret: &crate::cli::SecretArgs) -> Result<Store, Failure> {
     let secret = secrets::master(cli_secret, false)?;
     Ok(Store::open_read_only(db, secret, cli_secret.options())?)
+}
+
+/// The session a command works in: `--session ID`, or the default one.
+fn session(store: &Store, id: &Option<String>) -> Result<Session, Failure> {
+    Ok(match id {
+        Some(id) => store.session(id)?,
+        None => store.default_session(),
+    })
 }
 
 fn stdout_write(bytes: &[u8]) -> Result<(), Failure> {
@@ -55,6 +63,8 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
         }
         Command::Put {
             db,
+            session: sid,
+            ttl,
             namespace,
             key,
             file,
@@ -63,6 +73,9 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
             // opened for writing, so a bad request leaves the file untouched.
             sealkv::check_name(&namespace)?;
             sealkv::check_name(&key)?;
+            if let Some(id) = &sid {
+                sealkv::check_name(id).map_err(|e| Failure::new(2, format!("session id: {e}")))?;
+            }
             let mut value = zeroize::Zeroizing::new(Vec::new());
             match file.as_deref() {
                 None => std::io::stdin().read_to_end(&mut value)?,
@@ -82,28 +95,47 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
                 .into());
             }
             let store = open(&db, s)?;
-            store.put(&namespace, &key, value.to_vec())?;
+            let target = session(&store, &sid)?;
+            match ttl {
+                Some(ttl) => target.put_with_ttl(&namespace, &key, value.to_vec(), ttl)?,
+                None => target.put(&namespace, &key, value.to_vec())?,
+            }
         }
-        Command::Get { db, namespace, key } => {
+        Command::Get {
+            db,
+            session: sid,
+            namespace,
+            key,
+        } => {
             let store = open_ro(&db, s)?;
-            let Some(value) = store.get_one(&namespace, &key)? else {
+            let Some(value) = session(&store, &sid)?.get_one(&namespace, &key)? else {
                 return Err(Failure::new(1, format!("no value at {namespace}/{key}")));
             };
             stdout_write(&value)?;
         }
-        Command::Del { db, namespace, key } => {
+        Command::Del {
+            db,
+            session: sid,
+            namespace,
+            key,
+        } => {
             sealkv::check_name(&namespace)?;
             sealkv::check_name(&key)?;
             let store = open(&db, s)?;
-            if !store.delete(&namespace, &key)? {
+            if !session(&store, &sid)?.delete(&namespace, &key)? {
                 return Err(Failure::new(1, format!("no value at {namespace}/{key}")));
             }
         }
-        Command::Ls { db, namespace } => {
+        Command::Ls {
+            db,
+            session: sid,
+            namespace,
+        } => {
             let store = open_ro(&db, s)?;
+            let target = session(&store, &sid)?;
             let names = match namespace {
-                Some(ns) => store.list(&ns)?,
-                None => store.namespaces()?,
+                Some(ns) => target.list(&ns)?,
+                None => target.namespaces()?,
             };
             let mut text = String::new();
             for n in names {
@@ -209,7 +241,12 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Compact { db } => {
             open(&db, s)?.compact()?;
         }
-        Command::Export { db, out, plaintext } => {
+        Command::Export {
+            db,
+            session: sid,
+            out,
+            plaintext,
+        } => {
             if !plaintext {
                 return Err(Failure::new(
                     2,
@@ -218,10 +255,11 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
                 .hint("add --plaintext if that is what you want, and protect the output"));
             }
             let store = open_ro(&db, s)?;
+            let source = session(&store, &sid)?;
             let mut text = zeroize::Zeroizing::new(String::new());
-            for ns in store.namespaces()? {
-                let keys = store.list(&ns)?;
-                for (key, value) in store.get(&ns, &keys)? {
+            for ns in source.namespaces()? {
+                let keys = source.list(&ns)?;
+                for (key, value) in source.get(&ns, &keys)? {
                     let line = serde_json::json!({"namespace": ns, "key": key, "value": B64.encode(&value[..])});
                     text.push_str(&line.to_string());
                     text.push('\n');
@@ -235,11 +273,12 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
         }
         Command::ImportBaileys {
             db,
+            session: sid,
             dir,
             skip_bad,
             replace,
         } => {
-            let state = sealkv::auth::AuthState::new(open(&db, s)?);
+            let state = sealkv::auth::AuthState::for_session(session(&open(&db, s)?, &sid)?);
             let report = sealkv::auth::import_baileys(
                 &state,
                 &dir,
@@ -260,13 +299,43 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
                 dir.display()
             );
         }
-        Command::ExportBaileys { db, dir } => {
-            let state = sealkv::auth::AuthState::new(open_ro(&db, s)?);
+        Command::ExportBaileys {
+            db,
+            session: sid,
+            dir,
+        } => {
+            let state = sealkv::auth::AuthState::for_session(session(&open_ro(&db, s)?, &sid)?);
             let n = sealkv::auth::export_baileys(&state, &dir).map_err(auth_failure)?;
             eprintln!("wrote {n} files to {}", dir.display());
         }
-        Command::Import { db, input } => {
+        Command::Sessions { db } => {
+            let store = open_ro(&db, s)?;
+            let mut text = String::new();
+            for id in store.sessions()? {
+                text.push_str(&id);
+                text.push('\n');
+            }
+            stdout_write(text.as_bytes())?;
+        }
+        Command::DropSession { db, id } => {
+            sealkv::check_name(&id).map_err(|e| Failure::new(2, format!("session id: {e}")))?;
             let store = open(&db, s)?;
+            if !store.drop_session(&id)? {
+                return Err(Failure::new(1, "no such session"));
+            }
+            eprintln!("dropped the session and all its values");
+        }
+        Command::Sweep { db } => {
+            let n = open(&db, s)?.sweep()?;
+            eprintln!("removed {n} expired value(s); run `sealkv compact` to purge them");
+        }
+        Command::Import {
+            db,
+            session: sid,
+            input,
+        } => {
+            let store = open(&db, s)?;
+            let target = session(&store, &sid)?;
             let mut text = zeroize::Zeroizing::new(String::new());
             if input == Path::new("-") {
                 std::io::stdin().read_to_string(&mut text)?;
@@ -304,7 +373,7 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
                 batch.put(field("namespace")?, field("key")?, value);
             }
             let n = batch.len();
-            store.set(&batch)?;
+            target.set(&batch)?;
             eprintln!("imported {n} values");
         }
     }
