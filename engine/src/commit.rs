@@ -450,11 +450,17 @@ impl Store {
         self.inner.queue_cv.notify_all();
     }
 
-    /// Holds the commit path exclusively (for compaction and key changes). Take the
-    /// keyring write lock, if needed, before this.
+    /// Holds the commit path exclusively (for compaction, key changes, sweeps and
+    /// dropped sessions). Take the keyring write lock, if needed, before this.
+    ///
+    /// Callers that queued before this call commit first: a job that takes the lock
+    /// batch after batch (a sweep, a re-encryption) lets the writers that arrived
+    /// meanwhile through between two batches, instead of winning every race for the
+    /// queue and keeping them waiting for the whole job.
     pub(crate) fn commit_lock(&self) -> CommitGuard<'_> {
         let mut q = lock(&self.inner.queue);
-        while q.leader {
+        let arrived = q.next_ticket;
+        while q.leader || q.pending.iter().any(|r| r.ticket < arrived) {
             q = self
                 .inner
                 .queue_cv
