@@ -80,3 +80,16 @@ fn the_library_ships_no_test_internals() {
         "a normal build of sealkv enables test-only code:\n{tree}"
     );
 }
+
+#[test]
+fn the_library_does_not_compile_the_commands_dependencies() {
+    let tree = normal_tree();
+    for crate_name in ["clap", "indicatif", "rpassword"] {
+        assert!(
+            !tree
+                .lines()
+                .any(|l| l.starts_with(&format!("{crate_name} v"))),
+            "a program depending on sealkv compiles {crate_name}:\n{tree}"
+        );
+    }
+}

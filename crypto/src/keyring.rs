@@ -311,6 +311,7 @@ impl DataKey {
 }
 
 /// The key that turns namespace and key names into fixed-size tags (keyed BLAKE3).
+#[derive(Clone)]
 pub struct NameKey(Zeroizing<[u8; KEY_LEN]>);
 
 impl fmt::Debug for NameKey {
@@ -343,31 +344,18 @@ impl NameKey {
         truncate(h.finalize())
     }
 
-    /// The tag of a namespace name within a named session. Distinct from every
-    /// [`NameKey::namespace_tag`] (another domain label), and from the same namespace in
-    /// any other session.
-    pub fn session_namespace_tag(&self, session: &[u8], namespace: &[u8]) -> [u8; TAG_BYTES] {
+    /// The name key of a named session: tags computed with it (its
+    /// [`NameKey::namespace_tag`] and [`NameKey::key_tag`]) are unrelated to the default
+    /// session's and to every other session's. Derived once per session, so a
+    /// session's tags cost what the default session's do.
+    pub fn session_key(&self, session: &[u8]) -> NameKey {
         let mut h = blake3::Hasher::new_keyed(&self.0);
-        h.update(b"sealkv session namespace\0");
+        h.update(b"sealkv session name key\0");
         h.update(&(session.len() as u64).to_le_bytes());
         h.update(session);
-        h.update(&(namespace.len() as u64).to_le_bytes());
-        h.update(namespace);
-        truncate(h.finalize())
-    }
-
-    /// The tag of a key name within a namespace of a named session, so the same key
-    /// in two sessions has unrelated tags.
-    pub fn session_key_tag(&self, session: &[u8], namespace: &[u8], key: &[u8]) -> [u8; TAG_BYTES] {
-        let mut h = blake3::Hasher::new_keyed(&self.0);
-        h.update(b"sealkv session key\0");
-        h.update(&(session.len() as u64).to_le_bytes());
-        h.update(session);
-        h.update(&(namespace.len() as u64).to_le_bytes());
-        h.update(namespace);
-        h.update(&(key.len() as u64).to_le_bytes());
-        h.update(key);
-        truncate(h.finalize())
+        let mut key = Zeroizing::new([0u8; KEY_LEN]);
+        h.finalize_xof().fill(&mut key[..]);
+        NameKey(key)
     }
 
     /// The tag of a session name (its entry in the session catalog) and the tag of
@@ -751,6 +739,71 @@ fn le8(b: &[u8]) -> [u8; 8] {
     out
 }
 
+const STORE_KEY_AAD: &[u8] = b"sealkv store key v1\0";
+const STORE_KEY_RECORD_LEN: usize = 1 + KEYRING_NONCE_LEN + KEY_LEN + TAG_LEN;
+
+/// Seals the store key under the master key: `1 ‖ nonce (24) ‖ XChaCha20-Poly1305
+/// ciphertext of the key (32) ‖ tag (16)`, bound to the database id.
+///
+/// The store key (random, for the store's lifetime) seals the keyring, and the master
+/// key only this record. Changing the master key rewrites this record alone, so a
+/// process that opened the store before keeps reading and writing the keyring with the
+/// store key it holds.
+pub fn wrap_store_key(
+    master: &MasterKey,
+    db_id: &[u8; 16],
+    store_key: &MasterKey,
+) -> Result<Vec<u8>, CryptoError> {
+    let mut nonce = [0u8; KEYRING_NONCE_LEN];
+    crate::random::fill_random(&mut nonce)?;
+    let mut out = Vec::with_capacity(STORE_KEY_RECORD_LEN);
+    out.push(1);
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(store_key.expose());
+    let mut aad = STORE_KEY_AAD.to_vec();
+    aad.extend_from_slice(db_id);
+    let cipher = XChaCha20Poly1305::new(master.expose().into());
+    let tag = cipher
+        .encrypt_inout_detached(
+            &XNonce::from(nonce),
+            &aad,
+            (&mut out[1 + KEYRING_NONCE_LEN..]).into(),
+        )
+        .map_err(|_| CryptoError::Malformed("store key"))?;
+    out.extend_from_slice(&tag);
+    Ok(out)
+}
+
+/// Opens a record of [`wrap_store_key`]. A wrong master key (or a damaged record)
+/// gives [`CryptoError::WrongKey`].
+pub fn unwrap_store_key(
+    master: &MasterKey,
+    db_id: &[u8; 16],
+    record: &[u8],
+) -> Result<MasterKey, CryptoError> {
+    match record.first() {
+        Some(1) if record.len() == STORE_KEY_RECORD_LEN => {}
+        Some(&v) if v > 1 => return Err(CryptoError::UnsupportedVersion(v)),
+        _ => return Err(CryptoError::Malformed("store key record")),
+    }
+    let (nonce, body) = record[1..].split_at(KEYRING_NONCE_LEN);
+    let (ct, tag) = body.split_at(KEY_LEN);
+    let mut key = Zeroizing::new([0u8; KEY_LEN]);
+    key.copy_from_slice(ct);
+    let mut aad = STORE_KEY_AAD.to_vec();
+    aad.extend_from_slice(db_id);
+    let cipher = XChaCha20Poly1305::new(master.expose().into());
+    cipher
+        .decrypt_inout_detached(
+            &XNonce::try_from(nonce).map_err(|_| CryptoError::WrongKey)?,
+            &aad,
+            key.as_mut_slice().into(),
+            tag.try_into().map_err(|_| CryptoError::WrongKey)?,
+        )
+        .map_err(|_| CryptoError::WrongKey)?;
+    MasterKey::from_bytes(&key[..])
+}
+
 /// The keyring's associated data: a label naming the record version (so a version
 /// byte changed in the file fails to open) and the database id.
 fn keyring_aad(db_id: &[u8; 16], version: u8) -> Vec<u8> {
@@ -843,6 +896,26 @@ mod tests {
             Keyring::open(&master, &DB, &newer).unwrap_err(),
             CryptoError::UnsupportedVersion(9)
         );
+    }
+
+    #[test]
+    fn store_keys_wrap_and_unwrap_only_with_their_master_and_database() {
+        let master = MasterKey::generate().unwrap();
+        let store_key = MasterKey::generate().unwrap();
+        let record = wrap_store_key(&master, &DB, &store_key).unwrap();
+        let back = unwrap_store_key(&master, &DB, &record).unwrap();
+        assert_eq!(back.expose(), store_key.expose());
+        let other = MasterKey::generate().unwrap();
+        assert_eq!(
+            unwrap_store_key(&other, &DB, &record).unwrap_err(),
+            CryptoError::WrongKey
+        );
+        assert!(unwrap_store_key(&master, &[8; 16], &record).is_err());
+        for i in 0..record.len() {
+            let mut bad = record.clone();
+            bad[i] ^= 1;
+            assert!(unwrap_store_key(&master, &DB, &bad).is_err(), "flip at {i}");
+        }
     }
 
     #[test]

@@ -43,7 +43,7 @@ pub use error::CryptoError;
 pub use keyring::{
     AES_GCM_HARD_LIMIT, AES_GCM_SEAL_BUDGET, Algorithm, DataKey, KEYRING_VERSION, KeyInfo,
     KeyState, Keyring, META_DIGEST_LEN, NameKey, SEAL_RESERVATION, SealedKeyring, TAG_BYTES,
-    bind_meta,
+    bind_meta, unwrap_store_key, wrap_store_key,
 };
 pub use master::{KEY_LEN, KdfLimits, KdfParams, MasterKey, Passphrase, SALT_LEN, generate_salt};
 pub use random::fill_random;

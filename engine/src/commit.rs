@@ -23,7 +23,8 @@ use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
 use crate::expiry::{AUTO_SWEEP_PER_COMMIT, EXPIRY, expires_at, index_key};
-use crate::meta::seal_keyring_into;
+use crate::meta::{META, META_KEYRING, seal_keyring_into};
+use crate::options::Concurrency;
 use crate::rows::{DATA, check_name, encode_plain, ns_rows, row_key, split_row};
 use crate::scope::{Scope, sessions_catalog_tag};
 use crate::store::{Store, lock, read_lock, write_lock};
@@ -217,11 +218,13 @@ impl Store {
 
     pub(crate) fn set_in(&self, scope: &Scope, batch: &Batch) -> Result<()> {
         self.check_writable()?;
-        {
+        // Sealed again under the fresh keyring if another process changed the keys
+        // between sealing and committing (its commit saw another keyring record).
+        self.with_fresh_keyring(|| {
             let ring = self.ring();
             let sealed = self.seal_batch(&ring, scope, batch)?;
-            self.commit_sealed(&ring, sealed)?;
-        }
+            self.commit_sealed(&ring, sealed)
+        })?;
         // The batch is committed; a failed automatic rotation must not report it as
         // failed. Rotation is tried again on the next commit (and an I/O failure has
         // poisoned the store, which the next write reports).
@@ -485,6 +488,19 @@ impl Store {
         let mut sealed: Option<SealedKeyring> = None;
         self.write_with_retry(|txn| {
             sealed = None;
+            // Another process may have rotated, destroyed or rekeyed since this one read
+            // the keyring: then nothing may be sealed or written with the keyring held
+            // here. The check runs under redb's write lock, which excludes every
+            // process, so no commit can slip in between it and this commit.
+            if self.inner.mode == Concurrency::Shared {
+                let meta = txn.open_table(META)?;
+                let current = meta.get(META_KEYRING)?;
+                if current.as_ref().map(|r| r.value())
+                    != Some(lock(&self.inner.keyring_seen).as_slice())
+                {
+                    return Err(Error::KeyringChanged);
+                }
+            }
             f(txn)?;
             let write = match keyring {
                 KeyringWrite::IfNeeded => ring.needs_persist(),
@@ -501,6 +517,7 @@ impl Store {
         })?;
         if let Some(sealed) = &sealed {
             ring.mark_persisted(sealed);
+            *lock(&self.inner.keyring_seen) = sealed.record().to_vec();
         }
         Ok(())
     }

@@ -79,6 +79,15 @@ pub enum Error {
     /// derivation) does not match the digest the keyring authenticates: the file was
     /// changed outside sealkv. Nothing was written.
     MetaTampered,
+    /// Another process changed the keyring (a rotation, destroy or rekey) since this
+    /// one read it. Write paths reload it and seal again; a caller never sees this.
+    KeyringChanged,
+    /// A transaction waited longer than `Options::lock_timeout` for its lock key, held by
+    /// another process. Nothing was written.
+    LockTimeout {
+        /// How long it waited.
+        waited: std::time::Duration,
+    },
     /// A transaction with one lock key was begun inside a transaction holding another:
     /// taking the second lock could deadlock against a thread taking them in the
     /// opposite order, so it is refused. Nothing was written.
@@ -105,7 +114,12 @@ impl fmt::Display for Error {
             Self::KeyKindMismatch { expected } => {
                 write!(f, "this store is opened with a {expected}, not the kind of key given")
             }
-            Self::Locked(p) => write!(f, "{} is in use by another process or handle", p.display()),
+            Self::Locked(p) => write!(
+                f,
+                "{} is in use by another process or handle that holds it alone (a store in \
+                 exclusive mode, or a sealkv older than format 2)",
+                p.display()
+            ),
             Self::NotSealkv(p) => write!(f, "{} is not a sealkv database", p.display()),
             Self::NewerFormat { found, supported } => write!(
                 f,
@@ -137,6 +151,14 @@ impl fmt::Display for Error {
             Self::MetaTampered => f.write_str(
                 "the store's settings, format or key derivation record was changed outside \
                  sealkv: it does not match what the keyring authenticates",
+            ),
+            Self::KeyringChanged => {
+                f.write_str("another process changed the keyring; read it again and retry")
+            }
+            Self::LockTimeout { waited } => write!(
+                f,
+                "gave up after {:.1} s waiting for a transaction lock key that another process holds",
+                waited.as_secs_f64()
             ),
             Self::NestedLock => f.write_str(
                 "a transaction cannot begin with another lock key inside a transaction; \
@@ -259,6 +281,8 @@ impl Error {
             },
             Self::MetaTampered => Self::MetaTampered,
             Self::NestedLock => Self::NestedLock,
+            Self::KeyringChanged => Self::KeyringChanged,
+            Self::LockTimeout { waited } => Self::LockTimeout { waited: *waited },
             Self::KeyInUse { key_id, values } => Self::KeyInUse {
                 key_id: *key_id,
                 values: *values,

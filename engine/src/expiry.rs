@@ -83,10 +83,17 @@ impl Store {
             let ring = self.ring();
             let _commit = self.commit_lock();
             let mut pass = Swept::default();
-            self.write_with_keyring(&ring, KeyringWrite::IfNeeded, |txn| {
+            let swept = self.write_with_keyring(&ring, KeyringWrite::IfNeeded, |txn| {
                 pass = self.sweep_in(txn, &ring, now, SWEEP_BATCH, true, after.as_deref())?;
                 Ok(())
-            })?;
+            });
+            if matches!(swept, Err(crate::error::Error::KeyringChanged)) {
+                drop(_commit);
+                drop(ring);
+                self.reload_keyring()?;
+                continue;
+            }
+            swept?;
             removed += pass.removed;
             if pass.done {
                 return Ok(removed);

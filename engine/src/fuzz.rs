@@ -23,6 +23,8 @@ pub fn fuzz_options() -> Options {
     Options {
         kdf: KdfParams::INSECURE_FOR_TESTS,
         cache_size: 1 << 20,
+        // The in-memory disks of the fuzz bodies have no byte-range locks.
+        concurrency: crate::Concurrency::Exclusive,
         ..Options::default()
     }
 }
@@ -157,6 +159,11 @@ pub fn fuzz_ops(data: &[u8]) {
     };
     let path = Path::new("fuzz-memory");
     let Ok(mut store) = Store::create(path, key.clone(), opts.clone()) else {
+        // Creating fails only through an injected fault: then nothing is to be checked.
+        assert!(
+            fail_at > 0,
+            "a store on a healthy in-memory disk must be created"
+        );
         return;
     };
     disk.ops.store(0, Ordering::SeqCst);

@@ -3,7 +3,7 @@
 use std::fs;
 use std::io::Read;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use redb::{Database, ReadableDatabase};
@@ -28,6 +28,9 @@ pub(crate) struct Handle {
     snapshot: RwLock<Option<Arc<Snapshot>>>,
     /// Commits finished through this handle. Changed only under `snapshot`'s write lock.
     epoch: AtomicU64,
+    /// True when other processes may write the file: the snapshot is then not cached,
+    /// since their commits do not go through this handle (see [`Handle::snapshot`]).
+    shared: AtomicBool,
 }
 
 pub(crate) enum HandleKind {
@@ -52,6 +55,7 @@ impl Handle {
             kind: Some(kind),
             snapshot: RwLock::new(None),
             epoch: AtomicU64::new(0),
+            shared: AtomicBool::new(false),
         }
     }
 
@@ -72,6 +76,11 @@ impl Handle {
             .create_with_backend(backend)
             .map_err(|e| map_open_error(e, path))?;
         Ok(Self::new(HandleKind::Recovered(db)))
+    }
+
+    /// Says whether other processes may write the file.
+    pub(crate) fn set_shared(&self, shared: bool) {
+        self.shared.store(shared, Ordering::Release);
     }
 
     pub(crate) fn is_read_only(&self) -> bool {
@@ -112,25 +121,22 @@ impl Handle {
     }
 
     /// A snapshot of the data table that sees every commit finished before this call.
+    ///
+    /// When only this process writes the file (exclusive mode), the snapshot is cached
+    /// until the next commit through this handle. In shared mode another process may
+    /// commit at any moment, and nothing tells this one short of asking redb, which a
+    /// new read transaction does: each call takes a fresh one.
     pub(crate) fn snapshot(&self) -> Result<Arc<Snapshot>> {
+        if self.shared.load(Ordering::Acquire) {
+            return self.fresh_snapshot(0).map(Arc::new);
+        }
         let epoch = self.epoch.load(Ordering::Acquire);
         if let Some(snap) = read_lock(&self.snapshot).as_ref()
             && snap.epoch == epoch
         {
             return Ok(snap.clone());
         }
-        let txn = self.begin_read()?;
-        let data = txn.open_table(DATA)?;
-        let expiring = match txn.open_table(crate::expiry::EXPIRY) {
-            Ok(index) => redb::ReadableTableMetadata::len(&index)? > 0,
-            Err(redb::TableError::TableDoesNotExist(_)) => false,
-            Err(e) => return Err(e.into()),
-        };
-        let snap = Arc::new(Snapshot {
-            epoch,
-            data,
-            expiring,
-        });
+        let snap = Arc::new(self.fresh_snapshot(epoch)?);
         let mut slot = write_lock(&self.snapshot);
         // Cached only if no commit finished meanwhile; it is still right for this call,
         // which began before that commit finished.
@@ -138,6 +144,23 @@ impl Handle {
             *slot = Some(snap.clone());
         }
         Ok(snap)
+    }
+}
+
+impl Handle {
+    fn fresh_snapshot(&self, epoch: u64) -> Result<Snapshot> {
+        let txn = self.begin_read()?;
+        let data = txn.open_table(DATA)?;
+        let expiring = match txn.open_table(crate::expiry::EXPIRY) {
+            Ok(index) => redb::ReadableTableMetadata::len(&index)? > 0,
+            Err(redb::TableError::TableDoesNotExist(_)) => false,
+            Err(e) => return Err(e.into()),
+        };
+        Ok(Snapshot {
+            epoch,
+            data,
+            expiring,
+        })
     }
 }
 

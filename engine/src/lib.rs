@@ -36,6 +36,7 @@ mod expiry;
 #[cfg(feature = "test-internals")]
 mod fuzz;
 mod handle;
+mod locks;
 mod maintenance;
 mod meta;
 mod options;
@@ -53,7 +54,7 @@ pub use error::{Error, Result};
 pub use expiry::EXPIRY_BUCKET_SECS;
 pub use maintenance::{NamespaceStats, Stats};
 pub use meta::FORMAT_VERSION;
-pub use options::{Clock, Options, Secret, system_clock};
+pub use options::{Clock, Concurrency, Options, Secret, system_clock};
 pub use rotate::ReencryptProgress;
 pub use rows::{MAX_NAME_LEN, check_name};
 pub use sealkv_crypto::{

@@ -14,7 +14,7 @@ use sealkv_crypto::{
 
 use crate::error::{Error, Result};
 use crate::handle::Handle;
-use crate::options::{Options, Secret};
+use crate::options::{Concurrency, Options, Secret};
 
 /// Newest file format this build reads and writes. Version 2 authenticates the
 /// governing meta records (a version 2 keyring record); a version 1 file is upgraded on
@@ -29,9 +29,33 @@ pub(crate) const META_KDF: &str = "kdf";
 pub(crate) const META_KEYRING: &str = "keyring";
 /// Cipher and compression chosen at creation: `cipher u8 ‖ codec u8 ‖ zstd level i32 ‖ min size u32`.
 pub(crate) const META_SETTINGS: &str = "settings";
+/// The store key (which seals the keyring), sealed under the master key.
+pub(crate) const META_STORE_KEY: &str = "store_key";
+/// How processes share the file: `1` exclusive, `2` shared (see [`Concurrency`]).
+pub(crate) const META_MODE: &str = "mode";
 /// The records bound into the keyring, in this order. A record that is absent is
 /// bound as empty (every one of them is written at creation and upgrade).
-pub(crate) const GOVERNING: [&str; 3] = [META_FORMAT, META_KDF, META_SETTINGS];
+pub(crate) const GOVERNING: [&str; 4] = [META_FORMAT, META_KDF, META_SETTINGS, META_MODE];
+
+/// The recorded sharing mode of a store file.
+pub(crate) fn encode_mode(mode: Concurrency) -> [u8; 1] {
+    match mode {
+        Concurrency::Exclusive => [1],
+        Concurrency::Shared => [2],
+    }
+}
+
+/// Reads a recorded sharing mode; a file without one (written before format 2) was
+/// used by one process at a time.
+pub(crate) fn decode_mode(bytes: Option<&[u8]>) -> Result<Concurrency> {
+    match bytes {
+        None | Some([1]) => Ok(Concurrency::Exclusive),
+        Some([2]) => Ok(Concurrency::Shared),
+        Some(_) => Err(Error::Corrupt(
+            "the sharing mode record is malformed".into(),
+        )),
+    }
+}
 
 /// The digest of the governing records as `get` reads them.
 pub(crate) fn governing_digest(
@@ -179,6 +203,10 @@ pub(crate) struct Meta {
     pub(crate) kdf: Kdf,
     pub(crate) keyring: Vec<u8>,
     pub(crate) settings: Option<Vec<u8>>,
+    /// The wrapped store key (absent in a store not yet upgraded from format 1).
+    pub(crate) store_key: Option<Vec<u8>>,
+    /// The recorded sharing mode.
+    pub(crate) mode: Concurrency,
     /// Digest of the governing records as read.
     pub(crate) digest: [u8; META_DIGEST_LEN],
 }
@@ -204,8 +232,16 @@ impl Meta {
 }
 
 pub(crate) fn read_meta(db: &Handle, path: &Path) -> Result<Meta> {
+    read_meta_from(&db.begin_read()?, path)
+}
+
+/// The meta records as a read transaction sees them.
+pub(crate) fn read_meta_table(txn: &redb::ReadTransaction) -> Result<Meta> {
+    read_meta_from(txn, Path::new("the store"))
+}
+
+fn read_meta_from(txn: &redb::ReadTransaction, path: &Path) -> Result<Meta> {
     let not_ours = || Error::NotSealkv(path.to_path_buf());
-    let txn = db.begin_read()?;
     let meta = match txn.open_table(META) {
         Ok(t) => t,
         Err(redb::TableError::TableDoesNotExist(_)) => return Err(not_ours()),
@@ -230,12 +266,16 @@ pub(crate) fn read_meta(db: &Handle, path: &Path) -> Result<Meta> {
     )?;
     let keyring = get(META_KEYRING)?.ok_or_else(|| Error::Corrupt("keyring missing".into()))?;
     let settings = get(META_SETTINGS)?;
+    let store_key = get(META_STORE_KEY)?;
+    let mode = decode_mode(get(META_MODE)?.as_deref())?;
     let digest = governing_digest(get)?;
     Ok(Meta {
         db_id,
         kdf,
         keyring,
         settings,
+        store_key,
+        mode,
         digest,
     })
 }

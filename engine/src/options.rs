@@ -39,6 +39,21 @@ impl From<Passphrase> for Secret {
     }
 }
 
+/// How processes share a store file. Recorded in the file when it is created; every
+/// opener follows the recorded mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Concurrency {
+    /// Any number of processes open the file for reading and writing at once (one
+    /// write transaction at a time, across processes). Reads follow other processes'
+    /// commits. The default.
+    #[default]
+    Shared,
+    /// One process at a time opens the file; the others get [`crate::Error::Locked`].
+    /// Reads are faster: a cached read snapshot serves them until this process commits.
+    Exclusive,
+}
+
 /// Options for creating and opening a store.
 #[derive(Clone)]
 pub struct Options {
@@ -71,6 +86,12 @@ pub struct Options {
     pub rotate_after: Option<Duration>,
     /// Source of "now" (seconds since the Unix epoch); tests move it.
     pub clock: Clock,
+    /// How processes share the file, for a store being created (an existing store
+    /// keeps the mode it was created with). Default [`Concurrency::Shared`].
+    pub concurrency: Concurrency,
+    /// Longest a transaction waits for its lock key while another process holds it,
+    /// before giving up with [`crate::Error::LockTimeout`]. Default 30 s.
+    pub lock_timeout: Duration,
     #[doc(hidden)]
     pub backend: Option<BackendFactory>,
 }
@@ -85,6 +106,7 @@ impl fmt::Debug for Options {
             .field("cache_size", &self.cache_size)
             .field("kdf", &self.kdf)
             .field("kdf_limits", &self.kdf_limits)
+            .field("concurrency", &self.concurrency)
             .finish_non_exhaustive()
     }
 }
@@ -114,6 +136,8 @@ impl Default for Options {
             aes_gcm_seal_budget: AES_GCM_SEAL_BUDGET,
             rotate_after: None,
             clock: std::sync::Arc::new(system_clock),
+            concurrency: Concurrency::Shared,
+            lock_timeout: Duration::from_secs(30),
             backend: None,
         }
     }

@@ -33,28 +33,36 @@ impl Store {
         namespace: &str,
         keys: &[K],
     ) -> Result<BTreeMap<String, Value>> {
-        self.contained(|| self.get_in(&self.inner.default_scope, namespace, keys))
+        self.contained(|| {
+            self.with_fresh_keyring(|| self.get_in(&self.inner.default_scope, namespace, keys))
+        })
     }
 
     /// Reads one value: `None` if the key has none. The single-key form of
     /// [`Store::get`], without its map.
     pub fn get_one(&self, namespace: &str, key: &str) -> Result<Option<Value>> {
-        self.contained(|| self.get_one_in(&self.inner.default_scope, namespace, key))
+        self.contained(|| {
+            self.with_fresh_keyring(|| self.get_one_in(&self.inner.default_scope, namespace, key))
+        })
     }
 
     /// The keys of a namespace, sorted.
     pub fn list(&self, namespace: &str) -> Result<Vec<String>> {
-        self.contained(|| self.list_in(&self.inner.default_scope, namespace))
+        self.contained(|| {
+            self.with_fresh_keyring(|| self.list_in(&self.inner.default_scope, namespace))
+        })
     }
 
     /// The namespaces that hold at least one value, sorted.
     pub fn namespaces(&self) -> Result<Vec<String>> {
-        self.contained(|| self.namespaces_in(&self.inner.default_scope))
+        self.contained(|| self.with_fresh_keyring(|| self.namespaces_in(&self.inner.default_scope)))
     }
 
     /// Number of values in a namespace.
     pub fn count(&self, namespace: &str) -> Result<u64> {
-        self.contained(|| self.count_in(&self.inner.default_scope, namespace))
+        self.contained(|| {
+            self.with_fresh_keyring(|| self.count_in(&self.inner.default_scope, namespace))
+        })
     }
 
     /// The seconds-since-epoch the store's clock says it is.

@@ -9,11 +9,11 @@
 //! operator decide when the rewrite runs.
 
 use redb::{ReadableTable, ReadableTableMetadata};
-use sealkv_crypto::{Context, Header, KeyState, Keyring, envelope};
+use sealkv_crypto::{Context, Header, KeyState, Keyring, envelope, wrap_store_key};
 
 use crate::commit::KeyringWrite;
 use crate::error::{Error, Result};
-use crate::meta::{Kdf, META, META_KDF, META_KEYRING};
+use crate::meta::{Kdf, META, META_KDF, META_STORE_KEY};
 use crate::options::Secret;
 use crate::rows::{DATA, MAX_NAME_LEN, split_row};
 use crate::store::{Store, read_lock, write_lock};
@@ -38,42 +38,43 @@ impl Store {
     /// [`Store::reencrypt`] runs.
     pub fn rotate(&self) -> Result<u32> {
         self.check_writable()?;
+        self.change_keyring(
+            |ring| {
+                ring.rotate(self.inner.opts.cipher, (self.inner.opts.clock)())
+                    .map_err(Error::Key)
+            },
+            true,
+        )
+    }
+
+    /// Applies `change` to the keyring and persists it, with the commit path held. If
+    /// another process changed the keyring meanwhile, the change is made again on the
+    /// fresh one; if the commit fails, the keyring goes back to what the file holds.
+    fn change_keyring<T>(
+        &self,
+        mut change: impl FnMut(&mut Keyring) -> Result<T>,
+        reset_cursor: bool,
+    ) -> Result<T> {
         let mut ring = write_lock(&self.inner.keyring);
         let _commit = self.commit_lock();
-        let new_id = ring
-            .rotate(self.inner.opts.cipher, (self.inner.opts.clock)())
-            .map_err(Error::Key)?;
-        let persisted = self.persist_keyring(&ring, true);
-        if let Err(e) = persisted {
-            // Nothing was committed: go back to the keyring on disk.
-            *ring = self.load_keyring()?;
-            return Err(e);
-        }
-        Ok(new_id)
-    }
-
-    fn persist_keyring(&self, ring: &Keyring, reset_cursor: bool) -> Result<()> {
-        self.write_with_keyring(ring, KeyringWrite::Always, |txn| {
-            if reset_cursor {
-                txn.open_table(META)?.remove(META_CURSOR)?;
+        for _ in 0..16 {
+            let value = change(&mut ring)?;
+            match self.write_with_keyring(&ring, KeyringWrite::Always, |txn| {
+                if reset_cursor {
+                    txn.open_table(META)?.remove(META_CURSOR)?;
+                }
+                Ok(())
+            }) {
+                Ok(()) => return Ok(value),
+                Err(Error::KeyringChanged) => self.reload_into(&mut ring)?,
+                Err(e) => {
+                    // Nothing was committed: go back to the keyring on disk.
+                    self.reload_into(&mut ring)?;
+                    return Err(e);
+                }
             }
-            Ok(())
-        })
-    }
-
-    fn load_keyring(&self) -> Result<Keyring> {
-        let db = self.db()?;
-        let txn = db.begin_read()?;
-        let meta = txn.open_table(META)?;
-        let record = meta
-            .get(META_KEYRING)?
-            .ok_or_else(|| Error::Corrupt("keyring missing".into()))?;
-        Keyring::open(
-            &read_lock(&self.inner.master),
-            &self.inner.db_id,
-            record.value(),
-        )
-        .map_err(|_| Error::WrongKey)
+        }
+        Err(Error::KeyringChanged)
     }
 
     /// Re-seals every value not under the primary key, `batch` values per write
@@ -154,16 +155,24 @@ impl Store {
             let Some(last) = last else {
                 // Finished: drop the cursor.
                 let _commit = self.commit_lock();
-                self.write_with_keyring(&ring, KeyringWrite::IfNeeded, |txn| {
+                let done = self.write_with_keyring(&ring, KeyringWrite::IfNeeded, |txn| {
                     txn.open_table(META)?.remove(META_CURSOR)?;
                     Ok(())
-                })?;
-                return Ok(report);
+                });
+                match done {
+                    Err(Error::KeyringChanged) => {
+                        drop(_commit);
+                        drop(ring);
+                        self.reload_keyring()?;
+                        continue;
+                    }
+                    other => return other.map(|()| report),
+                }
             };
             let mut applied = 0;
             {
                 let _commit = self.commit_lock();
-                self.write_with_keyring(&ring, KeyringWrite::IfNeeded, |txn| {
+                let committed = self.write_with_keyring(&ring, KeyringWrite::IfNeeded, |txn| {
                     applied = 0;
                     let mut table = txn.open_table(DATA)?;
                     for (key, old, new) in &rewrites {
@@ -177,7 +186,16 @@ impl Store {
                     drop(table);
                     txn.open_table(META)?.insert(META_CURSOR, &last[..])?;
                     Ok(())
-                })?;
+                });
+                // Another process changed the keys: this batch was sealed under a stale
+                // keyring. Read it again and redo the batch.
+                if matches!(committed, Err(Error::KeyringChanged)) {
+                    drop(_commit);
+                    drop(ring);
+                    self.reload_keyring()?;
+                    continue;
+                }
+                committed?;
             }
             report.scanned += scanned;
             report.resealed += applied;
@@ -191,21 +209,19 @@ impl Store {
     /// keyring. Refused, naming the count, while values still use it.
     pub fn destroy_key(&self, key_id: u32) -> Result<()> {
         self.check_writable()?;
-        let mut ring = write_lock(&self.inner.keyring);
-        let _commit = self.commit_lock();
-        let in_use = self.values_per_key()?.get(&key_id).copied().unwrap_or(0);
-        if in_use > 0 {
-            return Err(Error::KeyInUse {
-                key_id,
-                values: in_use,
-            });
-        }
-        ring.destroy(key_id).map_err(Error::Key)?;
-        if let Err(e) = self.persist_keyring(&ring, false) {
-            *ring = self.load_keyring()?;
-            return Err(e);
-        }
-        Ok(())
+        self.change_keyring(
+            |ring| {
+                let in_use = self.values_per_key()?.get(&key_id).copied().unwrap_or(0);
+                if in_use > 0 {
+                    return Err(Error::KeyInUse {
+                        key_id,
+                        values: in_use,
+                    });
+                }
+                ring.destroy(key_id).map_err(Error::Key)
+            },
+            false,
+        )
     }
 
     /// Destroys every decrypt-only key that no value uses; returns their ids.
@@ -248,19 +264,31 @@ impl Store {
     pub fn rekey(&self, new_secret: impl Into<Secret>) -> Result<()> {
         self.check_writable()?;
         let new_secret = new_secret.into();
-        let ring = write_lock(&self.inner.keyring);
-        let _commit = self.commit_lock();
         let kdf = Kdf::for_secret(&new_secret, self.inner.opts.kdf)?;
         let new_master = kdf.master_key(&new_secret, &self.inner.opts.kdf_limits)?;
         let kdf_bytes = kdf.encode();
-        // The new key derivation record first: the keyring sealed after it binds it.
-        self.write_with_keyring(&ring, KeyringWrite::Under(&new_master), |txn| {
-            txn.open_table(META)?
-                .insert(META_KDF, kdf_bytes.as_slice())?;
-            Ok(())
-        })?;
-        *write_lock(&self.inner.master) = new_master;
-        Ok(())
+        // The store key stays: processes that have the store open keep using it.
+        let wrapped = wrap_store_key(
+            &new_master,
+            &self.inner.db_id,
+            &read_lock(&self.inner.master),
+        )
+        .map_err(Error::Key)?;
+        let mut ring = write_lock(&self.inner.keyring);
+        let _commit = self.commit_lock();
+        for _ in 0..16 {
+            // The new key derivation record first: the keyring sealed after it binds it.
+            match self.write_with_keyring(&ring, KeyringWrite::Always, |txn| {
+                let mut meta = txn.open_table(META)?;
+                meta.insert(META_KDF, kdf_bytes.as_slice())?;
+                meta.insert(META_STORE_KEY, wrapped.as_slice())?;
+                Ok(())
+            }) {
+                Err(Error::KeyringChanged) => self.reload_into(&mut ring)?,
+                other => return other,
+            }
+        }
+        Err(Error::KeyringChanged)
     }
 
     /// True when the primary key is due for rotation: older than `rotate_after`, or an

@@ -16,10 +16,12 @@ fn default_catalog_tag(nk: &NameKey) -> [u8; TAG_BYTES] {
 }
 
 /// The default session, or one named session.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub(crate) struct Scope {
     /// The session's name; `None` for the default session.
     pub(crate) session: Option<String>,
+    /// A named session's own name key (`None`: the store's, for the default session).
+    names: Option<NameKey>,
     /// Tag of this scope's namespace catalog.
     pub(crate) catalog_tag: [u8; TAG_BYTES],
     /// Tag of the session's entry in the session catalog (`None` by default).
@@ -31,6 +33,7 @@ impl Scope {
     pub(crate) fn default_session(nk: &NameKey) -> Self {
         Self {
             session: None,
+            names: None,
             catalog_tag: default_catalog_tag(nk),
             session_tag: None,
         }
@@ -41,6 +44,7 @@ impl Scope {
         let (session_tag, catalog_tag) = nk.session_tags(session.as_bytes());
         Self {
             session: Some(session.to_string()),
+            names: Some(nk.session_key(session.as_bytes())),
             catalog_tag,
             session_tag: Some(session_tag),
         }
@@ -48,18 +52,18 @@ impl Scope {
 
     /// The tag of a namespace in this scope.
     pub(crate) fn ns_tag(&self, nk: &NameKey, namespace: &str) -> [u8; TAG_BYTES] {
-        match &self.session {
-            None => nk.namespace_tag(namespace.as_bytes()),
-            Some(s) => nk.session_namespace_tag(s.as_bytes(), namespace.as_bytes()),
-        }
+        self.names
+            .as_ref()
+            .unwrap_or(nk)
+            .namespace_tag(namespace.as_bytes())
     }
 
     /// The tag of a key of a namespace in this scope.
     pub(crate) fn key_tag(&self, nk: &NameKey, namespace: &str, key: &str) -> [u8; TAG_BYTES] {
-        match &self.session {
-            None => nk.key_tag(namespace.as_bytes(), key.as_bytes()),
-            Some(s) => nk.session_key_tag(s.as_bytes(), namespace.as_bytes(), key.as_bytes()),
-        }
+        self.names
+            .as_ref()
+            .unwrap_or(nk)
+            .key_tag(namespace.as_bytes(), key.as_bytes())
     }
 
     /// How errors name a namespace of this scope: `ns`, or `session/ns`.

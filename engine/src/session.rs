@@ -88,6 +88,10 @@ impl Store {
     /// transaction, walking only that scope's catalog.
     fn clear_scope(&self, scope: &Scope) -> Result<bool> {
         self.check_writable()?;
+        self.with_fresh_keyring(|| self.clear_scope_once(scope))
+    }
+
+    fn clear_scope_once(&self, scope: &Scope) -> Result<bool> {
         let ring = self.ring();
         let _commit = self.commit_lock();
         let nk = ring.name_key();
@@ -141,32 +145,42 @@ impl Session {
         namespace: &str,
         keys: &[K],
     ) -> Result<BTreeMap<String, Value>> {
-        self.store
-            .contained(|| self.store.get_in(&self.scope, namespace, keys))
+        self.store.contained(|| {
+            self.store
+                .with_fresh_keyring(|| self.store.get_in(&self.scope, namespace, keys))
+        })
     }
 
     /// Reads one value, if present (see [`Store::get_one`]).
     pub fn get_one(&self, namespace: &str, key: &str) -> Result<Option<Value>> {
-        self.store
-            .contained(|| self.store.get_one_in(&self.scope, namespace, key))
+        self.store.contained(|| {
+            self.store
+                .with_fresh_keyring(|| self.store.get_one_in(&self.scope, namespace, key))
+        })
     }
 
     /// The keys of a namespace, sorted.
     pub fn list(&self, namespace: &str) -> Result<Vec<String>> {
-        self.store
-            .contained(|| self.store.list_in(&self.scope, namespace))
+        self.store.contained(|| {
+            self.store
+                .with_fresh_keyring(|| self.store.list_in(&self.scope, namespace))
+        })
     }
 
     /// The session's namespaces that hold at least one value, sorted.
     pub fn namespaces(&self) -> Result<Vec<String>> {
-        self.store
-            .contained(|| self.store.namespaces_in(&self.scope))
+        self.store.contained(|| {
+            self.store
+                .with_fresh_keyring(|| self.store.namespaces_in(&self.scope))
+        })
     }
 
     /// Number of values in a namespace.
     pub fn count(&self, namespace: &str) -> Result<u64> {
-        self.store
-            .contained(|| self.store.count_in(&self.scope, namespace))
+        self.store.contained(|| {
+            self.store
+                .with_fresh_keyring(|| self.store.count_in(&self.scope, namespace))
+        })
     }
 
     /// Applies every change of `batch` to this session in one atomic, durable write

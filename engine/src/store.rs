@@ -6,18 +6,21 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard};
 
 use redb::Database;
-use sealkv_crypto::{Keyring, MasterKey, fill_random};
+use sealkv_crypto::{Keyring, MasterKey, fill_random, unwrap_store_key, wrap_store_key};
 use zeroize::Zeroizing;
 
 use crate::backend::Boxed;
 use crate::commit::{KeyringWrite, Queue};
 use crate::error::{Error, Result};
+use crate::expiry::EXPIRY;
 use crate::handle::{Handle, PANIC_PREFIX, contain, map_open_error, precheck};
+use crate::locks::FileLocks;
 use crate::meta::{
-    FORMAT_VERSION, Kdf, META, META_DB_ID, META_FORMAT, META_KDF, META_SETTINGS, Meta,
-    encode_settings, open_keyring, read_meta, seal_keyring_into,
+    FORMAT_VERSION, Kdf, META, META_DB_ID, META_FORMAT, META_KDF, META_MODE, META_SETTINGS,
+    META_STORE_KEY, Meta, encode_mode, encode_settings, open_keyring, read_meta, read_meta_table,
+    seal_keyring_into,
 };
-use crate::options::{Options, Secret};
+use crate::options::{Concurrency, Options, Secret};
 use crate::rows::DATA;
 use crate::scope::Scope;
 use crate::txn::KeyLocks;
@@ -46,8 +49,17 @@ pub(crate) struct Inner {
     pub(crate) path: PathBuf,
     pub(crate) db: RwLock<Option<Arc<Handle>>>,
     pub(crate) db_id: [u8; 16],
+    /// The key that seals the keyring: the store key (or, in a format 1 store not yet
+    /// upgraded, the master key itself).
     pub(crate) master: RwLock<MasterKey>,
     pub(crate) keyring: RwLock<Keyring>,
+    /// The keyring record as this process last read or wrote it: a write transaction
+    /// that finds another record in the file knows another process changed the keys.
+    pub(crate) keyring_seen: Mutex<Vec<u8>>,
+    /// How processes share the file (its recorded mode).
+    pub(crate) mode: Concurrency,
+    /// Cross-process transaction locks (shared mode only).
+    pub(crate) file_locks: Option<FileLocks>,
     pub(crate) opts: Options,
     pub(crate) poisoned: AtomicBool,
     pub(crate) locks: KeyLocks,
@@ -77,13 +89,16 @@ impl Store {
             return Err(Error::AlreadyExists(path.to_path_buf()));
         }
         let kdf = Kdf::for_secret(&secret, opts.kdf)?;
-        let master = kdf.master_key(&secret, &opts.kdf_limits)?;
+        let kek = kdf.master_key(&secret, &opts.kdf_limits)?;
         let mut db_id = [0u8; 16];
         fill_random(&mut db_id).map_err(Error::Key)?;
+        let store_key = MasterKey::generate().map_err(Error::Key)?;
+        let wrapped = wrap_store_key(&kek, &db_id, &store_key).map_err(Error::Key)?;
         let keyring = Keyring::new(opts.cipher, (opts.clock)()).map_err(Error::Key)?;
+        let mode = opts.concurrency;
         let made_file = opts.backend.is_none() && create_private_file(path, PRIVATE_MODE)?;
         let created = (|| {
-            let db = Self::open_redb(path, &opts, true)?;
+            let db = Self::open_redb(path, &opts, true, mode)?;
             let txn = db.begin_write()?;
             {
                 let mut meta = txn.open_table(META)?;
@@ -91,16 +106,19 @@ impl Store {
                 meta.insert(META_DB_ID, &db_id[..])?;
                 meta.insert(META_KDF, kdf.encode().as_slice())?;
                 meta.insert(META_SETTINGS, encode_settings(&opts).as_slice())?;
+                meta.insert(META_MODE, &encode_mode(mode)[..])?;
+                meta.insert(META_STORE_KEY, wrapped.as_slice())?;
                 drop(meta);
                 txn.open_table(DATA)?;
+                txn.open_table(EXPIRY)?;
             }
-            let sealed = seal_keyring_into(&txn, &keyring, &master, &db_id)?;
+            let sealed = seal_keyring_into(&txn, &keyring, &store_key, &db_id)?;
             txn.commit()?;
             keyring.mark_persisted(&sealed);
-            Ok(db)
+            Ok((db, sealed.record().to_vec()))
         })();
-        let db = match created {
-            Ok(db) => db,
+        let (db, record) = match created {
+            Ok(created) => created,
             Err(e) => {
                 if made_file {
                     let _ = fs::remove_file(path);
@@ -108,14 +126,18 @@ impl Store {
                 return Err(e);
             }
         };
-        Ok(Self::assemble(
+        Self::assemble(
             path,
             Handle::read_write(db),
-            db_id,
-            master,
-            keyring,
+            Unlocked {
+                db_id,
+                key: store_key,
+                ring: keyring,
+                record,
+                mode,
+            },
             opts,
-        ))
+        )
     }
 
     /// Opens an existing store.
@@ -127,7 +149,7 @@ impl Store {
     /// recovered after the key check. A store written by an earlier format is upgraded.
     pub fn open(path: impl AsRef<Path>, secret: impl Into<Secret>, opts: Options) -> Result<Self> {
         let (path, secret) = (path.as_ref(), secret.into());
-        contain(|| Self::open_inner(path, secret, opts, false))
+        contain(|| Self::open_inner(path, secret, opts, false)).map_err(truncation)
     }
 
     /// Opens an existing store for reading only: the file is not written at all (not
@@ -139,18 +161,20 @@ impl Store {
         opts: Options,
     ) -> Result<Self> {
         let (path, secret) = (path.as_ref(), secret.into());
-        contain(|| Self::open_inner(path, secret, opts, true))
+        contain(|| Self::open_inner(path, secret, opts, true)).map_err(truncation)
     }
 
     fn open_inner(path: &Path, secret: Secret, mut opts: Options, read_only: bool) -> Result<Self> {
-        let mut unlocked = None;
+        let mut derived = None;
         if opts.backend.is_none() {
             precheck(path)?;
-            // Check the key on a view that writes nothing: a read-only open, or, for a
-            // file that needs crash recovery (which a read-only open refuses), a
-            // recovery in memory over the file.
+            // Check the key on a view that writes nothing: a read-only open (in the
+            // shared mode, which follows any writer's commits), or, for a file that
+            // needs crash recovery (which a read-only open refuses), a recovery in
+            // memory over the file.
             let view = match redb::Builder::new()
-                .set_cache_size(1 << 20)
+                .set_cache_size(if read_only { opts.cache_size } else { 1 << 20 })
+                .set_concurrency_mode(redb::ConcurrencyMode::MultiWriter)
                 .open_read_only(path)
             {
                 // Wrapped at once: redb's drop can panic on a damaged file.
@@ -161,54 +185,98 @@ impl Store {
                 Err(e) => return Err(map_open_error(e, path)),
             };
             let meta = read_meta(&view, path)?;
-            let (master, ring) = unlock(&meta, &secret, &opts, None)?;
+            let (kek, unlocked) = unlock(&meta, &secret, &opts, None)?;
             // Every check that can refuse the file runs here, before a writer opens it.
-            meta.check_bound(&ring)?;
+            meta.check_bound(&unlocked.ring)?;
             if read_only {
                 meta.apply_settings(&mut opts)?;
-                return Ok(Self::assemble(path, view, meta.db_id, master, ring, opts));
+                return Self::assemble(path, view, unlocked, opts);
             }
             meta.apply_settings(&mut opts.clone())?;
-            unlocked = Some((meta, master));
+            derived = Some((meta.kdf.clone(), kek));
             drop(view);
         }
-        // The key is right (or a test backend is in use): open for writing, which
-        // recovers the file if it needs it. The records are read again, as another
-        // program may have changed them (a rekey) between the two opens.
-        let db = Handle::read_write(Self::open_redb(path, &opts, false)?);
+        // The key is right (or a test backend is in use): open for writing, in the
+        // file's mode, which recovers the file if it needs it. The records are read
+        // again, as another program may have changed them (a rekey) in between.
+        let mode = Self::recorded_mode(path, &opts)?;
+        let db = Handle::read_write(Self::open_redb(path, &opts, false, mode)?);
         let meta = read_meta(&db, path)?;
-        let (master, ring) = unlock(&meta, &secret, &opts, unlocked)?;
-        let upgrade = meta.check_bound(&ring)?;
+        let (kek, mut unlocked) = unlock(&meta, &secret, &opts, derived)?;
+        let upgrade = meta.check_bound(&unlocked.ring)?;
         meta.apply_settings(&mut opts)?;
         let missing_settings = meta.settings.is_none();
-        let store = Self::assemble(path, db, meta.db_id, master, ring, opts);
+        unlocked.mode = mode;
+        let store = Self::assemble(path, db, unlocked, opts)?;
         if upgrade {
-            store.upgrade(missing_settings)?;
+            store.with_fresh_keyring(|| store.upgrade(&kek, missing_settings))?;
         }
         store.maybe_auto_rotate()?;
         Ok(store)
     }
 
-    /// Upgrades a version 1 store: the format record says [`FORMAT_VERSION`], the
-    /// settings record is written if absent, and the keyring is sealed again as a
-    /// version 2 record that authenticates them.
-    fn upgrade(&self, missing_settings: bool) -> Result<()> {
+    /// The mode to open the file in for writing: the one it records, or, for a file
+    /// of format 1 (which records none), the one asked for (its upgrade records it).
+    fn recorded_mode(path: &Path, opts: &Options) -> Result<Concurrency> {
+        if opts.backend.is_some() {
+            return Ok(opts.concurrency);
+        }
+        let view = redb::Builder::new()
+            .set_cache_size(1 << 20)
+            .set_concurrency_mode(redb::ConcurrencyMode::MultiWriter)
+            .open_read_only(path);
+        let view = match view {
+            Ok(ro) => Handle::read_only(ro),
+            // Needs recovery: the read-write open below recovers it; its mode record was
+            // read (and authenticated) on the recovered view already.
+            Err(redb::DatabaseError::RepairAborted) => Handle::recovered(path, 1 << 20)?,
+            Err(e) => return Err(map_open_error(e, path)),
+        };
+        let meta = read_meta(&view, path)?;
+        Ok(if meta.store_key.is_some() {
+            meta.mode
+        } else {
+            opts.concurrency
+        })
+    }
+
+    /// Upgrades a format 1 store: the format record says [`FORMAT_VERSION`], the
+    /// settings and sharing mode are recorded, a store key is made and sealed under
+    /// the master key, and the keyring is sealed again under the store key as a
+    /// version 2 record that authenticates them all.
+    fn upgrade(&self, kek: &MasterKey, missing_settings: bool) -> Result<()> {
         let ring = write_lock(&self.inner.keyring);
         let _commit = self.commit_lock();
         let settings = encode_settings(&self.inner.opts);
-        self.write_with_keyring(&ring, KeyringWrite::Always, |txn| {
+        let store_key = MasterKey::generate().map_err(Error::Key)?;
+        let wrapped = wrap_store_key(kek, &self.inner.db_id, &store_key).map_err(Error::Key)?;
+        let mode = encode_mode(self.inner.mode);
+        self.write_with_keyring(&ring, KeyringWrite::Under(&store_key), |txn| {
             let mut meta = txn.open_table(META)?;
             meta.insert(META_FORMAT, &FORMAT_VERSION.to_le_bytes()[..])?;
             if missing_settings {
                 meta.insert(META_SETTINGS, settings.as_slice())?;
             }
+            meta.insert(META_MODE, &mode[..])?;
+            meta.insert(META_STORE_KEY, wrapped.as_slice())?;
             Ok(())
-        })
+        })?;
+        *write_lock(&self.inner.master) = store_key;
+        Ok(())
     }
 
-    pub(crate) fn open_redb(path: &Path, opts: &Options, create: bool) -> Result<Database> {
+    pub(crate) fn open_redb(
+        path: &Path,
+        opts: &Options,
+        create: bool,
+        mode: Concurrency,
+    ) -> Result<Database> {
         let mut builder = redb::Builder::new();
         builder.set_cache_size(opts.cache_size);
+        builder.set_concurrency_mode(match mode {
+            Concurrency::Shared => redb::ConcurrencyMode::MultiWriter,
+            Concurrency::Exclusive => redb::ConcurrencyMode::ExclusiveWriter,
+        });
         let result = match &opts.backend {
             Some(factory) => builder.create_with_backend(Boxed(factory(path, create)?)),
             None if create => builder.create(path),
@@ -217,23 +285,33 @@ impl Store {
         result.map_err(|e| map_open_error(e, path))
     }
 
-    fn assemble(
-        path: &Path,
-        db: Handle,
-        db_id: [u8; 16],
-        master: MasterKey,
-        keyring: Keyring,
-        opts: Options,
-    ) -> Self {
-        let default_scope = Arc::new(Scope::default_session(keyring.name_key()));
-        Self {
+    fn assemble(path: &Path, db: Handle, unlocked: Unlocked, opts: Options) -> Result<Self> {
+        let Unlocked {
+            db_id,
+            key,
+            ring,
+            record,
+            mode,
+        } = unlocked;
+        let default_scope = Arc::new(Scope::default_session(ring.name_key()));
+        let file_locks = match mode {
+            Concurrency::Shared if !db.is_read_only() && opts.backend.is_none() => {
+                Some(FileLocks::open(path, ring.name_key())?)
+            }
+            _ => None,
+        };
+        db.set_shared(mode == Concurrency::Shared);
+        Ok(Self {
             inner: Arc::new(Inner {
                 id: NEXT_STORE_ID.fetch_add(1, Ordering::Relaxed),
                 path: path.to_path_buf(),
                 db: RwLock::new(Some(Arc::new(db))),
                 db_id,
-                master: RwLock::new(master),
-                keyring: RwLock::new(keyring),
+                master: RwLock::new(key),
+                keyring: RwLock::new(ring),
+                keyring_seen: Mutex::new(record),
+                mode,
+                file_locks,
                 opts,
                 poisoned: AtomicBool::new(false),
                 locks: KeyLocks::default(),
@@ -242,7 +320,7 @@ impl Store {
                 gather_cv: Condvar::new(),
                 default_scope,
             }),
-        }
+        })
     }
 
     /// Runs a read path or a write transaction with redb's panics contained: redb 4.5
@@ -285,8 +363,58 @@ impl Store {
 
     /// Opens this store's file read-write again (after a failed commit or a compaction).
     pub(crate) fn open_handle(&self) -> Result<Arc<Handle>> {
-        let db = Store::open_redb(&self.inner.path, &self.inner.opts, false)?;
-        Ok(Arc::new(Handle::read_write(db)))
+        let db = Store::open_redb(&self.inner.path, &self.inner.opts, false, self.inner.mode)?;
+        let handle = Handle::read_write(db);
+        handle.set_shared(self.inner.mode == Concurrency::Shared);
+        Ok(Arc::new(handle))
+    }
+
+    /// How processes share this store's file.
+    pub fn concurrency(&self) -> Concurrency {
+        self.inner.mode
+    }
+
+    /// Reads the keyring record again (another process changed it: a rotation, a
+    /// destroy, a rekey, a seal reservation) and makes it this process's keyring.
+    pub(crate) fn reload_keyring(&self) -> Result<()> {
+        let mut ring = write_lock(&self.inner.keyring);
+        self.reload_into(&mut ring)
+    }
+
+    /// [`Store::reload_keyring`] with the keyring's write lock held by the caller.
+    pub(crate) fn reload_into(&self, ring: &mut Keyring) -> Result<()> {
+        let db = self.db()?;
+        let txn = db.begin_read()?;
+        let meta = read_meta_table(&txn)?;
+        let fresh = open_keyring(
+            &read_lock(&self.inner.master),
+            &self.inner.db_id,
+            &meta.keyring,
+        )?;
+        if let Some(bound) = fresh.bound_meta()
+            && *bound != meta.digest
+        {
+            return Err(Error::MetaTampered);
+        }
+        *ring = fresh;
+        *lock(&self.inner.keyring_seen) = meta.keyring;
+        Ok(())
+    }
+
+    /// Runs `f`; when it meets a keyring another process changed, reloads the keyring
+    /// and runs it again (a bounded number of times).
+    pub(crate) fn with_fresh_keyring<T>(&self, mut f: impl FnMut() -> Result<T>) -> Result<T> {
+        for _ in 0..16 {
+            match f() {
+                Err(Error::KeyringChanged) => self.reload_keyring()?,
+                Err(Error::Integrity {
+                    reason: sealkv_crypto::CryptoError::UnknownKey(_),
+                    ..
+                }) if self.inner.mode == Concurrency::Shared => self.reload_keyring()?,
+                other => return other,
+            }
+        }
+        f()
     }
 
     pub(crate) fn ring(&self) -> RwLockReadGuard<'_, Keyring> {
@@ -332,18 +460,64 @@ pub(crate) fn create_private_file(path: &Path, mode: u32) -> Result<bool> {
     }
 }
 
-/// Derives the master key for `meta` (or reuses `known`, derived for the same key
-/// derivation record) and opens the keyring with it.
+/// A file that ends before redb's structures do fails with an early end of file,
+/// wherever redb first reads past it: say so.
+fn truncation(e: Error) -> Error {
+    let early_end = |io: &std::io::Error| io.kind() == std::io::ErrorKind::UnexpectedEof;
+    match &e {
+        Error::Storage(redb::Error::Io(io)) if early_end(io) => {
+            Error::Corrupt("the file ends early (truncated)".into())
+        }
+        Error::Io(io) if early_end(io) => Error::Corrupt("the file ends early (truncated)".into()),
+        _ => e,
+    }
+}
+
+/// What opening a store's keys yields.
+pub(crate) struct Unlocked {
+    db_id: [u8; 16],
+    /// The key that seals the keyring (the store key; the master key in a format 1
+    /// store).
+    key: MasterKey,
+    ring: Keyring,
+    /// The keyring record read.
+    record: Vec<u8>,
+    mode: Concurrency,
+}
+
+/// Derives the master key for `meta` (or reuses `known`, derived from the same key
+/// derivation record), unwraps the store key and opens the keyring. Returns the master
+/// key too (an upgrade wraps a new store key under it).
 fn unlock(
     meta: &Meta,
     secret: &Secret,
     opts: &Options,
-    known: Option<(Meta, MasterKey)>,
-) -> Result<(MasterKey, Keyring)> {
-    let master = match known {
-        Some((before, master)) if before.kdf == meta.kdf => master,
+    known: Option<(Kdf, MasterKey)>,
+) -> Result<(MasterKey, Unlocked)> {
+    let kek = match known {
+        Some((kdf, kek)) if kdf == meta.kdf => kek,
         _ => meta.kdf.master_key(secret, &opts.kdf_limits)?,
     };
-    let ring = open_keyring(&master, &meta.db_id, &meta.keyring)?;
-    Ok((master, ring))
+    let key = match &meta.store_key {
+        Some(wrapped) => unwrap_store_key(&kek, &meta.db_id, wrapped).map_err(|e| match e {
+            sealkv_crypto::CryptoError::WrongKey => Error::WrongKey,
+            sealkv_crypto::CryptoError::UnsupportedVersion(v) => Error::NewerFormat {
+                found: v.into(),
+                supported: FORMAT_VERSION,
+            },
+            other => Error::Corrupt(format!("store key: {other}")),
+        })?,
+        None => kek.clone(),
+    };
+    let ring = open_keyring(&key, &meta.db_id, &meta.keyring)?;
+    Ok((
+        kek,
+        Unlocked {
+            db_id: meta.db_id,
+            key,
+            ring,
+            record: meta.keyring.clone(),
+            mode: meta.mode,
+        },
+    ))
 }

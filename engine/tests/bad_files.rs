@@ -124,15 +124,43 @@ fn newer_format_is_refused_untouched() {
 }
 
 #[test]
-fn a_file_in_use_is_reported_as_locked() {
+fn a_store_in_exclusive_mode_in_use_is_reported_as_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("x.sealkv");
+    let exclusive = sealkv_engine::Options {
+        concurrency: sealkv_engine::Concurrency::Exclusive,
+        ..fast_opts()
+    };
+    drop(Store::create(&good, key(), exclusive).unwrap());
+    let held = Store::open(&good, key(), fast_opts()).unwrap();
+    assert_eq!(held.concurrency(), sealkv_engine::Concurrency::Exclusive);
+    let before = bytes(&good);
+    for read_only in [false, true] {
+        let err = if read_only {
+            Store::open_read_only(&good, key(), fast_opts()).unwrap_err()
+        } else {
+            Store::open(&good, key(), fast_opts()).unwrap_err()
+        };
+        assert!(matches!(err, Error::Locked(_)), "{err:?}");
+        assert!(err.to_string().contains("in use"));
+        assert!(bytes(&good) == before, "the file changed");
+    }
+}
+
+#[test]
+fn a_shared_store_opens_many_times_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let good = healthy(dir.path());
-    let _held = Store::open(&good, key(), fast_opts()).unwrap();
-    let before = bytes(&good);
-    let err = Store::open(&good, key(), fast_opts()).unwrap_err();
-    assert!(matches!(err, Error::Locked(_)), "{err:?}");
-    assert!(err.to_string().contains("in use"));
-    assert!(bytes(&good) == before, "the file changed");
+    let a = Store::open(&good, key(), fast_opts()).unwrap();
+    let b = Store::open(&good, key(), fast_opts()).unwrap();
+    let ro = Store::open_read_only(&good, key(), fast_opts()).unwrap();
+    assert_eq!(a.concurrency(), sealkv_engine::Concurrency::Shared);
+    a.put("session", "from-a", b"a".to_vec()).unwrap();
+    assert_eq!(&b.get_one("session", "from-a").unwrap().unwrap()[..], b"a");
+    assert_eq!(&ro.get_one("session", "from-a").unwrap().unwrap()[..], b"a");
+    b.put("session", "from-b", b"b".to_vec()).unwrap();
+    assert_eq!(&a.get_one("session", "from-b").unwrap().unwrap()[..], b"b");
+    assert_eq!(ro.count("session").unwrap(), 52);
 }
 
 #[test]

@@ -140,6 +140,8 @@ fn run(crash_at: u64, seed: u64) -> (Option<Vec<u8>>, Vec<Model>, bool) {
     let factory: sealkv_engine::internal::BackendFactory =
         Arc::new(move |_: &Path, _| Ok(Box::new(backend.clone()) as Box<dyn StorageBackend>));
     let opts = Options {
+        // The simulated disk has no byte-range locks: one process, exclusive mode.
+        concurrency: sealkv_engine::Concurrency::Exclusive,
         backend: Some(factory),
         commit_retries: 0,
         ..fast_opts()

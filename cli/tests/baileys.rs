@@ -11,12 +11,13 @@ use sealkv::{KdfParams, MasterKey, Options, Store};
 use serde_json::Value as Json;
 
 fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/baileys-auth-sample")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/baileys-auth-sample")
 }
 
 fn manifest() -> Json {
     let text = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/baileys-auth-sample.manifest.json"),
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/data/baileys-auth-sample.manifest.json"),
     )
     .unwrap();
     serde_json::from_str(&text).unwrap()

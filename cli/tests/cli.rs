@@ -213,7 +213,7 @@ fn secrets_never_appear_in_output() {
 }
 
 #[test]
-fn locked_database_is_reported() {
+fn a_store_in_use_by_an_app_is_read_and_written_by_the_command() {
     let e = Env::new();
     e.init();
     let db = e.db();
@@ -223,6 +223,39 @@ fn locked_database_is_reported() {
         sealkv::Options::default(),
     )
     .unwrap();
+    store
+        .put("session", "app", b"from the app".to_vec())
+        .unwrap();
+    e.run(&["get", s(&db), "session", "app"])
+        .success()
+        .stdout("from the app");
+    e.cmd()
+        .args(["put", s(&db), "session", "cli"])
+        .write_stdin("from the cli")
+        .assert()
+        .success();
+    assert_eq!(
+        &store.get_one("session", "cli").unwrap().unwrap()[..],
+        b"from the cli"
+    );
+    e.run(&["verify", s(&db)]).success();
+    e.run(&["stats", s(&db)]).success();
+    let backup = e.path("live-backup.sealkv");
+    e.run(&["backup", s(&db), s(&backup)]).success();
+    e.run(&["verify", s(&backup)]).success();
+    drop(store);
+}
+
+#[test]
+fn a_store_in_exclusive_mode_in_use_is_reported() {
+    let e = Env::new();
+    let db = e.db();
+    let opts = sealkv::Options {
+        kdf: sealkv::KdfParams::INSECURE_FOR_TESTS,
+        concurrency: sealkv::Concurrency::Exclusive,
+        ..sealkv::Options::default()
+    };
+    let store = sealkv::Store::create(&db, sealkv::Passphrase::new(PASS), opts).unwrap();
     e.run(&["ls", s(&db)])
         .code(2)
         .stderr(predicate::str::contains("in use"));
@@ -607,7 +640,7 @@ fn baileys_folders_import_and_export_per_session() {
     let e = Env::new();
     e.init();
     let db = e.db();
-    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/baileys-auth-sample");
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/baileys-auth-sample");
     e.run(&["import-baileys", s(&db), "--session", "bot-a", s(&sample)])
         .success();
     e.run(&["sessions", s(&db)]).success().stdout("bot-a\n");

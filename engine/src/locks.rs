@@ -1,0 +1,137 @@
+//! Transaction locks across processes.
+//!
+//! In shared mode several processes write one file, so a transaction's lock key must
+//! exclude other processes too. Each lock key maps to one byte far past anything redb
+//! uses (redb's own lock bytes sit at 2^62 and a little above), and a transaction holds
+//! an exclusive byte-range lock on it through a second, independent open of the store
+//! file (`redb::backends::FileBackend`: open file description locks on Linux,
+//! `LockFileEx` on Windows, so closing one handle never drops another's locks). The
+//! byte is chosen by a keyed hash, so the lock table of the operating system does not
+//! show which lock keys (phone numbers, often) are in use.
+
+use std::collections::HashMap;
+use std::fs::OpenOptions;
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use redb::StorageBackend;
+use redb::backends::FileBackend;
+use sealkv_crypto::NameKey;
+
+use crate::error::{Error, Result};
+use crate::store::lock;
+
+/// Where lock bytes start: 2^62 + 2^40, well past redb's.
+const AREA: u64 = (1 << 62) + (1 << 40);
+
+/// Cross-process transaction locks of one store.
+pub(crate) struct FileLocks {
+    backend: FileBackend,
+    /// Turns lock names into bytes (derived from the name key).
+    salt: [u8; 16],
+    /// Lock byte → holders in this process. Two lock keys may share a byte: the file
+    /// lock is taken by the first holder and released by the last.
+    held: Mutex<HashMap<u64, usize>>,
+}
+
+pub(crate) struct FileLockGuard<'a> {
+    locks: &'a FileLocks,
+    offset: u64,
+}
+
+impl FileLocks {
+    pub(crate) fn open(path: &Path, nk: &NameKey) -> Result<Self> {
+        let file = OpenOptions::new().read(true).write(true).open(path)?;
+        let backend = FileBackend::new(file).map_err(|e| Error::Io(std::io::Error::other(e)))?;
+        Ok(Self {
+            backend,
+            salt: nk.record_tag(b"transaction lock bytes"),
+            held: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn offset(&self, session: Option<&str>, lock_key: &str) -> u64 {
+        let mut h = blake3::Hasher::new();
+        h.update(&self.salt);
+        match session {
+            None => h.update(&[0]),
+            Some(s) => h
+                .update(&[1])
+                .update(&(s.len() as u64).to_le_bytes())
+                .update(s.as_bytes()),
+        };
+        h.update(lock_key.as_bytes());
+        let mut word = [0u8; 4];
+        word.copy_from_slice(&h.finalize().as_bytes()[..4]);
+        AREA + u64::from(u32::from_le_bytes(word))
+    }
+
+    fn range(offset: u64) -> (Bound<u64>, Bound<u64>) {
+        (Bound::Included(offset), Bound::Excluded(offset + 1))
+    }
+
+    /// Takes the lock of `lock_key` (in `session`), waiting up to `timeout` for another
+    /// process to release it.
+    pub(crate) fn lock(
+        &self,
+        session: Option<&str>,
+        lock_key: &str,
+        timeout: Duration,
+    ) -> Result<FileLockGuard<'_>> {
+        let offset = self.offset(session, lock_key);
+        let started = Instant::now();
+        let mut pause = Duration::from_micros(50);
+        loop {
+            {
+                let mut held = lock(&self.held);
+                if let Some(n) = held.get_mut(&offset) {
+                    *n += 1;
+                    return Ok(FileLockGuard {
+                        locks: self,
+                        offset,
+                    });
+                }
+                let (start, end) = Self::range(offset);
+                let taken = self
+                    .backend
+                    .try_lock_range(start, end)
+                    .map_err(|e| Error::Io(std::io::Error::other(e)))?;
+                if taken {
+                    held.insert(offset, 1);
+                    return Ok(FileLockGuard {
+                        locks: self,
+                        offset,
+                    });
+                }
+            }
+            let waited = started.elapsed();
+            if waited >= timeout {
+                return Err(Error::LockTimeout { waited });
+            }
+            std::thread::sleep(pause.min(timeout - waited));
+            pause = (pause * 2).min(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for FileLockGuard<'_> {
+    fn drop(&mut self) {
+        let mut held = lock(&self.locks.held);
+        let last = match held.get_mut(&self.offset) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                false
+            }
+            _ => true,
+        };
+        if last {
+            held.remove(&self.offset);
+            let (start, end) = FileLocks::range(self.offset);
+            // Unlocking a range this handle holds fails only if the handle is gone;
+            // closing it releases the lock as well.
+            let _ = self.locks.backend.unlock_range(start, end);
+        }
+    }
+}
