@@ -215,8 +215,13 @@ pub struct DataKey {
     state: KeyState,
     /// Seals made with this key (in memory, exact).
     seals: AtomicU64,
-    /// The seal count as last persisted: an upper bound on seals before the last open.
+    /// The end of the block of seal counts this process reserved in the file: its own
+    /// seals stay below it until it persists a new reservation.
     reserved: AtomicU64,
+    /// The reservation the file held when this process last read the keyring (at open,
+    /// or after another process wrote it): other processes may seal up to it, so a new
+    /// block starts there. Seal counts report at least this.
+    floor: AtomicU64,
     key: Option<Zeroizing<[u8; KEY_LEN]>>,
     cipher: Option<Cipher>,
 }
@@ -267,6 +272,7 @@ impl DataKey {
             state,
             seals: AtomicU64::new(seals),
             reserved: AtomicU64::new(seals),
+            floor: AtomicU64::new(seals),
             key,
             cipher,
         }
@@ -290,13 +296,17 @@ impl DataKey {
     }
     /// Seals made with it (an upper bound across restarts).
     pub fn seals(&self) -> u64 {
-        self.seals.load(Ordering::Relaxed)
+        self.seals
+            .load(Ordering::Relaxed)
+            .max(self.floor.load(Ordering::Relaxed))
     }
 
     /// Counts one seal, refusing an AES-GCM key past its hard limit.
     pub(crate) fn count_seal(&self) -> Result<(), CryptoError> {
         let before = self.seals.fetch_add(1, Ordering::Relaxed);
-        if self.algorithm == Algorithm::Aes256Gcm && before >= AES_GCM_HARD_LIMIT {
+        if self.algorithm == Algorithm::Aes256Gcm
+            && before.max(self.floor.load(Ordering::Relaxed)) >= AES_GCM_HARD_LIMIT
+        {
             self.seals.fetch_sub(1, Ordering::Relaxed);
             return Err(CryptoError::SealBudgetExhausted(self.id));
         }
@@ -434,8 +444,9 @@ pub fn bind_meta(records: &[(&str, &[u8])]) -> [u8; META_DIGEST_LEN] {
 /// that failed and is retried writes the record again.
 pub struct SealedKeyring {
     record: Vec<u8>,
-    /// Per key, in keyring order: the reservation written in `record`.
-    reserved: Vec<u64>,
+    /// Per key, in keyring order: the reservation written in `record`, and where a new
+    /// block of seal counts it reserves for this process starts, if it reserves one.
+    reserved: Vec<(u64, Option<u64>)>,
 }
 
 impl SealedKeyring {
@@ -557,7 +568,7 @@ impl Keyring {
     pub fn needs_persist(&self) -> bool {
         self.keys
             .iter()
-            .any(|k| k.seals() > k.reserved.load(Ordering::Relaxed))
+            .any(|k| k.seals.load(Ordering::Relaxed) > k.reserved.load(Ordering::Relaxed))
     }
 
     /// Seals the keyring under the master key, binding it to the database id and
@@ -573,15 +584,20 @@ impl Keyring {
         db_id: &[u8; 16],
         meta: &[u8; META_DIGEST_LEN],
     ) -> Result<SealedKeyring, CryptoError> {
-        let reserved: Vec<u64> = self
+        let reserved: Vec<(u64, Option<u64>)> = self
             .keys
             .iter()
             .map(|k| {
-                let (seals, reserved) = (k.seals(), k.reserved.load(Ordering::Relaxed));
-                if seals >= reserved {
-                    seals.saturating_add(SEAL_RESERVATION)
+                let own = k.seals.load(Ordering::Relaxed);
+                let reserved = k.reserved.load(Ordering::Relaxed);
+                let floor = k.floor.load(Ordering::Relaxed);
+                if own >= reserved {
+                    // A new block, past what any process may have reserved.
+                    let start = own.max(floor);
+                    (start.saturating_add(SEAL_RESERVATION), Some(start))
                 } else {
-                    reserved
+                    // This process's block goes on; the file never goes down.
+                    (reserved.max(floor), None)
                 }
             })
             .collect();
@@ -593,7 +609,7 @@ impl Keyring {
         plain.extend_from_slice(meta);
         plain.extend_from_slice(&self.next_id.to_le_bytes());
         plain.extend_from_slice(&(self.keys.len() as u32).to_le_bytes());
-        for (k, reserved) in self.keys.iter().zip(&reserved) {
+        for (k, (reserved, _)) in self.keys.iter().zip(&reserved) {
             plain.extend_from_slice(&k.id.to_le_bytes());
             plain.push(k.algorithm as u8);
             plain.push(k.state as u8);
@@ -613,9 +629,32 @@ impl Keyring {
     /// Records that `sealed` (sealed from this keyring) is durably committed: its
     /// reservations now bound the seal counts on disk.
     pub fn mark_persisted(&self, sealed: &SealedKeyring) {
-        for (k, reserved) in self.keys.iter().zip(&sealed.reserved) {
-            k.reserved.fetch_max(*reserved, Ordering::Relaxed);
+        for (k, (written, block)) in self.keys.iter().zip(&sealed.reserved) {
+            // `floor` stays: it is what other processes left in the file, and this
+            // process's own reservations are in `reserved`.
+            if let Some(start) = block {
+                // This process's seals go on from the start of its new block.
+                k.seals.fetch_max(*start, Ordering::Relaxed);
+                k.reserved.fetch_max(*written, Ordering::Relaxed);
+            }
         }
+    }
+
+    /// Takes `fresh`, the keyring as another process left it in the file, in place of
+    /// this one, keeping this process's own block of seal counts for the keys both
+    /// hold: that block was reserved in the file before, and every later reservation
+    /// starts past it, so this process may go on sealing in it without writing the
+    /// keyring again.
+    pub fn refresh(&mut self, fresh: Keyring) {
+        for k in &fresh.keys {
+            if let Some(old) = self.keys.iter().find(|o| o.id == k.id) {
+                k.seals
+                    .store(old.seals.load(Ordering::Relaxed), Ordering::Relaxed);
+                k.reserved
+                    .store(old.reserved.load(Ordering::Relaxed), Ordering::Relaxed);
+            }
+        }
+        *self = fresh;
     }
 
     /// Opens a sealed keyring. A wrong master key (or a damaged record) gives

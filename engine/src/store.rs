@@ -396,7 +396,7 @@ impl Store {
         {
             return Err(Error::MetaTampered);
         }
-        *ring = fresh;
+        ring.refresh(fresh);
         *lock(&self.inner.keyring_seen) = meta.keyring;
         Ok(())
     }
