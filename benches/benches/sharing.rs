@@ -1,0 +1,118 @@
+//! What sharing a store between processes costs: the same operations on a store in
+//! shared mode (the default: redb MultiWriter, a fresh read transaction per read,
+//! keyring checks in every write transaction, cross-process transaction locks) and in
+//! exclusive mode (one process at a time, as before shared mode existed), in one run.
+//!
+//! Run: `cargo bench -p sealkv-benches --bench sharing`
+
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use sealkv_benches::auth_like_value;
+use sealkv_engine::{Batch, Concurrency, MasterKey, Options, Store};
+
+const N: usize = 10_000;
+
+fn key_name(i: usize) -> String {
+    format!("4915550{i:06}.0")
+}
+
+fn store(dir: &std::path::Path, mode: Concurrency) -> Store {
+    let store = Store::create(
+        dir.join(format!("{mode:?}.sealkv")),
+        MasterKey::generate().expect("os random"),
+        Options {
+            concurrency: mode,
+            ..Options::default()
+        },
+    )
+    .expect("create");
+    for chunk in (0..N).collect::<Vec<_>>().chunks(1000) {
+        let mut b = Batch::new();
+        for &i in chunk {
+            b.put("session", &key_name(i), auth_like_value(1024, i as u64));
+        }
+        store.set(&b).expect("fill");
+    }
+    store
+}
+
+fn sharing(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("dir");
+    let stores = [
+        ("shared", store(dir.path(), Concurrency::Shared)),
+        ("exclusive", store(dir.path(), Concurrency::Exclusive)),
+    ];
+    let mut g = c.benchmark_group("sharing-get-1KiB");
+    g.throughput(Throughput::Elements(1));
+    let mut i = 0usize;
+    for (name, store) in &stores {
+        g.bench_function(*name, |b| {
+            b.iter(|| {
+                i = (i + 7919) % N;
+                store
+                    .get_one("session", &key_name(i))
+                    .expect("get")
+                    .expect("present")
+                    .len()
+            })
+        });
+    }
+    g.finish();
+
+    let value = auth_like_value(1024, 1);
+    let mut g = c.benchmark_group("sharing-durable-set-1KiB");
+    g.throughput(Throughput::Elements(1))
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(5));
+    for (name, store) in &stores {
+        g.bench_function(*name, |b| {
+            b.iter(|| {
+                i = (i + 7919) % N;
+                store
+                    .put("session", &key_name(i), value.clone())
+                    .expect("put")
+            })
+        });
+    }
+    g.finish();
+
+    let mut g = c.benchmark_group("sharing-durable-transactions");
+    g.sample_size(10).measurement_time(Duration::from_secs(8));
+    for (name, store) in &stores {
+        for threads in [1usize, 16] {
+            g.throughput(Throughput::Elements(threads as u64 * 20));
+            g.bench_with_input(BenchmarkId::new(*name, threads), &threads, |b, &threads| {
+                b.iter_custom(|iters| {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        std::thread::scope(|s| {
+                            for t in 0..threads {
+                                let value = &value;
+                                s.spawn(move || {
+                                    for j in 0..20 {
+                                        store
+                                            .transaction(&format!("acct{t}"), |tx| {
+                                                tx.put(
+                                                    "session",
+                                                    &format!("{t}.{j}"),
+                                                    value.clone(),
+                                                );
+                                                Ok::<_, sealkv_engine::Error>(())
+                                            })
+                                            .expect("tx");
+                                    }
+                                });
+                            }
+                        });
+                    }
+                    start.elapsed()
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, sharing);
+criterion_main!(benches);
