@@ -227,3 +227,25 @@ fn tampered_values_are_named_by_verify_and_get() {
     assert!(err.to_string().contains("session/victim"), "{err}");
     assert_eq!(store.get("session", &["bystander"]).unwrap().len(), 1);
 }
+
+#[test]
+fn a_store_held_by_an_older_sealkv_is_reported_without_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = healthy(dir.path());
+    // An older sealkv opened its store with redb's default mode: a whole-file lock.
+    let older = redb::Database::open(&good).unwrap();
+    let before = bytes(&good);
+    for read_only in [false, true] {
+        let err = if read_only {
+            Store::open_read_only(&good, key(), fast_opts()).unwrap_err()
+        } else {
+            Store::open(&good, key(), fast_opts()).unwrap_err()
+        };
+        assert!(matches!(err, Error::Locked(_)), "{err:?}");
+        let msg = err.to_string();
+        assert!(msg.contains("in use") && msg.contains("older"), "{msg}");
+    }
+    assert!(bytes(&good) == before, "the file changed");
+    drop(older);
+    Store::open(&good, key(), fast_opts()).unwrap();
+}
