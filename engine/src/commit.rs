@@ -211,9 +211,8 @@ impl Store {
         value: impl Into<Vec<u8>>,
         ttl: Duration,
     ) -> Result<()> {
-        let mut batch = Batch::new();
-        batch.put_with_ttl(namespace, key, value, ttl);
-        self.set(&batch)
+        self.default_session()
+            .put_with_ttl(namespace, key, value, ttl)
     }
 
     pub(crate) fn set_in(&self, scope: &Scope, batch: &Batch) -> Result<()> {
@@ -234,18 +233,12 @@ impl Store {
 
     /// Stores one value (a batch of one).
     pub fn put(&self, namespace: &str, key: &str, value: impl Into<Vec<u8>>) -> Result<()> {
-        let mut batch = Batch::new();
-        batch.put(namespace, key, value);
-        self.set(&batch)
+        self.default_session().put(namespace, key, value)
     }
 
     /// Deletes one value. Returns whether it existed.
     pub fn delete(&self, namespace: &str, key: &str) -> Result<bool> {
-        let existed = !self.get(namespace, &[key])?.is_empty();
-        let mut batch = Batch::new();
-        batch.delete(namespace, key);
-        self.set(&batch)?;
-        Ok(existed)
+        self.default_session().delete(namespace, key)
     }
 
     /// Deletes every value in every namespace of every session, in one transaction.

@@ -256,21 +256,13 @@ impl Store {
         table: &impl ReadableTable<RowKey, &'static [u8]>,
         scope: &Scope,
     ) -> Result<Vec<(String, [u8; TAG_BYTES])>> {
-        let cat = scope.catalog_tag;
-        let label = scope.label("(catalog)");
-        let mut out = Vec::new();
-        for row in ns_rows(table, &cat)? {
-            let (k, v) = row?;
-            let ns_tag = split_row(k.value()).1;
-            let (name, _) = self.open_named(
-                ring,
-                &Row::new(&cat, &ns_tag, &v),
-                &RowKind::Namespace(scope),
-                &label,
-            )?;
-            out.push((name, ns_tag));
-        }
-        Ok(out)
+        self.catalog_rows(
+            ring,
+            table,
+            &scope.catalog_tag,
+            &RowKind::Namespace(scope),
+            &scope.label("(catalog)"),
+        )
     }
 
     /// True when the namespace holds a value that has not expired. Opens rows only in
@@ -333,17 +325,29 @@ impl Store {
         table: &impl ReadableTable<RowKey, &'static [u8]>,
     ) -> Result<Vec<Scope>> {
         let cat = sessions_catalog_tag(ring.name_key());
+        Ok(self
+            .catalog_rows(ring, table, &cat, &RowKind::Session, "(sessions)")?
+            .into_iter()
+            .map(|(name, _)| Scope::named(ring.name_key(), &name))
+            .collect())
+    }
+
+    /// The rows of a catalog (`cat`): each entry's name, checked against its tag as
+    /// `kind` says, and the tag it names.
+    fn catalog_rows(
+        &self,
+        ring: &Keyring,
+        table: &impl ReadableTable<RowKey, &'static [u8]>,
+        cat: &[u8; TAG_BYTES],
+        kind: &RowKind<'_>,
+        label: &str,
+    ) -> Result<Vec<(String, [u8; TAG_BYTES])>> {
         let mut out = Vec::new();
-        for row in ns_rows(table, &cat)? {
+        for row in ns_rows(table, cat)? {
             let (k, v) = row?;
             let tag = split_row(k.value()).1;
-            let (name, _) = self.open_named(
-                ring,
-                &Row::new(&cat, &tag, &v),
-                &RowKind::Session,
-                "(sessions)",
-            )?;
-            out.push(Scope::named(ring.name_key(), &name));
+            let (name, _) = self.open_named(ring, &Row::new(cat, &tag, &v), kind, label)?;
+            out.push((name, tag));
         }
         Ok(out)
     }
