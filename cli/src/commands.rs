@@ -167,10 +167,19 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
                 bar.finish_and_clear();
             }
             let destroyed = store.destroy_unused_keys()?;
-            store.compact()?;
+            // While another process has the store open the file cannot be replaced:
+            // the rotation stands, and the purge of old ciphertext waits.
+            let compacted = match store.compact() {
+                Ok(()) => "compacted",
+                Err(sealkv::Error::NotAlone) => {
+                    "not compacted: another process has the store open (old ciphertext \
+                     stays in free pages until `sealkv compact` runs with the store closed)"
+                }
+                Err(e) => return Err(e.into()),
+            };
             let ids: Vec<String> = destroyed.iter().map(u32::to_string).collect();
             eprintln!(
-                "rotated to data key {new_id}; re-sealed {} values; destroyed key(s) {}; compacted",
+                "rotated to data key {new_id}; re-sealed {} values; destroyed key(s) {}; {compacted}",
                 report.resealed,
                 if ids.is_empty() {
                     "none".to_string()

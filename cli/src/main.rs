@@ -57,6 +57,8 @@ impl From<sealkv::Error> for Failure {
             }
             E::Integrity { .. } => Failure::new(4, message)
                 .hint("run `sealkv verify` to list every damaged value; restore from a backup"),
+            E::NotAlone => Failure::new(2, message)
+                .hint("stop the programs using the store, then run `sealkv compact`"),
             E::MetaTampered => Failure::new(4, message)
                 .hint("restore the store from a backup; do not write to this file"),
             E::Key(sealkv::CryptoError::KdfOverLimit { .. }) => Failure::new(2, message),

@@ -444,9 +444,10 @@ pub fn bind_meta(records: &[(&str, &[u8])]) -> [u8; META_DIGEST_LEN] {
 /// that failed and is retried writes the record again.
 pub struct SealedKeyring {
     record: Vec<u8>,
-    /// Per key, in keyring order: the reservation written in `record`, and where a new
-    /// block of seal counts it reserves for this process starts, if it reserves one.
-    reserved: Vec<(u64, Option<u64>)>,
+    /// Per key, in keyring order: the reservation written in `record`, and, if it
+    /// reserves a new block for this process, where this process's count goes on from
+    /// and what the count was when the record was sealed.
+    reserved: Vec<(u64, Option<(u64, u64)>)>,
 }
 
 impl SealedKeyring {
@@ -584,7 +585,7 @@ impl Keyring {
         db_id: &[u8; 16],
         meta: &[u8; META_DIGEST_LEN],
     ) -> Result<SealedKeyring, CryptoError> {
-        let reserved: Vec<(u64, Option<u64>)> = self
+        let reserved: Vec<(u64, Option<(u64, u64)>)> = self
             .keys
             .iter()
             .map(|k| {
@@ -592,9 +593,10 @@ impl Keyring {
                 let reserved = k.reserved.load(Ordering::Relaxed);
                 let floor = k.floor.load(Ordering::Relaxed);
                 if own >= reserved {
-                    // A new block, past what any process may have reserved.
-                    let start = own.max(floor);
-                    (start.saturating_add(SEAL_RESERVATION), Some(start))
+                    // A new block, past what any process may have reserved, that also
+                    // counts the seals made since this process's last block ran out.
+                    let start = reserved.max(floor).saturating_add(own - reserved);
+                    (start.saturating_add(SEAL_RESERVATION), Some((start, own)))
                 } else {
                     // This process's block goes on; the file never goes down.
                     (reserved.max(floor), None)
@@ -632,9 +634,10 @@ impl Keyring {
         for (k, (written, block)) in self.keys.iter().zip(&sealed.reserved) {
             // `floor` stays: it is what other processes left in the file, and this
             // process's own reservations are in `reserved`.
-            if let Some(start) = block {
-                // This process's seals go on from the start of its new block.
-                k.seals.fetch_max(*start, Ordering::Relaxed);
+            if let Some((start, own_then)) = block {
+                // This process's count moves to its new block; seals other threads
+                // made since the record was sealed stay counted on top.
+                k.seals.fetch_add(start - own_then, Ordering::Relaxed);
                 k.reserved.fetch_max(*written, Ordering::Relaxed);
             }
         }

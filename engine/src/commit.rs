@@ -244,12 +244,14 @@ impl Store {
     /// Deletes every value in every namespace of every session, in one transaction.
     pub fn clear(&self) -> Result<()> {
         self.check_writable()?;
-        let ring = self.ring();
-        let sealed = Sealed {
-            clear: true,
-            ..Sealed::default()
-        };
-        self.commit_sealed(&ring, sealed)
+        self.with_fresh_keyring(|| {
+            let ring = self.ring();
+            let sealed = Sealed {
+                clear: true,
+                ..Sealed::default()
+            };
+            self.commit_sealed(&ring, sealed)
+        })
     }
 
     pub(crate) fn check_writable(&self) -> Result<()> {

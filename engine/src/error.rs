@@ -88,6 +88,10 @@ pub enum Error {
         /// How long it waited.
         waited: std::time::Duration,
     },
+    /// Compaction (and so the CLI's `rotate`, which ends with it) needs the store to
+    /// itself, and another process or a transaction in progress has it. Nothing was
+    /// changed; compact later.
+    NotAlone,
     /// A transaction with one lock key was begun inside a transaction holding another:
     /// taking the second lock could deadlock against a thread taking them in the
     /// opposite order, so it is refused. Nothing was written.
@@ -159,6 +163,10 @@ impl fmt::Display for Error {
                 f,
                 "gave up after {:.1} s waiting for a transaction lock key that another process holds",
                 waited.as_secs_f64()
+            ),
+            Self::NotAlone => f.write_str(
+                "compaction needs the store to itself, and another process (or a transaction \
+                 in progress) has it open; nothing was changed, compact when it is closed",
             ),
             Self::NestedLock => f.write_str(
                 "a transaction cannot begin with another lock key inside a transaction; \
@@ -281,6 +289,7 @@ impl Error {
             },
             Self::MetaTampered => Self::MetaTampered,
             Self::NestedLock => Self::NestedLock,
+            Self::NotAlone => Self::NotAlone,
             Self::KeyringChanged => Self::KeyringChanged,
             Self::LockTimeout { waited } => Self::LockTimeout { waited: *waited },
             Self::KeyInUse { key_id, values } => Self::KeyInUse {

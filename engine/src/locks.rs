@@ -28,7 +28,8 @@ const AREA: u64 = (1 << 62) + (1 << 40);
 
 /// Cross-process transaction locks of one store.
 pub(crate) struct FileLocks {
-    backend: FileBackend,
+    /// Replaced when compaction puts a new file in place.
+    backend: std::sync::RwLock<FileBackend>,
     /// Turns lock names into bytes (derived from the name key).
     salt: [u8; 16],
     /// Lock byte → holders in this process. Two lock keys may share a byte: the file
@@ -43,13 +44,34 @@ pub(crate) struct FileLockGuard<'a> {
 
 impl FileLocks {
     pub(crate) fn open(path: &Path, nk: &NameKey) -> Result<Self> {
-        let file = OpenOptions::new().read(true).write(true).open(path)?;
-        let backend = FileBackend::new(file).map_err(|e| Error::Io(std::io::Error::other(e)))?;
         Ok(Self {
-            backend,
+            backend: std::sync::RwLock::new(Self::open_backend(path)?),
             salt: nk.record_tag(b"transaction lock bytes"),
             held: Mutex::new(HashMap::new()),
         })
+    }
+
+    fn open_backend(path: &Path) -> Result<FileBackend> {
+        let file = OpenOptions::new().read(true).write(true).open(path)?;
+        FileBackend::new(file).map_err(|e| Error::Io(std::io::Error::other(e)))
+    }
+
+    /// Locks the new file at `path` from now on (compaction replaced the file). Refused
+    /// while a transaction of this process holds a lock.
+    pub(crate) fn reopen(&self, path: &Path) -> Result<()> {
+        let held = lock(&self.held);
+        if !held.is_empty() {
+            return Err(Error::Io(std::io::Error::other(
+                "a transaction holds a lock key; compact when it has ended",
+            )));
+        }
+        *crate::store::write_lock(&self.backend) = Self::open_backend(path)?;
+        Ok(())
+    }
+
+    /// True while a transaction of this process holds a lock key.
+    pub(crate) fn any_held(&self) -> bool {
+        !lock(&self.held).is_empty()
     }
 
     fn offset(&self, session: Option<&str>, lock_key: &str) -> u64 {
@@ -94,8 +116,7 @@ impl FileLocks {
                     });
                 }
                 let (start, end) = Self::range(offset);
-                let taken = self
-                    .backend
+                let taken = crate::store::read_lock(&self.backend)
                     .try_lock_range(start, end)
                     .map_err(|e| Error::Io(std::io::Error::other(e)))?;
                 if taken {
@@ -131,7 +152,7 @@ impl Drop for FileLockGuard<'_> {
             let (start, end) = FileLocks::range(self.offset);
             // Unlocking a range this handle holds fails only if the handle is gone;
             // closing it releases the lock as well.
-            let _ = self.locks.backend.unlock_range(start, end);
+            let _ = crate::store::read_lock(&self.locks.backend).unlock_range(start, end);
         }
     }
 }

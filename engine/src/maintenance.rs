@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::expiry::EXPIRY;
 use crate::handle::{Handle, map_open_error};
 use crate::meta::META;
+use crate::options::Concurrency;
 use crate::read::RowKind;
 use crate::rows::{DATA, Row, hex_tag, split_row};
 use crate::store::{PRIVATE_MODE, Store, create_private_file, write_lock};
@@ -111,24 +112,14 @@ impl Store {
             return Err(Error::ReadOnly);
         }
         let _commit = self.commit_lock();
+        if self.inner.file_locks.as_ref().is_some_and(|l| l.any_held()) {
+            return Err(Error::NotAlone);
+        }
         let mut slot = write_lock(&self.inner.db);
         let Some(mut db) = slot.take() else {
             return Err(Error::Poisoned);
         };
-        let path = self.inner.path.clone();
-        let mut tmp = path.clone().into_os_string();
-        tmp.push(".compact-tmp");
-        let tmp = PathBuf::from(tmp);
-        let _ = fs::remove_file(&tmp);
-        // The new file keeps the mode of the one it replaces.
-        let mode = file_mode(&path)?;
-        let copied = copy_snapshot(&db, &tmp, mode);
-        if let Err(e) = copied {
-            let _ = fs::remove_file(&tmp);
-            *slot = Some(db);
-            return Err(e);
-        }
-        // Only our handle may remain before the file is replaced.
+        // Only our handle may remain before the file is reopened.
         for _ in 0..10_000 {
             match Arc::try_unwrap(db) {
                 Ok(only) => {
@@ -141,7 +132,40 @@ impl Store {
                 }
             }
         }
-        let swapped = fs::rename(&tmp, &path).and_then(|()| sync_dir(&path));
+        let path = self.inner.path.clone();
+        // The file is replaced, so no other process may have it open: in shared mode
+        // they would go on writing to the old file. An exclusive open proves it (and
+        // keeps them out until the new file is in place).
+        let alone = match Store::open_redb(&path, &self.inner.opts, false, Concurrency::Exclusive) {
+            Ok(db) => Handle::read_write(db),
+            Err(e) => {
+                let reopened = self.open_handle();
+                match reopened {
+                    Ok(h) => *slot = Some(h),
+                    Err(_) => self.inner.poisoned.store(true, Ordering::Release),
+                }
+                return Err(match e {
+                    Error::Locked(_) => Error::NotAlone,
+                    other => other,
+                });
+            }
+        };
+        let mut tmp = path.clone().into_os_string();
+        tmp.push(".compact-tmp");
+        let tmp = PathBuf::from(tmp);
+        let _ = fs::remove_file(&tmp);
+        // The new file keeps the mode of the one it replaces.
+        let copied = file_mode(&path).and_then(|mode| copy_snapshot(&alone, &tmp, mode));
+        let swapped = match copied {
+            Ok(()) => fs::rename(&tmp, &path)
+                .and_then(|()| sync_dir(&path))
+                .map_err(Error::from),
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                Err(e)
+            }
+        };
+        drop(alone);
         match self.open_handle() {
             Ok(reopened) => *slot = Some(reopened),
             Err(e) => {
@@ -149,8 +173,10 @@ impl Store {
                 return Err(e);
             }
         }
-        swapped?;
-        Ok(())
+        if let Some(locks) = &self.inner.file_locks {
+            locks.reopen(&path)?;
+        }
+        swapped
     }
 }
 

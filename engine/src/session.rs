@@ -52,18 +52,25 @@ impl Store {
     /// The named sessions that hold at least one value, sorted.
     pub fn sessions(&self) -> Result<Vec<String>> {
         self.contained(|| {
-            let ring = self.ring();
-            let snap = self.db()?.snapshot()?;
-            let mut names = Vec::new();
-            for scope in self.session_scopes(&ring, &snap.data)? {
-                if !self.namespaces_in(&scope)?.is_empty()
-                    && let Some(name) = scope.session
-                {
-                    names.push(name);
+            self.with_fresh_keyring(|| {
+                let scopes = {
+                    let ring = self.ring();
+                    let snap = self.db()?.snapshot()?;
+                    self.session_scopes(&ring, &snap.data)?
+                };
+                // With no keyring guard held: `namespaces_in` takes its own, and a second
+                // read lock on a thread that holds one deadlocks behind a waiting writer.
+                let mut names = Vec::new();
+                for scope in scopes {
+                    if !self.namespaces_in(&scope)?.is_empty()
+                        && let Some(name) = scope.session
+                    {
+                        names.push(name);
+                    }
                 }
-            }
-            names.sort();
-            Ok(names)
+                names.sort();
+                Ok(names)
+            })
         })
     }
 

@@ -199,9 +199,20 @@ impl Store {
         // The key is right (or a test backend is in use): open for writing, in the
         // file's mode, which recovers the file if it needs it. The records are read
         // again, as another program may have changed them (a rekey) in between.
-        let mode = Self::recorded_mode(path, &opts)?;
-        let db = Handle::read_write(Self::open_redb(path, &opts, false, mode)?);
-        let meta = read_meta(&db, path)?;
+        let mut mode = Self::recorded_mode(path, &opts)?;
+        let mut db = Handle::read_write(Self::open_redb(path, &opts, false, mode)?);
+        let mut meta = read_meta(&db, path)?;
+        // Another process may have upgraded a format 1 file between the two reads: open
+        // in the mode the file now records (authenticated below).
+        if meta.store_key.is_some() && meta.mode != mode {
+            drop(db);
+            mode = meta.mode;
+            db = Handle::read_write(Self::open_redb(path, &opts, false, mode)?);
+            meta = read_meta(&db, path)?;
+            if meta.mode != mode {
+                return Err(Error::MetaTampered);
+            }
+        }
         let (kek, mut unlocked) = unlock(&meta, &secret, &opts, derived)?;
         let upgrade = meta.check_bound(&unlocked.ring)?;
         meta.apply_settings(&mut opts)?;
