@@ -139,7 +139,10 @@ impl Tx<'_> {
             }
         }
         if !missing.is_empty() {
-            out.extend(self.store.get_in(self.scope, namespace, &missing)?);
+            out.extend(
+                self.store
+                    .with_fresh_keyring(|| self.store.get_in(self.scope, namespace, &missing))?,
+            );
         }
         Ok(out)
     }
