@@ -21,11 +21,33 @@ use crate::store::{PRIVATE_MODE, Store, create_private_file, write_lock};
 impl Store {
     /// Opens every value and reports each one that fails, without stopping at the first.
     pub fn verify(&self) -> Result<Vec<Error>> {
+        self.catch_up_keyring()?;
         self.contained(|| self.verify_unguarded())
+    }
+
+    /// In shared mode, reads the keyring again before a whole-store scan, so values
+    /// another process sealed under a key it made since are not reported as damaged.
+    fn catch_up_keyring(&self) -> Result<()> {
+        if self.inner.mode != Concurrency::Shared || self.is_poisoned() {
+            return Ok(());
+        }
+        let db = self.db()?;
+        let txn = db.begin_read()?;
+        let current = txn
+            .open_table(META)?
+            .get(crate::meta::META_KEYRING)?
+            .map(|r| r.value().to_vec());
+        drop(txn);
+        drop(db);
+        if current.as_deref() != Some(crate::store::lock(&self.inner.keyring_seen).as_slice()) {
+            self.reload_keyring()?;
+        }
+        Ok(())
     }
 
     /// Entries and bytes per namespace, data keys with their use, and the file size.
     pub fn stats(&self) -> Result<Stats> {
+        self.catch_up_keyring()?;
         self.contained(|| self.stats_unguarded())
     }
 

@@ -252,6 +252,9 @@ fn a_process_never_seals_under_a_key_another_destroyed() {
     // Another process rotates, re-encrypts and destroys key 1.
     let mut rotator = spawn("rotate-destroy", &path, &[]);
     assert!(rotator.wait().unwrap().success());
+    // Before writing, a scan already sees the other process's keys.
+    assert!(stale.verify().unwrap().is_empty());
+    assert_eq!(stale.stats().unwrap().keys.len(), 2);
     // This process writes and reads on: its write is sealed under the new key.
     stale.put("n", "after", b"2".to_vec()).unwrap();
     let stats = stale.stats().unwrap();
