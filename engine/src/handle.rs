@@ -45,8 +45,11 @@ pub(crate) enum HandleKind {
 pub(crate) struct Snapshot {
     epoch: u64,
     pub(crate) data: redb::ReadOnlyTable<RowKey, &'static [u8]>,
-    /// True when the store has values that expire (reads then open rows to count).
-    pub(crate) expiring: bool,
+    /// The read transaction the table belongs to, kept for the expiry index.
+    txn: redb::ReadTransaction,
+    /// Whether the store has values that expire (then counting opens rows). Looked up
+    /// on first use only: a point get never needs it.
+    expiring: std::sync::OnceLock<bool>,
 }
 
 impl Handle {
@@ -147,19 +150,30 @@ impl Handle {
     }
 }
 
-impl Handle {
-    fn fresh_snapshot(&self, epoch: u64) -> Result<Snapshot> {
-        let txn = self.begin_read()?;
-        let data = txn.open_table(DATA)?;
-        let expiring = match txn.open_table(crate::expiry::EXPIRY) {
+impl Snapshot {
+    /// True when the store has values that expire.
+    pub(crate) fn expiring(&self) -> Result<bool> {
+        if let Some(&known) = self.expiring.get() {
+            return Ok(known);
+        }
+        let known = match self.txn.open_table(crate::expiry::EXPIRY) {
             Ok(index) => redb::ReadableTableMetadata::len(&index)? > 0,
             Err(redb::TableError::TableDoesNotExist(_)) => false,
             Err(e) => return Err(e.into()),
         };
+        Ok(*self.expiring.get_or_init(|| known))
+    }
+}
+
+impl Handle {
+    fn fresh_snapshot(&self, epoch: u64) -> Result<Snapshot> {
+        let txn = self.begin_read()?;
+        let data = txn.open_table(DATA)?;
         Ok(Snapshot {
             epoch,
             data,
-            expiring,
+            txn,
+            expiring: std::sync::OnceLock::new(),
         })
     }
 }

@@ -277,7 +277,7 @@ impl Store {
         now: u64,
     ) -> Result<bool> {
         let mut rows = ns_rows(&snap.data, ns_tag)?;
-        if !snap.expiring {
+        if !snap.expiring()? {
             return Ok(rows.next().transpose()?.is_some());
         }
         let (kind, label) = (RowKind::Value(scope, namespace), scope.label(namespace));
@@ -303,9 +303,10 @@ impl Store {
         let (now, label) = (self.now(), scope.label(namespace));
         let kind = RowKind::Value(scope, namespace);
         let mut n = 0;
+        let expiring = snap.expiring()?;
         for row in ns_rows(&snap.data, &ns_tag)? {
             let (k, v) = row?;
-            if snap.expiring {
+            if expiring {
                 let key_tag = split_row(k.value()).1;
                 let (_, opened) =
                     self.open_named(&ring, &Row::new(&ns_tag, &key_tag, &v), &kind, &label)?;
