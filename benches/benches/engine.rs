@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use redb::{ReadableDatabase, TableDefinition};
-use sealkv_benches::auth_like_value;
+use sealkv_benches::{auth_like_value, fill, key_name, transaction_round};
 use sealkv_crypto::{Algorithm, Codec, Compression};
-use sealkv_engine::{Batch, MasterKey, Options, Store};
+use sealkv_engine::{MasterKey, Options, Store};
 
 const RAW: TableDefinition<&[u8], &[u8]> = TableDefinition::new("raw");
 const N: usize = 10_000;
@@ -25,10 +25,6 @@ fn one_process() -> Options {
         ..Options::default()
     }
 }
-fn key_name(i: usize) -> String {
-    format!("4915550{i:06}.0")
-}
-
 fn sealkv_store(dir: &std::path::Path, name: &str, opts: Options) -> Store {
     let store = Store::create(
         dir.join(name),
@@ -36,13 +32,7 @@ fn sealkv_store(dir: &std::path::Path, name: &str, opts: Options) -> Store {
         opts,
     )
     .expect("create");
-    for chunk in (0..N).collect::<Vec<_>>().chunks(1000) {
-        let mut b = Batch::new();
-        for &i in chunk {
-            b.put("session", &key_name(i), auth_like_value(1024, i as u64));
-        }
-        store.set(&b).expect("fill");
-    }
+    fill(|b| store.set(b).expect("fill"), N, "session");
     store
 }
 
@@ -190,25 +180,7 @@ fn group_commit(c: &mut Criterion) {
                 b.iter_custom(|iters| {
                     let start = Instant::now();
                     for _ in 0..iters {
-                        std::thread::scope(|s| {
-                            for t in 0..threads {
-                                let (store, value) = (&store, &value);
-                                s.spawn(move || {
-                                    for j in 0..20 {
-                                        store
-                                            .transaction(&format!("acct{t}"), |tx| {
-                                                tx.put(
-                                                    "session",
-                                                    &format!("{t}.{j}"),
-                                                    value.clone(),
-                                                );
-                                                Ok::<_, sealkv_engine::Error>(())
-                                            })
-                                            .expect("tx");
-                                    }
-                                });
-                            }
-                        });
+                        transaction_round(&store, threads, &value);
                     }
                     start.elapsed()
                 })

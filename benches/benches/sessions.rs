@@ -8,24 +8,10 @@
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use sealkv_benches::auth_like_value;
-use sealkv_engine::{Batch, MasterKey, Options, Store};
+use sealkv_benches::{auth_like_value, fill, key_name};
+use sealkv_engine::{MasterKey, Options, Store};
 
 const N: usize = 10_000;
-
-fn key_name(i: usize) -> String {
-    format!("4915550{i:06}.0")
-}
-
-fn fill(set: impl Fn(&Batch), n: usize, namespace: &str) {
-    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
-        let mut b = Batch::new();
-        for &i in chunk {
-            b.put(namespace, &key_name(i), auth_like_value(1024, i as u64));
-        }
-        set(&b);
-    }
-}
 
 fn new_store(dir: &std::path::Path, name: &str) -> Store {
     Store::create(

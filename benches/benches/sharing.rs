@@ -8,14 +8,10 @@
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use sealkv_benches::auth_like_value;
-use sealkv_engine::{Batch, Concurrency, MasterKey, Options, Store};
+use sealkv_benches::{auth_like_value, fill, key_name, transaction_round};
+use sealkv_engine::{Concurrency, MasterKey, Options, Store};
 
 const N: usize = 10_000;
-
-fn key_name(i: usize) -> String {
-    format!("4915550{i:06}.0")
-}
 
 fn store(dir: &std::path::Path, mode: Concurrency) -> Store {
     let store = Store::create(
@@ -27,13 +23,7 @@ fn store(dir: &std::path::Path, mode: Concurrency) -> Store {
         },
     )
     .expect("create");
-    for chunk in (0..N).collect::<Vec<_>>().chunks(1000) {
-        let mut b = Batch::new();
-        for &i in chunk {
-            b.put("session", &key_name(i), auth_like_value(1024, i as u64));
-        }
-        store.set(&b).expect("fill");
-    }
+    fill(|b| store.set(b).expect("fill"), N, "session");
     store
 }
 
@@ -86,25 +76,7 @@ fn sharing(c: &mut Criterion) {
                 b.iter_custom(|iters| {
                     let start = Instant::now();
                     for _ in 0..iters {
-                        std::thread::scope(|s| {
-                            for t in 0..threads {
-                                let value = &value;
-                                s.spawn(move || {
-                                    for j in 0..20 {
-                                        store
-                                            .transaction(&format!("acct{t}"), |tx| {
-                                                tx.put(
-                                                    "session",
-                                                    &format!("{t}.{j}"),
-                                                    value.clone(),
-                                                );
-                                                Ok::<_, sealkv_engine::Error>(())
-                                            })
-                                            .expect("tx");
-                                    }
-                                });
-                            }
-                        });
+                        transaction_round(store, threads, &value);
                     }
                     start.elapsed()
                 })

@@ -26,3 +26,39 @@ pub fn auth_like_value(size: usize, seed: u64) -> Vec<u8> {
     out.truncate(size);
     out
 }
+
+/// The key of the `i`-th value in the benches: a Baileys session id.
+pub fn key_name(i: usize) -> String {
+    format!("4915550{i:06}.0")
+}
+
+/// Writes `n` 1 KiB values named by [`key_name`] into `namespace`, 1,000 per batch,
+/// through `set` (a store's or a session's).
+pub fn fill(set: impl Fn(&sealkv_engine::Batch), n: usize, namespace: &str) {
+    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+        let mut b = sealkv_engine::Batch::new();
+        for &i in chunk {
+            b.put(namespace, &key_name(i), auth_like_value(1024, i as u64));
+        }
+        set(&b);
+    }
+}
+
+/// One round of the group-commit benches: `threads` threads, each committing 20
+/// one-value transactions under a lock key of its own.
+pub fn transaction_round(store: &sealkv_engine::Store, threads: usize, value: &[u8]) {
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            s.spawn(move || {
+                for j in 0..20 {
+                    store
+                        .transaction(&format!("acct{t}"), |tx| {
+                            tx.put("session", &format!("{t}.{j}"), value.to_vec());
+                            Ok::<_, sealkv_engine::Error>(())
+                        })
+                        .expect("tx");
+                }
+            });
+        }
+    });
+}
