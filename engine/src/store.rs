@@ -166,6 +166,9 @@ impl Store {
 
     fn open_inner(path: &Path, secret: Secret, mut opts: Options, read_only: bool) -> Result<Self> {
         let mut derived = None;
+        // The mode to open the file in for writing: the one it records, or, for a file
+        // of format 1 (which records none), the one asked for (its upgrade records it).
+        let mut mode = opts.concurrency;
         if opts.backend.is_none() {
             precheck(path)?;
             // Check the key on a view that writes nothing: a read-only open (in the
@@ -194,12 +197,15 @@ impl Store {
             }
             meta.apply_settings(&mut opts.clone())?;
             derived = Some((meta.kdf.clone(), kek));
+            if meta.store_key.is_some() {
+                mode = meta.mode;
+            }
             drop(view);
         }
         // The key is right (or a test backend is in use): open for writing, in the
         // file's mode, which recovers the file if it needs it. The records are read
         // again, as another program may have changed them (a rekey) in between.
-        let mut mode = Self::recorded_mode(path, &opts)?;
+
         let mut db = Handle::read_write(Self::open_redb(path, &opts, false, mode)?);
         let mut meta = read_meta(&db, path)?;
         // Another process may have upgraded a format 1 file between the two reads: open
@@ -224,31 +230,6 @@ impl Store {
         }
         store.maybe_auto_rotate()?;
         Ok(store)
-    }
-
-    /// The mode to open the file in for writing: the one it records, or, for a file
-    /// of format 1 (which records none), the one asked for (its upgrade records it).
-    fn recorded_mode(path: &Path, opts: &Options) -> Result<Concurrency> {
-        if opts.backend.is_some() {
-            return Ok(opts.concurrency);
-        }
-        let view = redb::Builder::new()
-            .set_cache_size(1 << 20)
-            .set_concurrency_mode(redb::ConcurrencyMode::MultiWriter)
-            .open_read_only(path);
-        let view = match view {
-            Ok(ro) => Handle::read_only(ro),
-            // Needs recovery: the read-write open below recovers it; its mode record was
-            // read (and authenticated) on the recovered view already.
-            Err(redb::DatabaseError::RepairAborted) => Handle::recovered(path, 1 << 20)?,
-            Err(e) => return Err(map_open_error(e, path)),
-        };
-        let meta = read_meta(&view, path)?;
-        Ok(if meta.store_key.is_some() {
-            meta.mode
-        } else {
-            opts.concurrency
-        })
     }
 
     /// Upgrades a format 1 store: the format record says [`FORMAT_VERSION`], the
