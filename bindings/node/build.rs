@@ -1,0 +1,5 @@
+//! Sets the linker flags a Node addon needs (undefined `napi_*` symbols resolve at load).
+
+fn main() {
+    napi_build::setup();
+}

@@ -1,0 +1,350 @@
+'use strict'
+// The JavaScript half of sealkv for Node: option checking, Baileys' JSON, and error
+// codes. Every store call goes to the native half (`native/`), which runs it on the
+// libuv thread pool.
+
+const native = require('../native/index.cjs')
+
+/** Key families of Baileys' `SignalDataTypeMap`; each is a namespace of the store. */
+const FAMILIES = Object.freeze([
+  'pre-key',
+  'session',
+  'sender-key',
+  'sender-key-memory',
+  'app-state-sync-key',
+  'app-state-sync-version',
+  'lid-mapping',
+  'device-list',
+  'tctoken',
+  'identity-key',
+])
+
+/** An error from sealkv, with a stable `code` such as `SEALKV_WRONG_KEY`. */
+class SealkvError extends Error {
+  constructor(code, message, options) {
+    super(message, options)
+    this.name = 'SealkvError'
+    this.code = code
+  }
+}
+
+const CODED = /^(SEALKV_[A-Z_]+): ([\s\S]*)$/
+
+function translate(err) {
+  const m = err && typeof err.message === 'string' ? CODED.exec(err.message) : null
+  return m ? new SealkvError(m[1], m[2]) : err
+}
+
+/** Runs a native call, turning its coded errors (thrown or rejected) into SealkvErrors. */
+async function call(fn) {
+  try {
+    return await fn()
+  } catch (err) {
+    throw translate(err)
+  }
+}
+
+function toBuffer(value, what) {
+  if (Buffer.isBuffer(value)) return value
+  if (value instanceof Uint8Array) return Buffer.from(value.buffer, value.byteOffset, value.byteLength)
+  if (typeof value === 'string') return Buffer.from(value, 'utf8')
+  throw new SealkvError('SEALKV_INVALID_ARGUMENT', `${what}: a value must be a Buffer, Uint8Array or string`)
+}
+
+function secretOf(opts) {
+  const { passphrase, key } = opts
+  if ((passphrase == null) === (key == null)) {
+    throw new SealkvError('SEALKV_INVALID_ARGUMENT', 'give exactly one of `passphrase` or `key`')
+  }
+  if (passphrase != null) {
+    if (typeof passphrase !== 'string') {
+      throw new SealkvError('SEALKV_INVALID_ARGUMENT', '`passphrase` must be a string')
+    }
+    return { passphrase }
+  }
+  return { key: toBuffer(key, 'key') }
+}
+
+function nativeOptions(opts, mode) {
+  return {
+    create: mode !== 'open',
+    createNew: mode === 'create',
+    readOnly: Boolean(opts.readOnly),
+    kdf: opts.kdf
+      ? { memoryKib: opts.kdf.memoryKib, passes: opts.kdf.passes, lanes: opts.kdf.lanes ?? 1 }
+      : undefined,
+    concurrency: opts.concurrency,
+  }
+}
+
+/** Normalizes `set`'s argument: an array of changes, or `{ namespace: { key: value | null } }`. */
+function changesOf(changes) {
+  const out = []
+  const push = (namespace, key, value, ttlMs) => {
+    out.push({
+      namespace: String(namespace),
+      key: String(key),
+      value: value == null ? null : toBuffer(value, `${namespace}/${key}`),
+      ttlMs: ttlMs ?? undefined,
+    })
+  }
+  if (Array.isArray(changes)) {
+    for (const c of changes) push(c.namespace, c.key, c.value, c.ttlMs)
+  } else if (changes && typeof changes === 'object') {
+    for (const namespace of Object.keys(changes)) {
+      const entries = changes[namespace] || {}
+      for (const key of Object.keys(entries)) push(namespace, key, entries[key])
+    }
+  } else {
+    throw new SealkvError('SEALKV_INVALID_ARGUMENT', 'changes must be an array or an object of namespaces')
+  }
+  return out
+}
+
+/**
+ * An encrypted store: one file, values sealed with rotating data keys. A `Store` is a
+ * view of one session (the default session unless made by `session(id)`); views share
+ * one open file.
+ */
+class Store {
+  #native
+  #session
+
+  constructor(handle, session) {
+    if (!(handle instanceof native.NativeStore)) {
+      throw new TypeError('use Store.open, Store.create or Store.openOrCreate')
+    }
+    this.#native = handle
+    this.#session = session ?? null
+  }
+
+  static async #open(path, opts, mode) {
+    if (typeof path !== 'string' || path === '') {
+      throw new SealkvError('SEALKV_INVALID_ARGUMENT', 'path must be a non-empty string')
+    }
+    const secret = secretOf(opts)
+    const handle = await call(() => native.openStore(path, secret, nativeOptions(opts, mode)))
+    return new Store(handle, opts.session)
+  }
+
+  /** Opens an existing store. */
+  static open(path, opts = {}) {
+    return Store.#open(path, opts, 'open')
+  }
+
+  /** Creates a new store; rejects with `SEALKV_EXISTS` when the file exists. */
+  static create(path, opts = {}) {
+    return Store.#open(path, opts, 'create')
+  }
+
+  /** Opens the store, creating it when the file does not exist. */
+  static openOrCreate(path, opts = {}) {
+    return Store.#open(path, opts, 'openOrCreate')
+  }
+
+  /** The session this view reads and writes (null: the default session). */
+  get sessionId() {
+    return this.#session
+  }
+
+  /** A view of session `id` of the same open file. */
+  session(id) {
+    if (typeof id !== 'string' || id === '') {
+      throw new SealkvError('SEALKV_INVALID_ARGUMENT', 'a session id must be a non-empty string')
+    }
+    return new Store(this.#native, id)
+  }
+
+  /** The value of `namespace`/`key`, or null. */
+  async get(namespace, key) {
+    const [value] = await call(() => this.#native.get(this.#session, String(namespace), [String(key)]))
+    return value
+  }
+
+  /** Values of several keys of one namespace: an object of the keys found. */
+  async getMany(namespace, keys) {
+    const ids = keys.map(String)
+    const values = await call(() => this.#native.get(this.#session, String(namespace), ids))
+    const found = {}
+    ids.forEach((id, i) => {
+      if (values[i] !== null) found[id] = values[i]
+    })
+    return found
+  }
+
+  /**
+   * Applies puts and deletes in one atomic, durable transaction. `changes` is an array
+   * of `{ namespace, key, value, ttlMs? }` (a null `value` deletes) or an object
+   * `{ namespace: { key: value | null } }`.
+   */
+  async set(changes) {
+    const list = changesOf(changes)
+    if (list.length === 0) return
+    await call(() => this.#native.set(this.#session, list))
+  }
+
+  /** Stores one value (`ttlMs`: it expires that many milliseconds from now). */
+  async put(namespace, key, value, { ttlMs } = {}) {
+    await this.set([{ namespace, key, value, ttlMs }])
+  }
+
+  /** Deletes one value; resolves whether it existed. */
+  delete(namespace, key) {
+    return call(() => this.#native.delete(this.#session, String(namespace), String(key)))
+  }
+
+  /** The keys of `namespace`, sorted. */
+  list(namespace) {
+    return call(() => this.#native.list(this.#session, String(namespace)))
+  }
+
+  /** The namespaces that hold values in this session. */
+  namespaces() {
+    return call(() => this.#native.namespaces(this.#session))
+  }
+
+  /** Deletes every value of this session, in one transaction. */
+  clear() {
+    return call(() => this.#native.clear(this.#session))
+  }
+
+  /** The named sessions that hold values. */
+  sessions() {
+    return call(() => this.#native.sessions())
+  }
+
+  /** Deletes session `id` and all its values; resolves whether it had any. */
+  dropSession(id) {
+    return call(() => this.#native.dropSession(String(id)))
+  }
+
+  /** Removes expired values now; resolves how many. */
+  sweep() {
+    return call(() => this.#native.sweep())
+  }
+
+  /** Makes a new primary data key (old values stay readable); resolves its id. */
+  rotate() {
+    return call(() => this.#native.rotate())
+  }
+
+  /** Opens every value and checks the store; resolves the problems found (`[]`: sound). */
+  verify() {
+    return call(() => this.#native.verify())
+  }
+
+  /** Writes a consistent copy of the store to a new file `dest`, while it is in use. */
+  backup(dest) {
+    return call(() => this.#native.backup(String(dest)))
+  }
+
+  /** Whether the store was closed. */
+  get closed() {
+    return this.#native.closed
+  }
+
+  /** Closes the store (every view of it). Later calls reject with `SEALKV_CLOSED`. */
+  async close() {
+    this.#native.close()
+  }
+}
+
+async function loadBaileys() {
+  const tried = []
+  for (const name of ['baileys', '@whiskeysockets/baileys']) {
+    try {
+      return await import(name)
+    } catch (err) {
+      if (err && err.code !== 'ERR_MODULE_NOT_FOUND') throw err
+      tried.push(name)
+    }
+  }
+  throw new SealkvError(
+    'SEALKV_NO_BAILEYS',
+    `cannot find Baileys (tried ${tried.join(', ')}); install it next to sealkv, or pass { baileys } to useSealedAuthState`,
+  )
+}
+
+function encode(value, BufferJSON, what) {
+  let text
+  try {
+    text = JSON.stringify(value, BufferJSON.replacer)
+  } catch (err) {
+    throw new SealkvError('SEALKV_SERIALIZE', `cannot serialize ${what}: ${err.message}`, { cause: err })
+  }
+  if (text === undefined) {
+    throw new SealkvError('SEALKV_SERIALIZE', `cannot serialize ${what}: not a JSON value`)
+  }
+  return Buffer.from(text, 'utf8')
+}
+
+/**
+ * Baileys' auth state in a sealed store: a drop-in for `useMultiFileAuthState`.
+ *
+ * Values are the JSON `useMultiFileAuthState` writes (`BufferJSON.replacer`), so a
+ * folder moved in with `sealkv import-baileys` reads back as it was.
+ */
+async function useSealedAuthState(path, opts = {}) {
+  const baileys = opts.baileys ?? (await loadBaileys())
+  const { BufferJSON, initAuthCreds, proto } = baileys
+  const store = opts.create === false ? await Store.open(path, opts) : await Store.openOrCreate(path, opts)
+  const view = opts.session == null ? store : store.session(opts.session)
+  let creds
+  try {
+    const saved = await view.get('creds', 'creds')
+    creds = saved ? JSON.parse(saved.toString('utf8'), BufferJSON.reviver) : initAuthCreds()
+  } catch (err) {
+    await store.close()
+    throw err instanceof SyntaxError
+      ? new SealkvError('SEALKV_BAD_VALUE', `stored creds are not JSON: ${err.message}`)
+      : err
+  }
+
+  const keys = {
+    async get(type, ids) {
+      const found = await view.getMany(type, ids)
+      const data = {}
+      for (const id of Object.keys(found)) {
+        let value = JSON.parse(found[id].toString('utf8'), BufferJSON.reviver)
+        if (type === 'app-state-sync-key' && value) {
+          value = proto.Message.AppStateSyncKeyData.fromObject(value)
+        }
+        data[id] = value
+      }
+      return data
+    },
+    async set(data) {
+      const changes = []
+      for (const type of Object.keys(data)) {
+        const entries = data[type] || {}
+        for (const id of Object.keys(entries)) {
+          const value = entries[id]
+          changes.push({
+            namespace: type,
+            key: id,
+            value: value == null ? null : encode(value, BufferJSON, `${type} ${id}`),
+          })
+        }
+      }
+      await view.set(changes)
+    },
+    async clear() {
+      const changes = []
+      for (const type of FAMILIES) {
+        for (const id of await view.list(type)) changes.push({ namespace: type, key: id, value: null })
+      }
+      await view.set(changes)
+    },
+  }
+
+  return {
+    state: { creds, keys },
+    saveCreds: async () => {
+      await view.set([{ namespace: 'creds', key: 'creds', value: encode(creds, BufferJSON, 'creds') }])
+    },
+    close: () => store.close(),
+    store: view,
+  }
+}
+
+module.exports = { Store, SealkvError, useSealedAuthState, FAMILIES }

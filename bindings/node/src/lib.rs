@@ -1,0 +1,425 @@
+#![deny(missing_docs)]
+//! The native half of the `sealkv` npm package: a thin napi-rs layer over the `sealkv`
+//! facade. Every store call is an [`AsyncTask`] that runs on the libuv thread pool, so
+//! nothing blocks the event loop. Errors cross as `SEALKV_<CODE>: <message>` and the
+//! JavaScript half (`lib/`) turns them into `Error`s with a stable `code`.
+//!
+//! Types and errors are mapped here once; everything else (Baileys' JSON, sessions as
+//! views) lives in the Rust facade or in `lib/`.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use napi::bindgen_prelude::{AsyncTask, Buffer, ToNapiValue, TypeName};
+use napi::{Env, Error as NapiError, Status, Task};
+use napi_derive::napi;
+use sealkv::{Batch, Concurrency, Error, KdfParams, MasterKey, Options, Passphrase, Secret, Store};
+
+type NapiResult<T> = napi::Result<T>;
+
+/// The stable `code` of an engine error, as JavaScript sees it.
+fn code_of(err: &Error) -> &'static str {
+    match err {
+        Error::WrongKey => "SEALKV_WRONG_KEY",
+        Error::KeyKindMismatch { .. } => "SEALKV_KEY_KIND",
+        Error::Locked(_) => "SEALKV_LOCKED",
+        Error::NotSealkv(_) => "SEALKV_NOT_SEALKV",
+        Error::NewerFormat { .. } => "SEALKV_NEWER_FORMAT",
+        Error::Corrupt(_) => "SEALKV_CORRUPT",
+        Error::AlreadyExists(_) => "SEALKV_EXISTS",
+        Error::Integrity { .. } => "SEALKV_INTEGRITY",
+        Error::ValueTooLarge { .. } => "SEALKV_TOO_LARGE",
+        Error::InvalidName(_) => "SEALKV_INVALID_NAME",
+        Error::InvalidTtl(_) => "SEALKV_INVALID_TTL",
+        Error::ReadOnly => "SEALKV_READ_ONLY",
+        Error::Poisoned => "SEALKV_POISONED",
+        Error::CommitFailed { .. } => "SEALKV_COMMIT_FAILED",
+        Error::MetaTampered => "SEALKV_META_TAMPERED",
+        Error::LockTimeout { .. } => "SEALKV_LOCK_TIMEOUT",
+        Error::NotAlone => "SEALKV_NOT_ALONE",
+        Error::NestedLock => "SEALKV_NESTED_LOCK",
+        Error::KeyInUse { .. } => "SEALKV_KEY_IN_USE",
+        Error::Key(_) => "SEALKV_KEY",
+        Error::Io(_) | Error::Storage(_) => "SEALKV_IO",
+        _ => "SEALKV_ERROR",
+    }
+}
+
+fn js_error(code: &str, message: impl std::fmt::Display) -> NapiError {
+    NapiError::new(Status::GenericFailure, format!("{code}: {message}"))
+}
+
+fn engine_error(err: Error) -> NapiError {
+    js_error(code_of(&err), err)
+}
+
+fn closed() -> NapiError {
+    js_error("SEALKV_CLOSED", "the store is closed")
+}
+
+fn invalid(message: impl std::fmt::Display) -> NapiError {
+    js_error("SEALKV_INVALID_ARGUMENT", message)
+}
+
+/// How to unlock a store: exactly one of a passphrase or a 32-byte key.
+#[napi(object)]
+pub struct SecretInput {
+    /// A passphrase (Argon2id derives the master key).
+    pub passphrase: Option<String>,
+    /// A raw 32-byte master key.
+    pub key: Option<Buffer>,
+}
+
+/// Argon2id cost for a store created with a passphrase.
+#[napi(object)]
+pub struct KdfInput {
+    /// Memory in KiB (default 65536).
+    pub memory_kib: u32,
+    /// Passes (default 3).
+    pub passes: u32,
+    /// Lanes (default 1).
+    pub lanes: u32,
+}
+
+/// Options for opening or creating a store.
+#[napi(object)]
+pub struct OpenInput {
+    /// Create the store when the file does not exist (default true).
+    pub create: Option<bool>,
+    /// Only create: reject with `SEALKV_EXISTS` when the file exists.
+    pub create_new: Option<bool>,
+    /// Open read-only (never writes; a store that needs recovery is read through an
+    /// in-memory view).
+    pub read_only: Option<bool>,
+    /// Argon2id cost for a new passphrase store.
+    pub kdf: Option<KdfInput>,
+    /// `"shared"` (default: several processes may open the file) or `"exclusive"`
+    /// (one process; faster reads). Recorded at creation.
+    pub concurrency: Option<String>,
+}
+
+/// One change of a batch: a put (with `value`) or a delete (`value` absent or null).
+#[napi(object)]
+pub struct Change {
+    /// Namespace of the value.
+    pub namespace: String,
+    /// Key of the value.
+    pub key: String,
+    /// New value; absent or null deletes.
+    pub value: Option<Buffer>,
+    /// Time to live in milliseconds (whole seconds, at least one).
+    pub ttl_ms: Option<f64>,
+}
+
+/// A problem `verify` found.
+#[napi(object)]
+pub struct Problem {
+    /// Stable code of the problem.
+    pub code: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+fn secret_of(input: SecretInput) -> NapiResult<Secret> {
+    match (input.passphrase, input.key) {
+        (Some(p), None) => Ok(Secret::Passphrase(Passphrase::new(p))),
+        (None, Some(k)) => MasterKey::from_bytes(&k)
+            .map(Secret::Key)
+            .map_err(|e| engine_error(Error::Key(e))),
+        _ => Err(invalid("give exactly one of `passphrase` or `key`")),
+    }
+}
+
+fn options_of(input: &OpenInput) -> NapiResult<Options> {
+    let mut opts = Options::default();
+    if let Some(kdf) = &input.kdf {
+        opts.kdf = KdfParams {
+            m_cost_kib: kdf.memory_kib,
+            t_cost: kdf.passes,
+            p_cost: kdf.lanes,
+        };
+    }
+    opts.concurrency = match input.concurrency.as_deref() {
+        None | Some("shared") => Concurrency::Shared,
+        Some("exclusive") => Concurrency::Exclusive,
+        Some(other) => {
+            return Err(invalid(format!(
+                "unknown concurrency {other:?} (use \"shared\" or \"exclusive\")"
+            )));
+        }
+    };
+    Ok(opts)
+}
+
+/// Opens (or creates) a store off the event loop.
+pub struct OpenTask {
+    path: String,
+    /// The secret and options, or the error found in them (rejected, not thrown).
+    setup: Option<NapiResult<(Secret, Options)>>,
+    create: bool,
+    create_new: bool,
+    read_only: bool,
+}
+
+impl Task for OpenTask {
+    type Output = Store;
+    type JsValue = NativeStore;
+
+    fn compute(&mut self) -> NapiResult<Store> {
+        let (secret, opts) = self.setup.take().ok_or_else(closed)??;
+        let path = std::path::Path::new(&self.path);
+        let result = if self.create_new {
+            Store::create(path, secret, opts.clone())
+        } else if self.read_only {
+            Store::open_read_only(path, secret, opts.clone())
+        } else if self.create && !path.exists() {
+            match Store::create(path, secret.clone(), opts.clone()) {
+                // Another process created it between the check and the create.
+                Err(Error::AlreadyExists(_)) => Store::open(path, secret, opts.clone()),
+                other => other,
+            }
+        } else {
+            Store::open(path, secret, opts.clone())
+        };
+        result.map_err(engine_error)
+    }
+
+    fn resolve(&mut self, _env: Env, store: Store) -> NapiResult<NativeStore> {
+        Ok(NativeStore {
+            store: Arc::new(RwLock::new(Some(store))),
+        })
+    }
+}
+
+/// Opens the store at `path`, creating it when absent unless `options.create` is false.
+#[napi]
+pub fn open_store(path: String, secret: SecretInput, options: OpenInput) -> AsyncTask<OpenTask> {
+    AsyncTask::new(OpenTask {
+        path,
+        setup: Some(options_of(&options).and_then(|opts| Ok((secret_of(secret)?, opts)))),
+        create: options.create.unwrap_or(true),
+        create_new: options.create_new.unwrap_or(false),
+        read_only: options.read_only.unwrap_or(false),
+    })
+}
+
+/// An open store. Methods take the session id (null for the default session) so that
+/// one native handle serves every session view the JavaScript half hands out.
+#[napi]
+pub struct NativeStore {
+    store: Arc<RwLock<Option<Store>>>,
+}
+
+impl NativeStore {
+    fn handle(&self) -> NapiResult<Store> {
+        // A poisoned lock only means a thread panicked while closing; the Option is
+        // still either Some or None.
+        let guard = self.store.read().unwrap_or_else(|e| e.into_inner());
+        guard.clone().ok_or_else(closed)
+    }
+
+    /// A task running `work` on this store; an error found now (a closed store, a bad
+    /// argument) rejects the task's promise rather than throwing.
+    fn task<T>(
+        &self,
+        work: NapiResult<impl FnOnce(Store) -> Result<T, Error> + Send + 'static>,
+    ) -> AsyncTask<Work<T>>
+    where
+        T: Send + ToNapiValue + TypeName + 'static,
+    {
+        let job = work.and_then(|work| {
+            let boxed: Job<T> = Box::new(work);
+            Ok((self.handle()?, boxed))
+        });
+        AsyncTask::new(Work { job: Some(job) })
+    }
+}
+
+type Job<T> = Box<dyn FnOnce(Store) -> Result<T, Error> + Send>;
+
+/// One store operation on the thread pool.
+pub struct Work<T> {
+    job: Option<NapiResult<(Store, Job<T>)>>,
+}
+
+impl<T> Task for Work<T>
+where
+    T: Send + ToNapiValue + TypeName + 'static,
+{
+    type Output = T;
+    type JsValue = T;
+
+    fn compute(&mut self) -> NapiResult<T> {
+        let (store, work) = self.job.take().ok_or_else(closed)??;
+        work(store).map_err(engine_error)
+    }
+
+    fn resolve(&mut self, _env: Env, output: T) -> NapiResult<T> {
+        Ok(output)
+    }
+}
+
+fn session_of(store: &Store, session: Option<&str>) -> Result<sealkv::Session, Error> {
+    match session {
+        Some(id) => store.session(id),
+        None => Ok(store.default_session()),
+    }
+}
+
+fn ttl_of(ms: f64) -> NapiResult<Duration> {
+    if !ms.is_finite() || ms < 1000.0 {
+        return Err(js_error(
+            "SEALKV_INVALID_TTL",
+            format!("time to live of {ms} ms: give at least 1000 ms"),
+        ));
+    }
+    Ok(Duration::from_millis(ms as u64))
+}
+
+/// Builds a batch on the calling thread (bad arguments reject before any work).
+fn batch_of(changes: Vec<Change>) -> NapiResult<Batch> {
+    let mut batch = Batch::new();
+    for change in changes {
+        match (change.value, change.ttl_ms) {
+            (None, _) => batch.delete(&change.namespace, &change.key),
+            (Some(v), None) => batch.put(&change.namespace, &change.key, v.to_vec()),
+            (Some(v), Some(ms)) => {
+                batch.put_with_ttl(&change.namespace, &change.key, v.to_vec(), ttl_of(ms)?)
+            }
+        };
+    }
+    Ok(batch)
+}
+
+#[napi]
+impl NativeStore {
+    /// Values of `keys` in `namespace`, in the order asked, null where absent.
+    #[napi(ts_return_type = "Promise<Array<Buffer | null>>")]
+    pub fn get(
+        &self,
+        session: Option<String>,
+        namespace: String,
+        keys: Vec<String>,
+    ) -> AsyncTask<Work<Vec<Option<Buffer>>>> {
+        self.task(Ok(move |store: Store| {
+            let mut found = session_of(&store, session.as_deref())?.get(&namespace, &keys)?;
+            Ok(keys
+                .iter()
+                .map(|k| {
+                    found
+                        .remove(k)
+                        .map(|mut v| Buffer::from(std::mem::take(&mut *v)))
+                })
+                .collect::<Vec<Option<Buffer>>>())
+        }))
+    }
+
+    /// Applies puts and deletes in one atomic, durable transaction.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn set(&self, session: Option<String>, changes: Vec<Change>) -> AsyncTask<Work<()>> {
+        self.task(
+            batch_of(changes).map(|batch| {
+                move |store: Store| session_of(&store, session.as_deref())?.set(&batch)
+            }),
+        )
+    }
+
+    /// The keys of `namespace`, sorted.
+    #[napi(ts_return_type = "Promise<Array<string>>")]
+    pub fn list(&self, session: Option<String>, namespace: String) -> AsyncTask<Work<Vec<String>>> {
+        self.task(Ok(move |store: Store| {
+            session_of(&store, session.as_deref())?.list(&namespace)
+        }))
+    }
+
+    /// The namespaces that hold values.
+    #[napi(ts_return_type = "Promise<Array<string>>")]
+    pub fn namespaces(&self, session: Option<String>) -> AsyncTask<Work<Vec<String>>> {
+        self.task(Ok(move |store: Store| {
+            session_of(&store, session.as_deref())?.namespaces()
+        }))
+    }
+
+    /// Deletes one value; resolves whether it existed.
+    #[napi(ts_return_type = "Promise<boolean>")]
+    pub fn delete(
+        &self,
+        session: Option<String>,
+        namespace: String,
+        key: String,
+    ) -> AsyncTask<Work<bool>> {
+        self.task(Ok(move |store: Store| {
+            session_of(&store, session.as_deref())?.delete(&namespace, &key)
+        }))
+    }
+
+    /// Deletes every value of the session, in one transaction.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn clear(&self, session: Option<String>) -> AsyncTask<Work<()>> {
+        self.task(Ok(move |store: Store| {
+            session_of(&store, session.as_deref())?.clear()
+        }))
+    }
+
+    /// The named sessions that hold values.
+    #[napi(ts_return_type = "Promise<Array<string>>")]
+    pub fn sessions(&self) -> AsyncTask<Work<Vec<String>>> {
+        self.task(Ok(|store: Store| store.sessions()))
+    }
+
+    /// Deletes a named session and all its values; resolves whether it had any.
+    #[napi(ts_return_type = "Promise<boolean>")]
+    pub fn drop_session(&self, id: String) -> AsyncTask<Work<bool>> {
+        self.task(Ok(move |store: Store| store.drop_session(&id)))
+    }
+
+    /// Removes expired values now; resolves how many.
+    #[napi(ts_return_type = "Promise<number>")]
+    pub fn sweep(&self) -> AsyncTask<Work<f64>> {
+        self.task(Ok(|store: Store| store.sweep().map(|n| n as f64)))
+    }
+
+    /// Makes a new primary data key; resolves its id.
+    #[napi(ts_return_type = "Promise<number>")]
+    pub fn rotate(&self) -> AsyncTask<Work<u32>> {
+        self.task(Ok(|store: Store| store.rotate()))
+    }
+
+    /// Opens every value and checks the store; resolves the problems found.
+    #[napi(ts_return_type = "Promise<Array<Problem>>")]
+    pub fn verify(&self) -> AsyncTask<Work<Vec<Problem>>> {
+        self.task(Ok(|store: Store| {
+            Ok(store
+                .verify()?
+                .into_iter()
+                .map(|e| Problem {
+                    code: code_of(&e).to_string(),
+                    message: e.to_string(),
+                })
+                .collect::<Vec<_>>())
+        }))
+    }
+
+    /// Writes a consistent copy of the store to `dest` (a new file), online.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn backup(&self, dest: String) -> AsyncTask<Work<()>> {
+        self.task(Ok(move |store: Store| store.backup(&dest)))
+    }
+
+    /// Closes this handle: later calls reject with `SEALKV_CLOSED`. Calls already
+    /// running finish first; the file is released when the last of them ends.
+    #[napi]
+    pub fn close(&self) {
+        let mut guard = self.store.write().unwrap_or_else(|e| e.into_inner());
+        guard.take();
+    }
+
+    /// Whether `close` was called.
+    #[napi(getter)]
+    pub fn closed(&self) -> bool {
+        self.store
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none()
+    }
+}
