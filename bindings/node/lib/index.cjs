@@ -84,7 +84,8 @@ function changesOf(changes) {
     out.push({
       namespace: String(namespace),
       key: String(key),
-      value: value == null ? null : toBuffer(value, `${namespace}/${key}`),
+      // undefined, not null: napi reads an absent optional field, not a null one.
+      value: value == null ? undefined : toBuffer(value, `${namespace}/${key}`),
       ttlMs: ttlMs ?? undefined,
     })
   }

@@ -1,0 +1,208 @@
+// The Store API and useSealedAuthState's contract, without a conversation.
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { createRequire } from 'node:module'
+import { readFileSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import * as baileys from 'baileys'
+import { Store, SealkvError, useSealedAuthState } from '../lib/index.mjs'
+import { FAST_KDF, PASSPHRASE, tempDir } from './helpers.mjs'
+
+const opts = { passphrase: PASSPHRASE, kdf: FAST_KDF }
+
+async function rejects(promise, code) {
+  await assert.rejects(promise, (err) => {
+    assert.ok(err instanceof SealkvError, `expected a SealkvError, got ${err}`)
+    assert.equal(err.code, code, err.message)
+    return true
+  })
+}
+
+test('CommonJS and ESM entry points give the same objects', () => {
+  const require = createRequire(import.meta.url)
+  const cjs = require('../lib/index.cjs')
+  assert.equal(cjs.Store, Store)
+  assert.equal(cjs.useSealedAuthState, useSealedAuthState)
+})
+
+test('values round-trip; set is atomic; sessions are separate', async (t) => {
+  const path = join(tempDir(t), 's.sealkv')
+  const store = await Store.create(path, opts)
+  await store.set([
+    { namespace: 'ns', key: 'a', value: Buffer.from('one') },
+    { namespace: 'ns', key: 'b', value: new Uint8Array([1, 2, 3]) },
+    { namespace: 'other', key: 'c', value: 'text' },
+  ])
+  assert.equal(String(await store.get('ns', 'a')), 'one')
+  assert.deepEqual([...(await store.get('ns', 'b'))], [1, 2, 3])
+  assert.equal(await store.get('ns', 'missing'), null)
+  assert.deepEqual(await store.list('ns'), ['a', 'b'])
+  assert.deepEqual(await store.namespaces(), ['ns', 'other'])
+  assert.deepEqual(Object.keys(await store.getMany('ns', ['a', 'x', 'b'])), ['a', 'b'])
+
+  await store.set({ ns: { a: null, d: Buffer.from('four') } })
+  assert.deepEqual(await store.list('ns'), ['b', 'd'])
+  assert.equal(await store.delete('ns', 'b'), true)
+  assert.equal(await store.delete('ns', 'b'), false)
+
+  // A batch with one bad change writes none of it.
+  await rejects(
+    store.set([
+      { namespace: 'ns', key: 'e', value: Buffer.from('five') },
+      { namespace: '', key: 'f', value: Buffer.from('six') },
+    ]),
+    'SEALKV_INVALID_NAME',
+  )
+  assert.equal(await store.get('ns', 'e'), null)
+
+  const bot1 = store.session('bot1')
+  const bot2 = store.session('bot2')
+  await bot1.put('creds', 'creds', 'one')
+  await bot2.put('creds', 'creds', 'two')
+  assert.equal(String(await bot1.get('creds', 'creds')), 'one')
+  assert.equal(String(await bot2.get('creds', 'creds')), 'two')
+  assert.equal(await store.get('creds', 'creds'), null)
+  assert.deepEqual(await store.sessions(), ['bot1', 'bot2'])
+  assert.equal(await store.dropSession('bot1'), true)
+  assert.equal(await bot1.get('creds', 'creds'), null)
+  assert.equal(String(await bot2.get('creds', 'creds')), 'two')
+
+  assert.deepEqual(await store.verify(), [])
+  const keyId = await store.rotate()
+  assert.equal(typeof keyId, 'number')
+  assert.equal(String(await bot2.get('creds', 'creds')), 'two')
+  const copy = join(tempDir(t), 'copy.sealkv')
+  await store.backup(copy)
+  await store.close()
+  assert.ok(store.closed)
+  await rejects(store.get('ns', 'd'), 'SEALKV_CLOSED')
+  await rejects(bot2.get('creds', 'creds'), 'SEALKV_CLOSED')
+  await rejects(store.set([{ namespace: 'ns', key: 'z', value: 'z' }]), 'SEALKV_CLOSED')
+
+  const reopened = await Store.open(copy, { ...opts, session: 'bot2' })
+  assert.equal(reopened.sessionId, 'bot2')
+  assert.equal(String(await reopened.get('creds', 'creds')), 'two')
+  await reopened.close()
+})
+
+test('time to live: the value expires', async (t) => {
+  const store = await Store.create(join(tempDir(t), 'ttl.sealkv'), opts)
+  await store.put('cache', 'k', 'v', { ttlMs: 1000 })
+  assert.equal(String(await store.get('cache', 'k')), 'v')
+  await rejects(store.put('cache', 'k', 'v', { ttlMs: 10 }), 'SEALKV_INVALID_TTL')
+  await new Promise((r) => setTimeout(r, 2100))
+  assert.equal(await store.get('cache', 'k'), null)
+  await store.close()
+})
+
+test('bad input: clear errors, nothing written', async (t) => {
+  const dir = tempDir(t)
+  const path = join(dir, 'bad.sealkv')
+  const store = await Store.create(path, opts)
+  await store.put('ns', 'k', 'secret value')
+  await store.close()
+  const before = readFileSync(path)
+
+  await rejects(Store.open(path, { ...opts, passphrase: 'wrong' }), 'SEALKV_WRONG_KEY')
+  await rejects(useSealedAuthState(path, { ...opts, passphrase: 'wrong', baileys }), 'SEALKV_WRONG_KEY')
+  await rejects(Store.open(path, { key: Buffer.alloc(32, 7) }), 'SEALKV_KEY_KIND')
+  assert.deepEqual(readFileSync(path), before, 'a failed open leaves the file byte-identical')
+
+  await rejects(Store.create(path, opts), 'SEALKV_EXISTS')
+  await rejects(Store.open(join(dir, 'absent.sealkv'), opts), 'SEALKV_IO')
+  await rejects(Store.open(path, {}), 'SEALKV_INVALID_ARGUMENT')
+  await rejects(Store.open(path, { passphrase: 'x', key: Buffer.alloc(32) }), 'SEALKV_INVALID_ARGUMENT')
+  await rejects(Store.create(join(dir, 'k.sealkv'), { key: Buffer.alloc(31) }), 'SEALKV_KEY')
+  await rejects(Store.create(join(dir, 'c.sealkv'), { ...opts, concurrency: 'sometimes' }), 'SEALKV_INVALID_ARGUMENT')
+
+  const junk = join(dir, 'junk.bin')
+  writeFileSync(junk, Buffer.alloc(8192, 0x5a))
+  await rejects(Store.open(junk, opts), 'SEALKV_NOT_SEALKV')
+  assert.deepEqual(readFileSync(junk), Buffer.alloc(8192, 0x5a))
+
+  // A raw-key store.
+  const key = Buffer.alloc(32, 9)
+  const keyed = await Store.create(join(dir, 'raw.sealkv'), { key })
+  await keyed.put('ns', 'k', 'v')
+  await keyed.close()
+  const again = await Store.open(join(dir, 'raw.sealkv'), { key })
+  assert.equal(String(await again.get('ns', 'k')), 'v')
+  await again.close()
+  await rejects(Store.open(join(dir, 'raw.sealkv'), { key: Buffer.alloc(32, 8) }), 'SEALKV_WRONG_KEY')
+})
+
+test('useSealedAuthState: fresh creds, saved creds, Baileys JSON, fresh objects, atomic set', async (t) => {
+  const path = join(tempDir(t), 'auth.sealkv')
+  let auth = await useSealedAuthState(path, opts)
+  assert.equal(auth.state.creds.registered, false, 'fresh creds from initAuthCreds')
+  assert.ok(Buffer.isBuffer(auth.state.creds.noiseKey.private))
+  auth.state.creds.me = { id: '15550003333:1@s.whatsapp.net', name: 'bot' }
+  await auth.saveCreds()
+
+  const syncKey = { keyData: Buffer.from('sync key bytes'), fingerprint: { rawId: 7, currentIndex: 1, deviceIndexes: [0, 1] }, timestamp: 1700000000 }
+  await auth.state.keys.set({
+    session: { '15550004444.0': Buffer.from('session bytes') },
+    'app-state-sync-key': { AAAAAQ: syncKey },
+    'pre-key': { 1: baileys.Curve.generateKeyPair(), 2: baileys.Curve.generateKeyPair() },
+  })
+  const got = await auth.state.keys.get('session', ['15550004444.0', 'nobody.0'])
+  assert.deepEqual(Object.keys(got), ['15550004444.0'])
+  assert.deepEqual(got['15550004444.0'], Buffer.from('session bytes'))
+  // Baileys mutates what it gets: each get returns fresh objects.
+  got['15550004444.0'].fill(0)
+  const again = await auth.state.keys.get('session', ['15550004444.0'])
+  assert.deepEqual(again['15550004444.0'], Buffer.from('session bytes'))
+
+  const { AAAAAQ: revived } = await auth.state.keys.get('app-state-sync-key', ['AAAAAQ'])
+  assert.ok(revived instanceof baileys.proto.Message.AppStateSyncKeyData)
+  assert.deepEqual(Buffer.from(revived.keyData), Buffer.from('sync key bytes'))
+
+  // Stored exactly as useMultiFileAuthState writes it.
+  const raw = await auth.store.get('pre-key', '1')
+  const { 1: preKey } = await auth.state.keys.get('pre-key', ['1'])
+  assert.equal(raw.toString(), JSON.stringify(preKey, baileys.BufferJSON.replacer))
+
+  // A value that cannot be serialized rejects, and nothing of that call is written.
+  await assert.rejects(
+    auth.state.keys.set({ session: { 'a.0': Buffer.from('ok') }, 'sender-key': { g: { n: 1n } } }),
+    (err) => err.code === 'SEALKV_SERIALIZE',
+  )
+  assert.deepEqual(await auth.state.keys.get('session', ['a.0']), {})
+
+  // null deletes; several families in one call.
+  await auth.state.keys.set({ 'pre-key': { 1: null }, session: { '15550004444.0': null } })
+  assert.deepEqual(await auth.store.list('pre-key'), ['2'])
+  assert.deepEqual(await auth.store.list('session'), [])
+  await auth.close()
+
+  auth = await useSealedAuthState(path, opts)
+  assert.equal(auth.state.creds.me.id, '15550003333:1@s.whatsapp.net')
+  assert.deepEqual(auth.state.creds.noiseKey.private, auth.state.creds.noiseKey.private)
+  await auth.state.keys.clear()
+  assert.deepEqual(await auth.store.list('pre-key'), [])
+  assert.notEqual(await auth.store.get('creds', 'creds'), null, 'clear keeps the creds')
+  await auth.close()
+
+  await rejects(useSealedAuthState(join(tempDir(t), 'absent.sealkv'), { ...opts, create: false }), 'SEALKV_IO')
+})
+
+test('one file serves a bot farm: sessions do not see each other', async (t) => {
+  const path = join(tempDir(t), 'farm.sealkv')
+  const bots = []
+  for (const id of ['bot-a', 'bot-b', 'bot-c']) {
+    const auth = await useSealedAuthState(path, { ...opts, session: id })
+    auth.state.creds.me = { id: `${id}@s.whatsapp.net` }
+    await auth.saveCreds()
+    await auth.state.keys.set({ session: { shared: Buffer.from(id) } })
+    bots.push(auth)
+  }
+  for (const [i, id] of ['bot-a', 'bot-b', 'bot-c'].entries()) {
+    const { shared } = await bots[i].state.keys.get('session', ['shared'])
+    assert.equal(shared.toString(), id)
+  }
+  assert.deepEqual(await bots[0].store.sessions(), ['bot-a', 'bot-b', 'bot-c'])
+  for (const b of bots) await b.close()
+  const reopened = await useSealedAuthState(path, { ...opts, session: 'bot-b' })
+  assert.equal(reopened.state.creds.me.id, 'bot-b@s.whatsapp.net')
+  await reopened.close()
+})
