@@ -93,3 +93,19 @@ fn the_library_does_not_compile_the_commands_dependencies() {
         );
     }
 }
+
+/// The Node binding may not forbid `unsafe` (napi's macros expand to it), so check that
+/// our own source there has none.
+#[test]
+fn the_node_binding_writes_no_unsafe_code() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bindings/node/src");
+    for entry in std::fs::read_dir(&dir).expect("bindings/node/src exists") {
+        let path = entry.expect("readable directory").path();
+        let text = std::fs::read_to_string(&path).expect("readable source");
+        assert!(
+            !text.contains("unsafe"),
+            "{} contains `unsafe`: the binding's own code must not need it",
+            path.display()
+        );
+    }
+}

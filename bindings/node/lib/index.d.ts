@@ -1,0 +1,156 @@
+// Types of the `sealkv` package (ESM and CommonJS entry points export the same objects).
+
+/** Stable codes of {@link SealkvError}. */
+export type SealkvErrorCode =
+  | 'SEALKV_WRONG_KEY'
+  | 'SEALKV_KEY_KIND'
+  | 'SEALKV_LOCKED'
+  | 'SEALKV_NOT_SEALKV'
+  | 'SEALKV_NEWER_FORMAT'
+  | 'SEALKV_CORRUPT'
+  | 'SEALKV_EXISTS'
+  | 'SEALKV_INTEGRITY'
+  | 'SEALKV_TOO_LARGE'
+  | 'SEALKV_INVALID_NAME'
+  | 'SEALKV_INVALID_TTL'
+  | 'SEALKV_READ_ONLY'
+  | 'SEALKV_POISONED'
+  | 'SEALKV_COMMIT_FAILED'
+  | 'SEALKV_META_TAMPERED'
+  | 'SEALKV_LOCK_TIMEOUT'
+  | 'SEALKV_NOT_ALONE'
+  | 'SEALKV_NESTED_LOCK'
+  | 'SEALKV_KEY_IN_USE'
+  | 'SEALKV_KEY'
+  | 'SEALKV_IO'
+  | 'SEALKV_CLOSED'
+  | 'SEALKV_INVALID_ARGUMENT'
+  | 'SEALKV_SERIALIZE'
+  | 'SEALKV_BAD_VALUE'
+  | 'SEALKV_NO_BAILEYS'
+  | 'SEALKV_ERROR'
+
+/** An error from sealkv. Messages never contain keys, passphrases or values. */
+export declare class SealkvError extends Error {
+  readonly code: SealkvErrorCode
+}
+
+/** Argon2id cost for a store created with a passphrase. */
+export interface KdfOptions {
+  /** Memory in KiB (default 65536). */
+  memoryKib: number
+  /** Passes (default 3). */
+  passes: number
+  /** Lanes (default 1). */
+  lanes?: number
+}
+
+/** How to open a store: exactly one of `passphrase` or `key`. */
+export interface OpenOptions {
+  /** A passphrase (Argon2id derives the master key). */
+  passphrase?: string
+  /** A raw 32-byte master key. */
+  key?: Uint8Array
+  /** The session to read and write (one file, many bots); the default session when absent. */
+  session?: string
+  /** Open without ever writing. */
+  readOnly?: boolean
+  /** Argon2id cost, for a store being created with a passphrase. */
+  kdf?: KdfOptions
+  /** `'shared'` (default: other processes may open it too) or `'exclusive'`; fixed at creation. */
+  concurrency?: 'shared' | 'exclusive'
+}
+
+/** One change: a put (`value` given) or a delete (`value` null or absent). */
+export interface Change {
+  namespace: string
+  key: string
+  value?: Uint8Array | string | null
+  /** Time to live in milliseconds (at least 1000). */
+  ttlMs?: number
+}
+
+/** A problem `verify` found. */
+export interface Problem {
+  code: SealkvErrorCode
+  message: string
+}
+
+/** An encrypted store; a view of one session of an open file. */
+export declare class Store {
+  /** Opens an existing store. */
+  static open(path: string, options: OpenOptions): Promise<Store>
+  /** Creates a new store; rejects with `SEALKV_EXISTS` when the file exists. */
+  static create(path: string, options: OpenOptions): Promise<Store>
+  /** Opens the store, creating it when the file does not exist. */
+  static openOrCreate(path: string, options: OpenOptions): Promise<Store>
+  /** The session of this view (null: the default session). */
+  readonly sessionId: string | null
+  /** Whether the store was closed. */
+  readonly closed: boolean
+  /** A view of session `id` of the same open file. */
+  session(id: string): Store
+  /** The value of `namespace`/`key`, or null. */
+  get(namespace: string, key: string): Promise<Buffer | null>
+  /** Values of several keys of one namespace: an object of the keys found. */
+  getMany(namespace: string, keys: string[]): Promise<Record<string, Buffer>>
+  /** Puts and deletes in one atomic, durable transaction. */
+  set(changes: Change[] | Record<string, Record<string, Uint8Array | string | null>>): Promise<void>
+  /** Stores one value. */
+  put(namespace: string, key: string, value: Uint8Array | string, options?: { ttlMs?: number }): Promise<void>
+  /** Deletes one value; resolves whether it existed. */
+  delete(namespace: string, key: string): Promise<boolean>
+  /** The keys of `namespace`, sorted. */
+  list(namespace: string): Promise<string[]>
+  /** The namespaces that hold values in this session. */
+  namespaces(): Promise<string[]>
+  /** Deletes every value of this session. */
+  clear(): Promise<void>
+  /** The named sessions that hold values. */
+  sessions(): Promise<string[]>
+  /** Deletes session `id` and all its values; resolves whether it had any. */
+  dropSession(id: string): Promise<boolean>
+  /** Removes expired values now; resolves how many. */
+  sweep(): Promise<number>
+  /** Makes a new primary data key; resolves its id. */
+  rotate(): Promise<number>
+  /** Opens every value and checks the store; resolves the problems found. */
+  verify(): Promise<Problem[]>
+  /** Writes a consistent copy to a new file, while the store is in use. */
+  backup(dest: string): Promise<void>
+  /** Closes the store and all its views. */
+  close(): Promise<void>
+}
+
+/** Options of {@link useSealedAuthState}. */
+export interface SealedAuthOptions extends OpenOptions {
+  /** Create the store when the file does not exist (default true). */
+  create?: boolean
+  /** The Baileys module to use (default: `import('baileys')`, then `@whiskeysockets/baileys`). */
+  baileys?: unknown
+}
+
+/** Baileys' `SignalKeyStore` shape. */
+export interface SealedKeyStore {
+  get(type: string, ids: string[]): Promise<Record<string, any>>
+  set(data: Record<string, Record<string, any | null>>): Promise<void>
+  clear(): Promise<void>
+}
+
+/** What {@link useSealedAuthState} returns. */
+export interface SealedAuthState {
+  /** Pass as `auth` to `makeWASocket`. */
+  state: { creds: any; keys: SealedKeyStore }
+  /** Durably saves the whole current `state.creds`. */
+  saveCreds(): Promise<void>
+  /** Closes the store. */
+  close(): Promise<void>
+  /** The store view holding this auth state. */
+  store: Store
+}
+
+/** Baileys' auth state in a sealed store: a drop-in for `useMultiFileAuthState`. */
+export declare function useSealedAuthState(path: string, options: SealedAuthOptions): Promise<SealedAuthState>
+
+/** The Baileys key families, each a namespace of the store. */
+export declare const FAMILIES: readonly string[]
