@@ -189,11 +189,13 @@ async fn versions_and_sync_keys() {
     let (_d, b) = backend();
     let absent = b.get_version("regular").await.unwrap();
     assert_eq!(absent.version, 0, "absent: the default HashState");
-    let mut state = HashState::default();
-    state.version = 42;
-    state.hash = [9; 128];
+    let mut state = HashState {
+        version: 42,
+        hash: [9; 128],
+        mac_mismatch_fatal: true,
+        ..Default::default()
+    };
     state.index_value_map.insert("idx".into(), vec![1, 2, 3]);
-    state.mac_mismatch_fatal = true;
     b.set_version("regular", state).await.unwrap();
     let got = b.get_version("regular").await.unwrap();
     assert_eq!(
