@@ -206,3 +206,21 @@ test('one file serves a bot farm: sessions do not see each other', async (t) => 
   assert.equal(reopened.state.creds.me.id, 'bot-b@s.whatsapp.net')
   await reopened.close()
 })
+
+test('store work runs off the event loop', async (t) => {
+  // A full-cost Argon2id derivation takes a while; the event loop must keep turning.
+  let turns = 0
+  let spinning = true
+  const spin = () => {
+    turns++
+    if (spinning) setImmediate(spin)
+  }
+  setImmediate(spin)
+  const store = await Store.create(join(tempDir(t), 'slow.sealkv'), {
+    passphrase: PASSPHRASE,
+    kdf: { memoryKib: 65536, passes: 3 },
+  })
+  spinning = false
+  assert.ok(turns > 10, `the event loop turned only ${turns} times while the key was derived`)
+  await store.close()
+})
