@@ -5,7 +5,8 @@
 //! The SQLite store runs with `synchronous=NORMAL` by default, which does not fsync each
 //! commit in WAL mode; it is measured that way and with `synchronous=FULL` (durable, as
 //! every sealkv commit is). sealkv is measured with writes on the `blocking` pool (the
-//! default) and inline on the calling task, which is how the default was chosen.
+//! default) and inline on the calling task, which is how the default was chosen, and in
+//! exclusive mode (one process per file).
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use std::hint::black_box;
@@ -41,6 +42,12 @@ fn stores(rt: &Runtime, dir: &tempfile::TempDir) -> Vec<(&'static str, Arc<dyn w
     let inline = SealkvBackend::create(dir.path().join("i.sealkv"), key(), Options::default())
         .unwrap()
         .inline_writes(true);
+    let exclusive = SealkvBackend::create(
+        dir.path().join("x.sealkv"),
+        key(),
+        Options { concurrency: sealkv::Concurrency::Exclusive, ..Options::default() },
+    )
+    .unwrap();
     let sqlite = |name: &str, sync| {
         let path = dir.path().join(name);
         let cfg = SqliteStoreConfig { synchronous: sync, ..Default::default() };
@@ -49,6 +56,7 @@ fn stores(rt: &Runtime, dir: &tempfile::TempDir) -> Vec<(&'static str, Arc<dyn w
     vec![
         ("sealkv", Arc::new(sealed)),
         ("sealkv-inline-writes", Arc::new(inline)),
+        ("sealkv-exclusive", Arc::new(exclusive)),
         ("sqlite-normal", Arc::new(sqlite("n.db", Synchronous::Normal))),
         ("sqlite-full", Arc::new(sqlite("f.db", Synchronous::Full))),
     ]
