@@ -117,6 +117,7 @@ class Writer {
   #session
   #pending = []
   #inflight = 0
+  #idle = []
 
   constructor(handle, session) {
     this.#native = handle
@@ -134,7 +135,17 @@ class Writer {
     await call(() => this.#native.set(this.#session, changes))
   }
 
+  /** Resolves once every call submitted so far has settled. */
+  whenIdle() {
+    if (this.#pending.length === 0 && this.#inflight === 0) return Promise.resolve()
+    return new Promise((resolve) => this.#idle.push(resolve))
+  }
+
   #drain() {
+    if (this.#pending.length === 0 && this.#inflight === 0) {
+      for (const resolve of this.#idle.splice(0)) resolve()
+      return
+    }
     while (this.#pending.length > 0 && this.#inflight < MAX_INFLIGHT) {
       const group = this.#pending.splice(0)
       this.#inflight += 1
@@ -333,8 +344,13 @@ class Store {
     return this.#native.closed
   }
 
-  /** Closes the store (every view of it). Later calls reject with `SEALKV_CLOSED`. */
+  /**
+   * Closes the store (every view of it) once the writes already submitted have
+   * settled. Later calls reject with `SEALKV_CLOSED`.
+   */
   async close() {
+    const bySession = writers.get(this.#native)
+    if (bySession) await Promise.all([...bySession.values()].map((w) => w.whenIdle()))
     this.#native.close()
   }
 }

@@ -224,3 +224,15 @@ test('store work runs off the event loop', async (t) => {
   assert.ok(turns > 10, `the event loop turned only ${turns} times while the key was derived`)
   await store.close()
 })
+
+test('close waits for writes already submitted', async (t) => {
+  const path = join(tempDir(t), 'close.sealkv')
+  const store = await Store.create(path, opts)
+  const writes = []
+  for (let i = 0; i < 20; i++) writes.push(store.put('ns', `k${i}`, `v${i}`))
+  await store.close()
+  await Promise.all(writes)
+  const again = await Store.open(path, opts)
+  assert.equal((await again.list('ns')).length, 20)
+  await again.close()
+})
