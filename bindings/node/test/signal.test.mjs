@@ -18,10 +18,14 @@ async function receive(at, from, message) {
   return Buffer.from(plain).toString()
 }
 
-test('two parties establish a session, talk, reopen and go on; the pre-key is consumed', async (t) => {
+/** Where Alice's and Bob's stores live for one test. */
+function paths(t) {
   const dir = tempDir(t)
-  const alicePath = join(dir, 'alice.sealkv')
-  const bobPath = join(dir, 'bob.sealkv')
+  return { alicePath: join(dir, 'alice.sealkv'), bobPath: join(dir, 'bob.sealkv') }
+}
+
+test('two parties establish a session, talk, reopen and go on; the pre-key is consumed', async (t) => {
+  const { alicePath, bobPath } = paths(t)
   let alice = await party(alicePath, ALICE)
   let bob = await party(bobPath, BOB)
 
@@ -59,9 +63,7 @@ test('two parties establish a session, talk, reopen and go on; the pre-key is co
 })
 
 test('a group sender-key flow survives a reopen', async (t) => {
-  const dir = tempDir(t)
-  const alicePath = join(dir, 'alice.sealkv')
-  const bobPath = join(dir, 'bob.sealkv')
+  const { alicePath, bobPath } = paths(t)
   let alice = await party(alicePath, ALICE)
   let bob = await party(bobPath, BOB)
 
