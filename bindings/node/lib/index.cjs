@@ -109,8 +109,9 @@ function changesOf(changes) {
  * commit holding its changes is durable. The libuv pool has 4 threads, so without this
  * ten concurrent writers would wait for four fsyncs at a time.
  *
- * If a combined commit fails, each call in it is retried alone, so one bad call (a name
- * too long, a value too large) fails only itself.
+ * If a combined commit fails because of one call's content (a name too long, a value too
+ * large), each call in it is retried alone, so the bad call fails only itself; any other
+ * failure (an fsync error, say, where the outcome is unknown) goes to every caller.
  */
 class Writer {
   #native
@@ -161,8 +162,11 @@ class Writer {
       await this.#commit(group.length === 1 ? group[0].changes : group.flatMap((g) => g.changes))
       for (const g of group) g.resolve()
     } catch (err) {
-      if (group.length === 1) {
-        group[0].reject(err)
+      // Only an error about one call's content (nothing written) is worth retrying
+      // call by call; any other (a failed or uncertain commit, a closed or poisoned
+      // store) is every caller's answer as it is.
+      if (group.length === 1 || !PER_CALL_ERRORS.has(err.code)) {
+        for (const g of group) g.reject(err)
         return
       }
       for (const g of group) {
@@ -183,6 +187,9 @@ class Writer {
  * with four), since each commit then carries fewer calls.
  */
 const MAX_INFLIGHT = 1
+
+/** Errors a combined commit can get from one call's content alone. */
+const PER_CALL_ERRORS = new Set(['SEALKV_INVALID_NAME', 'SEALKV_TOO_LARGE', 'SEALKV_INVALID_TTL'])
 
 /** The writers of each open native handle, by session. */
 const writers = new WeakMap()

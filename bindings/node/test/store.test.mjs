@@ -236,3 +236,17 @@ test('close waits for writes already submitted', async (t) => {
   assert.equal((await again.list('ns')).length, 20)
   await again.close()
 })
+
+test('concurrent sets: a bad call fails alone, the others land', async (t) => {
+  const store = await Store.create(join(tempDir(t), 'combine.sealkv'), opts)
+  const calls = []
+  for (let i = 0; i < 30; i++) {
+    const key = i === 17 ? 'x'.repeat(2000) : `k${i}` // 2000 bytes: over the name limit
+    calls.push(store.put('ns', key, `v${i}`))
+  }
+  const results = await Promise.allSettled(calls)
+  const failed = results.flatMap((r, i) => (r.status === 'rejected' ? [[i, r.reason.code]] : []))
+  assert.deepEqual(failed, [[17, 'SEALKV_INVALID_NAME']])
+  assert.equal((await store.list('ns')).length, 29)
+  await store.close()
+})
