@@ -409,9 +409,12 @@ fn put_tc_in(
     Ok(())
 }
 
+/// The tc token of `jid` inside a transaction. A row that does not decode reads as
+/// absent here, so a write replaces it instead of failing forever (its stale index
+/// entry is dropped by the next prune).
 fn tc_in(tx: &mut Tx<'_>, jid: &str) -> Result<Option<TcTokenEntry>> {
     let found = tx.get(ns::TC_TOKEN, &[jid]).map_err(db)?;
-    found.get(jid).map(|v| decode(v)).transpose()
+    Ok(found.get(jid).and_then(|v| serde_json::from_slice(v).ok()))
 }
 
 #[async_trait]
@@ -491,33 +494,45 @@ impl SignalStore for SealkvBackend {
     }
 
     async fn store_prekeys_batch(&self, keys: &[(u32, Bytes)], uploaded: bool) -> Result<()> {
-        let mut batch = Batch::new();
-        for (id, record) in keys {
-            let mut v = Vec::with_capacity(1 + record.len());
-            v.push(u8::from(uploaded));
-            v.extend_from_slice(record);
-            batch.put(ns::PREKEY, &id.to_string(), v);
+        if keys.is_empty() {
+            return Ok(());
         }
-        self.commit(batch).await
+        let rows: Vec<(String, Vec<u8>)> = keys
+            .iter()
+            .map(|(id, record)| {
+                let mut v = Vec::with_capacity(1 + record.len());
+                v.push(u8::from(uploaded));
+                v.extend_from_slice(record);
+                (id.to_string(), v)
+            })
+            .collect();
+        // Under the pre-key lock, like every pre-key write: `mark_prekeys_uploaded` reads
+        // and rewrites rows, and a write slipping between would be undone.
+        self.transact(ns::PREKEY, move |tx| {
+            for (key, value) in rows {
+                tx.put(ns::PREKEY, &key, value);
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn load_prekey(&self, id: u32) -> Result<Option<Bytes>> {
-        Ok(self
-            .get(ns::PREKEY, &id.to_string())?
-            .map(|v| Bytes::from(v).slice(1..)))
+        self.get(ns::PREKEY, &id.to_string())?
+            .map(prekey_record)
+            .transpose()
     }
 
     async fn load_prekeys_batch(&self, ids: &[u32]) -> Result<Vec<(u32, Bytes)>> {
         let keys: Vec<String> = ids.iter().map(u32::to_string).collect();
         let mut found: HashMap<String, Vec<u8>> =
             self.get_many(ns::PREKEY, &keys)?.into_iter().collect();
-        Ok(ids
-            .iter()
+        ids.iter()
             .filter_map(|id| {
                 let v = found.remove(&id.to_string())?;
-                Some((*id, Bytes::from(v).slice(1..)))
+                Some(prekey_record(v).map(|r| (*id, r)))
             })
-            .collect())
+            .collect()
     }
 
     async fn mark_prekeys_uploaded(&self, ids: &[u32]) -> Result<()> {
@@ -539,9 +554,14 @@ impl SignalStore for SealkvBackend {
     }
 
     async fn remove_prekey(&self, id: u32) -> Result<()> {
-        let mut batch = Batch::new();
-        batch.delete(ns::PREKEY, &id.to_string());
-        self.commit(batch).await
+        // Under the pre-key lock: a `mark_prekeys_uploaded` that read this row before the
+        // delete would otherwise write the consumed pre-key back.
+        let key = id.to_string();
+        self.transact(ns::PREKEY, move |tx| {
+            tx.delete(ns::PREKEY, &key);
+            Ok(())
+        })
+        .await
     }
 
     async fn get_max_prekey_id(&self) -> Result<u32> {
@@ -600,6 +620,14 @@ impl SignalStore for SealkvBackend {
         batch.delete(ns::SENDER_KEY, address);
         self.commit(batch).await
     }
+}
+
+/// A pre-key row: `uploaded (1 byte) ‖ record`.
+fn prekey_record(row: Vec<u8>) -> Result<Bytes> {
+    if row.is_empty() {
+        return Err(StoreError::Validation("empty pre-key row".to_string()));
+    }
+    Ok(Bytes::from(row).slice(1..))
 }
 
 /// A stored sync key that decodes and has a 32-byte key (anything else reads as absent,
@@ -1186,8 +1214,8 @@ impl MsgSecretStore for SealkvBackend {
                     .get(ns::MSG_SECRET, &[&key])
                     .map_err(db)?
                     .get(&key)
-                    .map(|v| SecretRow::from_bytes(v))
-                    .transpose()?;
+                    // A row that does not decode is replaced, not merged.
+                    .and_then(|v| SecretRow::from_bytes(v).ok());
                 let row = match &old {
                     Some(old) => SecretRow {
                         secret: e.secret,
@@ -1263,9 +1291,13 @@ const DEVICE_KEY: &str = "device";
 #[async_trait]
 impl DeviceStore for SealkvBackend {
     async fn save(&self, device: &Device) -> Result<()> {
-        let mut batch = Batch::new();
-        batch.put(ns::DEVICE, DEVICE_KEY, encode(device)?);
-        self.commit(batch).await
+        // Under the device lock, so it orders with `create`'s check-then-write.
+        let bytes = encode(device)?;
+        self.transact(ns::DEVICE, move |tx| {
+            tx.put(ns::DEVICE, DEVICE_KEY, bytes);
+            Ok(())
+        })
+        .await
     }
 
     async fn load(&self) -> Result<Option<Device>> {

@@ -832,3 +832,31 @@ fn create_and_open_work_inside_a_runtime() {
         assert!(matches!(wrong, Err(sealkv::Error::WrongKey)));
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removed_prekeys_stay_removed_while_marks_race() {
+    let (_d, b) = backend();
+    let ids: Vec<u32> = (1..=200).collect();
+    let keys: Vec<(u32, Bytes)> = ids
+        .iter()
+        .map(|i| (*i, Bytes::from_static(b"pk")))
+        .collect();
+    b.store_prekeys_batch(&keys, false).await.unwrap();
+    let marker = {
+        let (b, ids) = (b.clone(), ids.clone());
+        tokio::spawn(async move {
+            for _ in 0..40 {
+                b.mark_prekeys_uploaded(&ids).await.unwrap();
+            }
+        })
+    };
+    for id in &ids {
+        b.remove_prekey(*id).await.unwrap();
+    }
+    marker.await.unwrap();
+    assert_eq!(
+        b.get_max_prekey_id().await.unwrap(),
+        0,
+        "a mark brought back a removed pre-key"
+    );
+}
