@@ -44,9 +44,12 @@ async function call(fn) {
   }
 }
 
+/**
+ * The bytes of a value, copied: a queued write reads them when its commit starts, and
+ * the caller may reuse its buffer as soon as the call returns.
+ */
 function toBuffer(value, what) {
-  if (Buffer.isBuffer(value)) return value
-  if (value instanceof Uint8Array) return Buffer.from(value.buffer, value.byteOffset, value.byteLength)
+  if (value instanceof Uint8Array) return Buffer.from(value)
   if (typeof value === 'string') return Buffer.from(value, 'utf8')
   throw new SealkvError('SEALKV_INVALID_ARGUMENT', `${what}: a value must be a Buffer, Uint8Array or string`)
 }
@@ -103,11 +106,17 @@ function changesOf(changes) {
 }
 
 /**
- * Write combining: while one commit of a session is in flight, later `set` calls of that
- * session queue, and the next commit carries all of them (each call's changes whole, in
- * call order, so a later call wins on a shared key). Every caller resolves only when the
- * commit holding its changes is durable. The libuv pool has 4 threads, so without this
- * ten concurrent writers would wait for four fsyncs at a time.
+ * Write combining and write order. Every write of a session (set, delete, clear, and
+ * dropping it) goes through its writer, one commit at a time, in call order. While a
+ * commit is in flight, later `set` calls queue, and the next commit carries all of them
+ * (each call's changes whole, in call order, so a later call wins on a shared key);
+ * other writes run alone, in their place in the queue. Every caller resolves only when
+ * the commit holding its changes is durable. The libuv pool has 4 threads, so without
+ * combining, ten concurrent writers would wait for four fsyncs at a time.
+ *
+ * One commit in flight is what keeps call order, and it also measured fastest
+ * (`npm run bench`, 10 workers, 12,000 sets: 7,216 sets/s with one in flight, 5,847
+ * with four, since each commit then carries fewer calls).
  *
  * If a combined commit fails because of one call's content (a name too long, a value too
  * large), each call in it is retried alone, so the bad call fails only itself; any other
@@ -117,7 +126,7 @@ class Writer {
   #native
   #session
   #pending = []
-  #inflight = 0
+  #running = false
   #idle = []
 
   constructor(handle, session) {
@@ -125,9 +134,45 @@ class Writer {
     this.#session = session
   }
 
+  /** Queues changes, to be combined with neighbouring `set` calls. */
   submit(changes) {
+    return this.#queue({ changes })
+  }
+
+  /** Queues a write that runs alone, after every write queued before it. */
+  submitOp(op) {
+    return this.#queue({ op })
+  }
+
+  #queue(item) {
     return new Promise((resolve, reject) => {
-      this.#pending.push({ changes, resolve, reject })
+      this.#pending.push({ ...item, resolve, reject })
+      this.#drain()
+    })
+  }
+
+  /** Resolves once every write submitted so far has settled. */
+  whenIdle() {
+    if (this.#pending.length === 0 && !this.#running) return Promise.resolve()
+    return new Promise((resolve) => this.#idle.push(resolve))
+  }
+
+  #drain() {
+    if (this.#running) return
+    if (this.#pending.length === 0) {
+      for (const resolve of this.#idle.splice(0)) resolve()
+      return
+    }
+    let group
+    if (this.#pending[0].op) {
+      group = [this.#pending.shift()]
+    } else {
+      const end = this.#pending.findIndex((item) => item.op)
+      group = this.#pending.splice(0, end === -1 ? this.#pending.length : end)
+    }
+    this.#running = true
+    this.#run(group).finally(() => {
+      this.#running = false
       this.#drain()
     })
   }
@@ -136,28 +181,16 @@ class Writer {
     await call(() => this.#native.set(this.#session, changes))
   }
 
-  /** Resolves once every call submitted so far has settled. */
-  whenIdle() {
-    if (this.#pending.length === 0 && this.#inflight === 0) return Promise.resolve()
-    return new Promise((resolve) => this.#idle.push(resolve))
-  }
-
-  #drain() {
-    if (this.#pending.length === 0 && this.#inflight === 0) {
-      for (const resolve of this.#idle.splice(0)) resolve()
+  async #run(group) {
+    if (group[0].op) {
+      const [g] = group
+      try {
+        g.resolve(await call(g.op))
+      } catch (err) {
+        g.reject(err)
+      }
       return
     }
-    while (this.#pending.length > 0 && this.#inflight < MAX_INFLIGHT) {
-      const group = this.#pending.splice(0)
-      this.#inflight += 1
-      this.#run(group).finally(() => {
-        this.#inflight -= 1
-        this.#drain()
-      })
-    }
-  }
-
-  async #run(group) {
     try {
       await this.#commit(group.length === 1 ? group[0].changes : group.flatMap((g) => g.changes))
       for (const g of group) g.resolve()
@@ -180,13 +213,6 @@ class Writer {
     }
   }
 }
-
-/**
- * Commits of one session in flight at once. One: measured with `npm run bench`, two or
- * four in flight were no faster (10 workers, 12,000 sets: 7,216 sets/s with one, 5,847
- * with four), since each commit then carries fewer calls.
- */
-const MAX_INFLIGHT = 1
 
 /** Errors a combined commit can get from one call's content alone. */
 const PER_CALL_ERRORS = new Set(['SEALKV_INVALID_NAME', 'SEALKV_TOO_LARGE', 'SEALKV_INVALID_TTL'])
@@ -298,7 +324,7 @@ class Store {
 
   /** Deletes one value; resolves whether it existed. */
   delete(namespace, key) {
-    return call(() => this.#native.delete(this.#session, String(namespace), String(key)))
+    return this.#write(() => this.#native.delete(this.#session, String(namespace), String(key)))
   }
 
   /** The keys of `namespace`, sorted. */
@@ -313,7 +339,7 @@ class Store {
 
   /** Deletes every value of this session, in one transaction. */
   clear() {
-    return call(() => this.#native.clear(this.#session))
+    return this.#write(() => this.#native.clear(this.#session))
   }
 
   /** The named sessions that hold values. */
@@ -323,7 +349,32 @@ class Store {
 
   /** Deletes session `id` and all its values; resolves whether it had any. */
   dropSession(id) {
-    return call(() => this.#native.dropSession(String(id)))
+    const session = String(id)
+    if (this.#native.closed) return Promise.reject(new SealkvError('SEALKV_CLOSED', 'the store is closed'))
+    return writerFor(this.#native, session).submitOp(() => this.#native.dropSession(session))
+  }
+
+  /** Runs a write of this session alone, in its place among the session's writes. */
+  #write(op) {
+    if (this.#native.closed) return Promise.reject(new SealkvError('SEALKV_CLOSED', 'the store is closed'))
+    return writerFor(this.#native, this.#session).submitOp(op)
+  }
+
+  /**
+   * Deletes every value of this session outside the namespaces in `keep`, in one
+   * transaction ordered with the session's other writes (`useSealedAuthState`'s `clear`).
+   */
+  clearNamespacesExcept(keep) {
+    return this.#write(async () => {
+      const changes = []
+      for (const namespace of await this.#native.namespaces(this.#session)) {
+        if (keep.includes(namespace)) continue
+        for (const key of await this.#native.list(this.#session, namespace)) {
+          changes.push({ namespace, key, value: undefined })
+        }
+      }
+      if (changes.length > 0) await this.#native.set(this.#session, changes)
+    })
   }
 
   /** Removes expired values now; resolves how many. */
@@ -408,9 +459,8 @@ async function useSealedAuthState(path, opts = {}) {
     creds = saved ? JSON.parse(saved.toString('utf8'), BufferJSON.reviver) : initAuthCreds()
   } catch (err) {
     await store.close()
-    throw err instanceof SyntaxError
-      ? new SealkvError('SEALKV_BAD_VALUE', `stored creds are not JSON: ${err.message}`)
-      : err
+    // Not err.message: JSON.parse quotes the text it failed on.
+    throw err instanceof SyntaxError ? new SealkvError('SEALKV_BAD_VALUE', 'the stored creds are not valid JSON') : err
   }
 
   const keys = {
@@ -418,7 +468,13 @@ async function useSealedAuthState(path, opts = {}) {
       const found = await view.getMany(type, ids)
       const data = {}
       for (const id of Object.keys(found)) {
-        let value = JSON.parse(found[id].toString('utf8'), BufferJSON.reviver)
+        let value
+        try {
+          value = JSON.parse(found[id].toString('utf8'), BufferJSON.reviver)
+        } catch {
+          // Not the parser's message: it quotes the stored text, which may be a key.
+          throw new SealkvError('SEALKV_BAD_VALUE', `a stored ${type} value is not valid JSON`)
+        }
         if (type === 'app-state-sync-key' && value) {
           value = proto.Message.AppStateSyncKeyData.fromObject(value)
         }
@@ -442,11 +498,8 @@ async function useSealedAuthState(path, opts = {}) {
       await view.set(changes)
     },
     async clear() {
-      const changes = []
-      for (const type of FAMILIES) {
-        for (const id of await view.list(type)) changes.push({ namespace: type, key: id, value: null })
-      }
-      await view.set(changes)
+      // Every key family (whatever its name), not the creds.
+      await view.clearNamespacesExcept(['creds'])
     },
   }
 

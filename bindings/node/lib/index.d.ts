@@ -37,9 +37,9 @@ export declare class SealkvError extends Error {
 
 /** Argon2id cost for a store created with a passphrase. */
 export interface KdfOptions {
-  /** Memory in KiB (default 65536). */
+  /** Memory in KiB (the default parameters, used when `kdf` is absent, are 65536). */
   memoryKib: number
-  /** Passes (default 3). */
+  /** Passes (3 when `kdf` is absent). */
   passes: number
   /** Lanes (default 1). */
   lanes?: number

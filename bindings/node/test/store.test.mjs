@@ -135,6 +135,7 @@ test('useSealedAuthState: fresh creds, saved creds, Baileys JSON, fresh objects,
   const path = join(tempDir(t), 'auth.sealkv')
   let auth = await useSealedAuthState(path, opts)
   assert.equal(auth.state.creds.registered, false, 'fresh creds from initAuthCreds')
+  const noisePrivate = Buffer.from(auth.state.creds.noiseKey.private)
   assert.ok(Buffer.isBuffer(auth.state.creds.noiseKey.private))
   auth.state.creds.me = { id: '15550003333:1@s.whatsapp.net', name: 'bot' }
   await auth.saveCreds()
@@ -177,7 +178,7 @@ test('useSealedAuthState: fresh creds, saved creds, Baileys JSON, fresh objects,
 
   auth = await useSealedAuthState(path, opts)
   assert.equal(auth.state.creds.me.id, '15550003333:1@s.whatsapp.net')
-  assert.deepEqual(auth.state.creds.noiseKey.private, auth.state.creds.noiseKey.private)
+  assert.deepEqual(auth.state.creds.noiseKey.private, noisePrivate, 'the saved creds, not fresh ones')
   await auth.state.keys.clear()
   assert.deepEqual(await auth.store.list('pre-key'), [])
   assert.notEqual(await auth.store.get('creds', 'creds'), null, 'clear keeps the creds')
@@ -249,4 +250,56 @@ test('concurrent sets: a bad call fails alone, the others land', async (t) => {
   assert.deepEqual(failed, [[17, 'SEALKV_INVALID_NAME']])
   assert.equal((await store.list('ns')).length, 29)
   await store.close()
+})
+
+test('writes of a session keep call order: set, delete, clear, keys.clear', async (t) => {
+  const path = join(tempDir(t), 'order.sealkv')
+  const store = await Store.create(path, opts)
+  // A put queued behind an in-flight commit, then a delete of the same key.
+  const first = store.put('ns', 'other', 'x')
+  const put = store.put('ns', 'k', 'v')
+  const del = store.delete('ns', 'k')
+  await Promise.all([first, put])
+  assert.equal(await del, true, 'the delete ran after the put')
+  assert.equal(await store.get('ns', 'k'), null)
+  // Sets queued before a clear are cleared; a set after it stays.
+  const sets = [store.put('ns', 'a', '1'), store.put('ns', 'b', '2')]
+  const cleared = store.clear()
+  const after = store.put('ns', 'c', '3')
+  await Promise.all([...sets, cleared, after])
+  assert.deepEqual(await store.list('ns'), ['c'])
+  // The caller may reuse its buffer once the call returns.
+  const buf = Buffer.from('original')
+  const queued = [store.put('ns', 'busy', 'x'), store.put('ns', 'buf', buf)]
+  buf.fill(0)
+  await Promise.all(queued)
+  assert.equal(String(await store.get('ns', 'buf')), 'original')
+  await store.close()
+
+  const auth = await useSealedAuthState(path, opts)
+  const sets2 = [
+    auth.state.keys.set({ session: { 'a.0': Buffer.from('s') } }),
+    auth.state.keys.set({ 'custom-family': { x: { n: 1 } } }),
+  ]
+  const clear = auth.state.keys.clear()
+  await Promise.all([...sets2, clear])
+  assert.deepEqual(await auth.store.namespaces(), [], 'keys.clear ran after the sets queued before it')
+  await auth.saveCreds()
+  await auth.state.keys.clear()
+  assert.deepEqual(await auth.store.namespaces(), ['creds'])
+  await auth.close()
+})
+
+test('a stored value that is not JSON: a coded error that does not quote it', async (t) => {
+  const path = join(tempDir(t), 'json.sealkv')
+  const store = await Store.create(path, opts)
+  await store.put('session', 'a.0', '{"secret": "do-not-print-me')
+  await store.close()
+  const auth = await useSealedAuthState(path, opts)
+  await assert.rejects(auth.state.keys.get('session', ['a.0']), (err) => {
+    assert.equal(err.code, 'SEALKV_BAD_VALUE')
+    assert.ok(!err.message.includes('do-not-print-me'), err.message)
+    return true
+  })
+  await auth.close()
 })
