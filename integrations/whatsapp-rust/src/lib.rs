@@ -128,7 +128,64 @@ impl From<sealkv::Error> for TxError {
 }
 
 fn db(err: sealkv::Error) -> StoreError {
-    StoreError::Database(Box::new(err))
+    StoreError::Database(Box::new(BackendError(err)))
+}
+
+/// A sealkv error as the client sees it. The client logs store errors, and sealkv's own
+/// messages name the value (namespace and key: here JIDs, phone numbers, message ids),
+/// which the file itself never shows; this form says which table, not which row.
+struct BackendError(sealkv::Error);
+
+/// The table part of a namespace (`sender-key-devices/<group>` → `sender-key-devices`).
+fn table_of(namespace: &str) -> &str {
+    namespace.split('/').next().unwrap_or_default()
+}
+
+impl std::fmt::Display for BackendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            sealkv::Error::Integrity {
+                namespace, reason, ..
+            } => {
+                write!(
+                    f,
+                    "a value in {} failed to open: {reason}",
+                    table_of(namespace)
+                )
+            }
+            sealkv::Error::ValueTooLarge {
+                namespace,
+                size,
+                limit,
+                ..
+            } => write!(
+                f,
+                "a value in {} is {size} bytes, over the store's limit of {limit} bytes",
+                table_of(namespace)
+            ),
+            sealkv::Error::InvalidName(_) => {
+                f.write_str("invalid name: a JID or id is empty or longer than 1024 bytes")
+            }
+            other => write!(f, "{other}"),
+        }
+    }
+}
+
+impl std::fmt::Debug for BackendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "BackendError({self})")
+    }
+}
+
+impl std::error::Error for BackendError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.0 {
+            // Their own sources carry no names.
+            sealkv::Error::Io(e) => Some(e),
+            sealkv::Error::CommitFailed { source, .. } => Some(source.as_ref()),
+            _ => None,
+        }
+    }
 }
 
 fn ser(err: serde_json::Error) -> StoreError {

@@ -860,3 +860,29 @@ async fn removed_prekeys_stay_removed_while_marks_race() {
         "a mark brought back a removed pre-key"
     );
 }
+
+#[tokio::test]
+async fn errors_do_not_name_the_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Options {
+        max_value_size: 64,
+        ..Options::default()
+    };
+    let b = SealkvBackend::create(dir.path().join("wa.sealkv"), key(), opts).unwrap();
+    let jid = "15550009999@s.whatsapp.net.0";
+    let err = b.put_session(jid, &[0; 100]).await.unwrap_err();
+    let shown = format!(
+        "{err} {err:?} {}",
+        std::error::Error::source(&err)
+            .map(|s| s.to_string())
+            .unwrap_or_default()
+    );
+    assert!(shown.contains("over the store's limit"), "{shown}");
+    assert!(
+        !shown.contains("15550009999"),
+        "a JID reached the error: {shown}"
+    );
+    let long = "x".repeat(2000);
+    let err = b.put_session(&long, b"s").await.unwrap_err();
+    assert!(!format!("{err:?}").contains(&long[..100]));
+}
