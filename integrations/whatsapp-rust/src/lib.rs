@@ -59,8 +59,9 @@ mod ns {
     /// Sender-key devices: one namespace per group, `sender-key-devices/<group>`.
     pub const SKD_PREFIX: &str = "sender-key-devices/";
     pub const LID: &str = "lid-mapping";
-    /// Phone number → LID, the reverse index of `LID`.
-    pub const PN: &str = "pn-mapping";
+    /// Phone number → the LIDs that have it, the reverse index of `LID`: one namespace
+    /// per number, `pn-mapping/<phone>`, whose keys are the LIDs.
+    pub const PN_PREFIX: &str = "pn-mapping/";
     pub const BASE_KEY: &str = "base-key";
     pub const DEVICE_LIST: &str = "device-list";
     pub const GROUP_META: &str = "group-metadata";
@@ -807,11 +808,8 @@ fn lid_in(tx: &mut Tx<'_>, lid: &str) -> Result<Option<LidPnMappingEntry>> {
     found.get(lid).map(|v| decode(v)).transpose()
 }
 
-fn string_in(tx: &mut Tx<'_>, namespace: &str, key: &str) -> Result<Option<String>> {
-    let found = tx.get(namespace, &[key]).map_err(db)?;
-    Ok(found
-        .get(key)
-        .map(|v| String::from_utf8_lossy(v).into_owned()))
+fn pn_namespace(phone: &str) -> String {
+    format!("{}{phone}", ns::PN_PREFIX)
 }
 
 #[async_trait]
@@ -874,14 +872,21 @@ impl ProtocolStore for SealkvBackend {
     }
 
     async fn get_pn_mapping(&self, phone: &str) -> Result<Option<LidPnMappingEntry>> {
-        let Some(lid) = self.get(ns::PN, phone)? else {
-            return Ok(None);
-        };
-        let lid = String::from_utf8_lossy(&lid).into_owned();
-        Ok(self
-            .get_lid_mapping(&lid)
-            .await?
-            .filter(|e| e.phone_number == phone))
+        // Among the LIDs that have this number, the most recently updated (as the SQLite
+        // store's `ORDER BY updated_at DESC`).
+        let lids = self.list(&pn_namespace(phone))?;
+        let mut best: Option<LidPnMappingEntry> = None;
+        for (_, value) in self.get_many(ns::LID, &lids)? {
+            let entry: LidPnMappingEntry = decode(&value)?;
+            if entry.phone_number == phone
+                && best
+                    .as_ref()
+                    .is_none_or(|b| entry.updated_at > b.updated_at)
+            {
+                best = Some(entry);
+            }
+        }
+        Ok(best)
     }
 
     async fn put_lid_mapping(&self, entry: &LidPnMappingEntry) -> Result<()> {
@@ -898,22 +903,11 @@ impl ProtocolStore for SealkvBackend {
                 if let Some(old) = lid_in(tx, &entry.lid)? {
                     // An upsert keeps the first `created_at`, as the SQLite store does.
                     entry.created_at = old.created_at;
-                    if old.phone_number != entry.phone_number
-                        && string_in(tx, ns::PN, &old.phone_number)?.as_deref() == Some(&entry.lid)
-                    {
-                        tx.delete(ns::PN, &old.phone_number);
+                    if old.phone_number != entry.phone_number {
+                        tx.delete(&pn_namespace(&old.phone_number), &entry.lid);
                     }
                 }
-                // The phone number points at its most recently updated LID.
-                let keep_other = match string_in(tx, ns::PN, &entry.phone_number)? {
-                    Some(other) if other != entry.lid => lid_in(tx, &other)?.is_some_and(|o| {
-                        o.phone_number == entry.phone_number && o.updated_at > entry.updated_at
-                    }),
-                    _ => false,
-                };
-                if !keep_other {
-                    tx.put(ns::PN, &entry.phone_number, entry.lid.as_bytes().to_vec());
-                }
+                tx.put(&pn_namespace(&entry.phone_number), &entry.lid, Vec::new());
                 tx.put(ns::LID, &entry.lid, encode(&entry)?);
             }
             Ok(())

@@ -423,6 +423,11 @@ async fn lid_mappings() {
     b.put_lid_mapping(&lid("300", "777", 1, 99)).await.unwrap();
     assert_eq!(b.get_pn_mapping("777").await.unwrap().unwrap().lid, "300");
     assert_eq!(b.get_all_lid_mappings().await.unwrap().len(), 3);
+    // The newer LID moves to another number: the number falls back to the other LID
+    // that still has it.
+    b.put_lid_mapping(&lid("300", "888", 1, 120)).await.unwrap();
+    assert_eq!(b.get_pn_mapping("777").await.unwrap().unwrap().lid, "100");
+    assert_eq!(b.get_pn_mapping("888").await.unwrap().unwrap().lid, "300");
 }
 
 #[tokio::test]
