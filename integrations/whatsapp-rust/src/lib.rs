@@ -351,6 +351,20 @@ impl SealkvBackend {
         }
     }
 
+    /// Stores one row, in one durable commit.
+    async fn put_one(&self, namespace: &str, key: &str, value: Vec<u8>) -> Result<()> {
+        let mut batch = Batch::new();
+        batch.put(namespace, key, value);
+        self.commit(batch).await
+    }
+
+    /// Deletes one row, in one durable commit.
+    async fn delete_one(&self, namespace: &str, key: &str) -> Result<()> {
+        let mut batch = Batch::new();
+        batch.delete(namespace, key);
+        self.commit(batch).await
+    }
+
     /// Commits `batch` as one durable transaction.
     async fn commit(&self, batch: Batch) -> Result<()> {
         if batch.is_empty() {
@@ -478,9 +492,7 @@ fn tc_in(tx: &mut Tx<'_>, jid: &str) -> Result<Option<TcTokenEntry>> {
 #[async_trait]
 impl SignalStore for SealkvBackend {
     async fn put_identity(&self, address: &str, key: [u8; 32]) -> Result<()> {
-        let mut batch = Batch::new();
-        batch.put(ns::IDENTITY, address, key.to_vec());
-        self.commit(batch).await
+        self.put_one(ns::IDENTITY, address, key.to_vec()).await
     }
 
     async fn put_identities_batch(&self, identities: &[(Arc<str>, [u8; 32])]) -> Result<()> {
@@ -504,9 +516,7 @@ impl SignalStore for SealkvBackend {
     }
 
     async fn delete_identity(&self, address: &str) -> Result<()> {
-        let mut batch = Batch::new();
-        batch.delete(ns::IDENTITY, address);
-        self.commit(batch).await
+        self.delete_one(ns::IDENTITY, address).await
     }
 
     async fn get_session(&self, address: &str) -> Result<Option<Bytes>> {
@@ -514,9 +524,7 @@ impl SignalStore for SealkvBackend {
     }
 
     async fn put_session(&self, address: &str, session: &[u8]) -> Result<()> {
-        let mut batch = Batch::new();
-        batch.put(ns::SESSION, address, session.to_vec());
-        self.commit(batch).await
+        self.put_one(ns::SESSION, address, session.to_vec()).await
     }
 
     async fn put_sessions_batch(&self, sessions: &[(Arc<str>, Bytes)]) -> Result<()> {
@@ -528,9 +536,7 @@ impl SignalStore for SealkvBackend {
     }
 
     async fn delete_session(&self, address: &str) -> Result<()> {
-        let mut batch = Batch::new();
-        batch.delete(ns::SESSION, address);
-        self.commit(batch).await
+        self.delete_one(ns::SESSION, address).await
     }
 
     async fn has_session(&self, address: &str) -> Result<bool> {
@@ -632,9 +638,8 @@ impl SignalStore for SealkvBackend {
     }
 
     async fn store_signed_prekey(&self, id: u32, record: &[u8]) -> Result<()> {
-        let mut batch = Batch::new();
-        batch.put(ns::SIGNED_PREKEY, &id.to_string(), record.to_vec());
-        self.commit(batch).await
+        self.put_one(ns::SIGNED_PREKEY, &id.to_string(), record.to_vec())
+            .await
     }
 
     async fn load_signed_prekey(&self, id: u32) -> Result<Option<Vec<u8>>> {
@@ -650,15 +655,11 @@ impl SignalStore for SealkvBackend {
     }
 
     async fn remove_signed_prekey(&self, id: u32) -> Result<()> {
-        let mut batch = Batch::new();
-        batch.delete(ns::SIGNED_PREKEY, &id.to_string());
-        self.commit(batch).await
+        self.delete_one(ns::SIGNED_PREKEY, &id.to_string()).await
     }
 
     async fn put_sender_key(&self, address: &str, record: &[u8]) -> Result<()> {
-        let mut batch = Batch::new();
-        batch.put(ns::SENDER_KEY, address, record.to_vec());
-        self.commit(batch).await
+        self.put_one(ns::SENDER_KEY, address, record.to_vec()).await
     }
 
     async fn put_sender_keys_batch(&self, sender_keys: &[(Arc<str>, Bytes)]) -> Result<()> {
@@ -674,9 +675,7 @@ impl SignalStore for SealkvBackend {
     }
 
     async fn delete_sender_key(&self, address: &str) -> Result<()> {
-        let mut batch = Batch::new();
-        batch.delete(ns::SENDER_KEY, address);
-        self.commit(batch).await
+        self.delete_one(ns::SENDER_KEY, address).await
     }
 }
 
@@ -709,9 +708,8 @@ impl AppSyncStore for SealkvBackend {
     }
 
     async fn set_sync_key(&self, key_id: &[u8], key: AppStateSyncKey) -> Result<()> {
-        let mut batch = Batch::new();
-        batch.put(ns::SYNC_KEY, &hex::encode(key_id), encode(&key)?);
-        self.commit(batch).await
+        self.put_one(ns::SYNC_KEY, &hex::encode(key_id), encode(&key)?)
+            .await
     }
 
     async fn get_version(&self, name: &str) -> Result<HashState> {
@@ -722,9 +720,7 @@ impl AppSyncStore for SealkvBackend {
     }
 
     async fn set_version(&self, name: &str, state: HashState) -> Result<()> {
-        let mut batch = Batch::new();
-        batch.put(ns::VERSION, name, encode(&state)?);
-        self.commit(batch).await
+        self.put_one(ns::VERSION, name, encode(&state)?).await
     }
 
     async fn put_mutation_macs(
@@ -920,13 +916,12 @@ impl ProtocolStore for SealkvBackend {
     }
 
     async fn save_base_key(&self, address: &str, message_id: &str, base_key: &[u8]) -> Result<()> {
-        let mut batch = Batch::new();
-        batch.put(
+        self.put_one(
             ns::BASE_KEY,
             &compose(&[address, message_id]),
             base_key.to_vec(),
-        );
-        self.commit(batch).await
+        )
+        .await
     }
 
     async fn has_same_base_key(
@@ -941,9 +936,8 @@ impl ProtocolStore for SealkvBackend {
     }
 
     async fn delete_base_key(&self, address: &str, message_id: &str) -> Result<()> {
-        let mut batch = Batch::new();
-        batch.delete(ns::BASE_KEY, &compose(&[address, message_id]));
-        self.commit(batch).await
+        self.delete_one(ns::BASE_KEY, &compose(&[address, message_id]))
+            .await
     }
 
     async fn update_device_list(&self, record: DeviceListRecord) -> Result<()> {
@@ -965,9 +959,7 @@ impl ProtocolStore for SealkvBackend {
     }
 
     async fn delete_devices(&self, user: &str) -> Result<()> {
-        let mut batch = Batch::new();
-        batch.delete(ns::DEVICE_LIST, user);
-        self.commit(batch).await
+        self.delete_one(ns::DEVICE_LIST, user).await
     }
 
     async fn get_group_metadata(&self, group_jid: &str) -> Result<Option<Vec<u8>>> {
@@ -975,15 +967,11 @@ impl ProtocolStore for SealkvBackend {
     }
 
     async fn put_group_metadata(&self, group_jid: &str, blob: &[u8]) -> Result<()> {
-        let mut batch = Batch::new();
-        batch.put(ns::GROUP_META, group_jid, blob.to_vec());
-        self.commit(batch).await
+        self.put_one(ns::GROUP_META, group_jid, blob.to_vec()).await
     }
 
     async fn delete_group_metadata(&self, group_jid: &str) -> Result<()> {
-        let mut batch = Batch::new();
-        batch.delete(ns::GROUP_META, group_jid);
-        self.commit(batch).await
+        self.delete_one(ns::GROUP_META, group_jid).await
     }
 
     async fn get_tc_token(&self, jid: &str) -> Result<Option<TcTokenEntry>> {
