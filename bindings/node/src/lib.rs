@@ -7,13 +7,15 @@
 //! Types and errors are mapped here once; everything else (Baileys' JSON, sessions as
 //! views) lives in the Rust facade or in `lib/`.
 
-use std::sync::{Arc, RwLock};
+use std::sync::RwLock;
 use std::time::Duration;
 
 use napi::bindgen_prelude::{AsyncTask, Buffer, ToNapiValue, TypeName};
 use napi::{Env, Error as NapiError, Status, Task};
 use napi_derive::napi;
-use sealkv::{Batch, Concurrency, Error, KdfParams, MasterKey, Options, Passphrase, Secret, Store};
+use sealkv::{
+    Batch, Concurrency, Error, KdfParams, MasterKey, Options, Passphrase, Secret, Session, Store,
+};
 
 type NapiResult<T> = napi::Result<T>;
 
@@ -186,7 +188,7 @@ impl Task for OpenTask {
 
     fn resolve(&mut self, _env: Env, store: Store) -> NapiResult<NativeStore> {
         Ok(NativeStore {
-            store: Arc::new(RwLock::new(Some(store))),
+            store: RwLock::new(Some(store)),
         })
     }
 }
@@ -207,39 +209,71 @@ pub fn open_store(path: String, secret: SecretInput, options: OpenInput) -> Asyn
 /// one native handle serves every session view the JavaScript half hands out.
 #[napi]
 pub struct NativeStore {
-    store: Arc<RwLock<Option<Store>>>,
+    store: RwLock<Option<Store>>,
 }
 
 impl NativeStore {
-    fn handle(&self) -> NapiResult<Store> {
+    fn store(&self) -> NapiResult<Store> {
         // A poisoned lock only means a thread panicked while closing; the Option is
         // still either Some or None.
         let guard = self.store.read().unwrap_or_else(|e| e.into_inner());
         guard.clone().ok_or_else(closed)
     }
 
-    /// A task running `work` on this store; an error found now (a closed store, a bad
+    /// Session `id` (the default session for `None`). Derived on every call: it costs
+    /// three keyed hashes, lost in a napi round trip of about 20 µs (a get in a named
+    /// session measured the same as one in the default session).
+    fn session(&self, id: Option<String>) -> NapiResult<Session> {
+        let store = self.store()?;
+        match id.as_deref() {
+            Some(name) => store.session(name).map_err(engine_error),
+            None => Ok(store.default_session()),
+        }
+    }
+
+    /// A task running `job`; an error found before it starts (a closed store, a bad
     /// argument) rejects the task's promise rather than throwing.
     fn task<T>(
         &self,
-        work: NapiResult<impl FnOnce(Store) -> Result<T, Error> + Send + 'static>,
+        job: NapiResult<impl FnOnce() -> Result<T, Error> + Send + 'static>,
     ) -> AsyncTask<Work<T>>
     where
         T: Send + ToNapiValue + TypeName + 'static,
     {
-        let job = work.and_then(|work| {
-            let boxed: Job<T> = Box::new(work);
-            Ok((self.handle()?, boxed))
-        });
-        AsyncTask::new(Work { job: Some(job) })
+        AsyncTask::new(Work {
+            job: Some(job.map(|job| Box::new(job) as Job<T>)),
+        })
+    }
+
+    /// A task running `f` on the store.
+    fn on_store<T>(
+        &self,
+        f: impl FnOnce(Store) -> Result<T, Error> + Send + 'static,
+    ) -> AsyncTask<Work<T>>
+    where
+        T: Send + ToNapiValue + TypeName + 'static,
+    {
+        self.task(self.store().map(|store| move || f(store)))
+    }
+
+    /// A task running `f` in session `id`.
+    fn in_session<T>(
+        &self,
+        id: Option<String>,
+        f: impl FnOnce(Session) -> Result<T, Error> + Send + 'static,
+    ) -> AsyncTask<Work<T>>
+    where
+        T: Send + ToNapiValue + TypeName + 'static,
+    {
+        self.task(self.session(id).map(|session| move || f(session)))
     }
 }
 
-type Job<T> = Box<dyn FnOnce(Store) -> Result<T, Error> + Send>;
+type Job<T> = Box<dyn FnOnce() -> Result<T, Error> + Send>;
 
 /// One store operation on the thread pool.
 pub struct Work<T> {
-    job: Option<NapiResult<(Store, Job<T>)>>,
+    job: Option<NapiResult<Job<T>>>,
 }
 
 impl<T> Task for Work<T>
@@ -250,19 +284,12 @@ where
     type JsValue = T;
 
     fn compute(&mut self) -> NapiResult<T> {
-        let (store, work) = self.job.take().ok_or_else(closed)??;
-        work(store).map_err(engine_error)
+        let job = self.job.take().ok_or_else(closed)??;
+        job().map_err(engine_error)
     }
 
     fn resolve(&mut self, _env: Env, output: T) -> NapiResult<T> {
         Ok(output)
-    }
-}
-
-fn session_of(store: &Store, session: Option<&str>) -> Result<sealkv::Session, Error> {
-    match session {
-        Some(id) => store.session(id),
-        None => Ok(store.default_session()),
     }
 }
 
@@ -301,8 +328,8 @@ impl NativeStore {
         namespace: String,
         keys: Vec<String>,
     ) -> AsyncTask<Work<Vec<Option<Buffer>>>> {
-        self.task(Ok(move |store: Store| {
-            let mut found = session_of(&store, session.as_deref())?.get(&namespace, &keys)?;
+        self.in_session(session, move |s| {
+            let mut found = s.get(&namespace, &keys)?;
             Ok(keys
                 .iter()
                 .map(|k| {
@@ -311,33 +338,28 @@ impl NativeStore {
                         .map(|mut v| Buffer::from(std::mem::take(&mut *v)))
                 })
                 .collect::<Vec<Option<Buffer>>>())
-        }))
+        })
     }
 
     /// Applies puts and deletes in one atomic, durable transaction.
     #[napi(ts_return_type = "Promise<void>")]
     pub fn set(&self, session: Option<String>, changes: Vec<Change>) -> AsyncTask<Work<()>> {
-        self.task(
-            batch_of(changes).map(|batch| {
-                move |store: Store| session_of(&store, session.as_deref())?.set(&batch)
-            }),
-        )
+        let job = batch_of(changes)
+            .and_then(|batch| Ok((self.session(session)?, batch)))
+            .map(|(s, batch)| move || s.set(&batch));
+        self.task(job)
     }
 
     /// The keys of `namespace`, sorted.
     #[napi(ts_return_type = "Promise<Array<string>>")]
     pub fn list(&self, session: Option<String>, namespace: String) -> AsyncTask<Work<Vec<String>>> {
-        self.task(Ok(move |store: Store| {
-            session_of(&store, session.as_deref())?.list(&namespace)
-        }))
+        self.in_session(session, move |s| s.list(&namespace))
     }
 
     /// The namespaces that hold values.
     #[napi(ts_return_type = "Promise<Array<string>>")]
     pub fn namespaces(&self, session: Option<String>) -> AsyncTask<Work<Vec<String>>> {
-        self.task(Ok(move |store: Store| {
-            session_of(&store, session.as_deref())?.namespaces()
-        }))
+        self.in_session(session, move |s| s.namespaces())
     }
 
     /// Deletes one value; resolves whether it existed.
@@ -348,47 +370,43 @@ impl NativeStore {
         namespace: String,
         key: String,
     ) -> AsyncTask<Work<bool>> {
-        self.task(Ok(move |store: Store| {
-            session_of(&store, session.as_deref())?.delete(&namespace, &key)
-        }))
+        self.in_session(session, move |s| s.delete(&namespace, &key))
     }
 
     /// Deletes every value of the session, in one transaction.
     #[napi(ts_return_type = "Promise<void>")]
     pub fn clear(&self, session: Option<String>) -> AsyncTask<Work<()>> {
-        self.task(Ok(move |store: Store| {
-            session_of(&store, session.as_deref())?.clear()
-        }))
+        self.in_session(session, move |s| s.clear())
     }
 
     /// The named sessions that hold values.
     #[napi(ts_return_type = "Promise<Array<string>>")]
     pub fn sessions(&self) -> AsyncTask<Work<Vec<String>>> {
-        self.task(Ok(|store: Store| store.sessions()))
+        self.on_store(|store| store.sessions())
     }
 
     /// Deletes a named session and all its values; resolves whether it had any.
     #[napi(ts_return_type = "Promise<boolean>")]
     pub fn drop_session(&self, id: String) -> AsyncTask<Work<bool>> {
-        self.task(Ok(move |store: Store| store.drop_session(&id)))
+        self.on_store(move |store| store.drop_session(&id))
     }
 
     /// Removes expired values now; resolves how many.
     #[napi(ts_return_type = "Promise<number>")]
     pub fn sweep(&self) -> AsyncTask<Work<f64>> {
-        self.task(Ok(|store: Store| store.sweep().map(|n| n as f64)))
+        self.on_store(|store| store.sweep().map(|n| n as f64))
     }
 
     /// Makes a new primary data key; resolves its id.
     #[napi(ts_return_type = "Promise<number>")]
     pub fn rotate(&self) -> AsyncTask<Work<u32>> {
-        self.task(Ok(|store: Store| store.rotate()))
+        self.on_store(|store| store.rotate())
     }
 
     /// Opens every value and checks the store; resolves the problems found.
     #[napi(ts_return_type = "Promise<Array<Problem>>")]
     pub fn verify(&self) -> AsyncTask<Work<Vec<Problem>>> {
-        self.task(Ok(|store: Store| {
+        self.on_store(|store| {
             Ok(store
                 .verify()?
                 .into_iter()
@@ -397,13 +415,13 @@ impl NativeStore {
                     message: e.to_string(),
                 })
                 .collect::<Vec<_>>())
-        }))
+        })
     }
 
     /// Writes a consistent copy of the store to `dest` (a new file), online.
     #[napi(ts_return_type = "Promise<void>")]
     pub fn backup(&self, dest: String) -> AsyncTask<Work<()>> {
-        self.task(Ok(move |store: Store| store.backup(&dest)))
+        self.on_store(move |store| store.backup(&dest))
     }
 
     /// Closes this handle: later calls reject with `SEALKV_CLOSED`. Calls already
