@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use redb::{ReadableDatabase, TableDefinition};
-use sealkv_benches::{auth_like_value, fill, key_name, transaction_round};
+use sealkv_benches::{auth_like_value, fill, found_len, key_name, transaction_round};
 use sealkv_crypto::{Algorithm, Codec, Compression};
 use sealkv_engine::{MasterKey, Options, Store};
 
@@ -110,11 +110,7 @@ fn point_get(c: &mut Criterion) {
         g.bench_function(name, |b| {
             b.iter(|| {
                 i = (i + 7919) % N;
-                store
-                    .get_one("session", &key_name(i))
-                    .expect("get")
-                    .expect("present")
-                    .len()
+                found_len(store.get_one("session", &key_name(i)))
             })
         });
     }

@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use sealkv_benches::{auth_like_value, fill, key_name};
+use sealkv_benches::{auth_like_value, fill, found_len, key_name};
 use sealkv_engine::{MasterKey, Options, Store};
 
 const N: usize = 10_000;
@@ -35,21 +35,13 @@ fn scoped_get_and_set(c: &mut Criterion) {
     g.bench_function("default-session", |b| {
         b.iter(|| {
             i = (i + 7919) % N;
-            store
-                .get_one("session", &key_name(i))
-                .expect("get")
-                .expect("present")
-                .len()
+            found_len(store.get_one("session", &key_name(i)))
         })
     });
     g.bench_function("named-session", |b| {
         b.iter(|| {
             i = (i + 7919) % N;
-            session
-                .get_one("session", &key_name(i))
-                .expect("get")
-                .expect("present")
-                .len()
+            found_len(session.get_one("session", &key_name(i)))
         })
     });
     g.finish();

@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use sealkv_benches::{auth_like_value, fill, key_name, transaction_round};
+use sealkv_benches::{auth_like_value, fill, found_len, key_name, transaction_round};
 use sealkv_engine::{Concurrency, MasterKey, Options, Store};
 
 const N: usize = 10_000;
@@ -40,11 +40,7 @@ fn sharing(c: &mut Criterion) {
         g.bench_function(*name, |b| {
             b.iter(|| {
                 i = (i + 7919) % N;
-                store
-                    .get_one("session", &key_name(i))
-                    .expect("get")
-                    .expect("present")
-                    .len()
+                found_len(store.get_one("session", &key_name(i)))
             })
         });
     }

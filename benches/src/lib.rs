@@ -32,6 +32,11 @@ pub fn key_name(i: usize) -> String {
     format!("4915550{i:06}.0")
 }
 
+/// The length of a value a read bench looked up, which must be there.
+pub fn found_len(read: sealkv_engine::Result<Option<sealkv_engine::Value>>) -> usize {
+    read.expect("get").expect("present").len()
+}
+
 /// Writes `n` 1 KiB values named by [`key_name`] into `namespace`, 1,000 per batch,
 /// through `set` (a store's or a session's).
 pub fn fill(set: impl Fn(&sealkv_engine::Batch), n: usize, namespace: &str) {
