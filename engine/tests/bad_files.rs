@@ -135,12 +135,7 @@ fn a_store_in_exclusive_mode_in_use_is_reported_as_locked() {
     let held = Store::open(&good, key(), fast_opts()).unwrap();
     assert_eq!(held.concurrency(), sealkv_engine::Concurrency::Exclusive);
     let before = bytes(&good);
-    for read_only in [false, true] {
-        let err = if read_only {
-            Store::open_read_only(&good, key(), fast_opts()).unwrap_err()
-        } else {
-            Store::open(&good, key(), fast_opts()).unwrap_err()
-        };
+    for err in open_errors(&good) {
         assert!(matches!(err, Error::Locked(_)), "{err:?}");
         assert!(err.to_string().contains("in use"));
         assert!(bytes(&good) == before, "the file changed");
@@ -228,6 +223,15 @@ fn tampered_values_are_named_by_verify_and_get() {
     assert_eq!(store.get("session", &["bystander"]).unwrap().len(), 1);
 }
 
+/// The errors of a read-write and then a read-only open of `path`, both of which must
+/// fail.
+fn open_errors(path: &std::path::Path) -> [Error; 2] {
+    [
+        Store::open(path, key(), fast_opts()).unwrap_err(),
+        Store::open_read_only(path, key(), fast_opts()).unwrap_err(),
+    ]
+}
+
 #[test]
 fn a_store_held_by_an_older_sealkv_is_reported_without_waiting() {
     let dir = tempfile::tempdir().unwrap();
@@ -235,12 +239,7 @@ fn a_store_held_by_an_older_sealkv_is_reported_without_waiting() {
     // An older sealkv opened its store with redb's default mode: a whole-file lock.
     let older = redb::Database::open(&good).unwrap();
     let before = bytes(&good);
-    for read_only in [false, true] {
-        let err = if read_only {
-            Store::open_read_only(&good, key(), fast_opts()).unwrap_err()
-        } else {
-            Store::open(&good, key(), fast_opts()).unwrap_err()
-        };
+    for err in open_errors(&good) {
         assert!(matches!(err, Error::Locked(_)), "{err:?}");
         let msg = err.to_string();
         assert!(msg.contains("in use") && msg.contains("older"), "{msg}");
