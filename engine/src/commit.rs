@@ -17,17 +17,17 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redb::{ReadableTable, WriteTransaction};
 use sealkv_crypto::{Context, Keyring, MasterKey, SealedKeyring, TAG_BYTES, envelope};
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
-use crate::expiry::{AUTO_SWEEP_PER_COMMIT, EXPIRY, expires_at, index_key};
-use crate::meta::{META, META_KEYRING, seal_keyring_into};
+use crate::expiry::{AUTO_SWEEP_PER_COMMIT, expires_at, index_key};
+use crate::meta::{META_KEYRING, seal_keyring_into};
 use crate::options::Concurrency;
-use crate::rows::{DATA, check_name, encode_plain, ns_rows, row_key, split_row};
+use crate::rows::{check_name, encode_plain, ns_has_rows, row_key, split_row};
+use crate::rowstore::{RowWrite, Table};
 use crate::scope::{Scope, sessions_catalog_tag};
-use crate::store::{Store, lock, read_lock, write_lock};
+use crate::store::{Store, lock, read_lock};
 
 /// Whether a write transaction also writes the keyring record. Every write path goes
 /// through [`Store::write_with_keyring`], the one place that persists the keyring.
@@ -478,21 +478,19 @@ impl Store {
         &self,
         ring: &Keyring,
         keyring: KeyringWrite<'_>,
-        mut f: impl FnMut(&WriteTransaction) -> Result<()>,
+        mut f: impl FnMut(&mut dyn RowWrite) -> Result<()>,
     ) -> Result<()> {
         let mut sealed: Option<SealedKeyring> = None;
-        self.write_with_retry(|txn| {
+        self.write_with_retry(&mut |txn| {
             sealed = None;
             // Another process may have rotated, destroyed or rekeyed since this one read
             // the keyring: then nothing may be sealed or written with the keyring held
-            // here. The check runs under redb's write lock, which excludes every
-            // process, so no commit can slip in between it and this commit.
+            // here. The check runs under the engine's write lock (redb's, which
+            // excludes every process; a row lock on the keyring record on a server), so
+            // no commit can slip in between it and this commit.
             if self.inner.mode == Concurrency::Shared {
-                let meta = txn.open_table(META)?;
-                let current = meta.get(META_KEYRING)?;
-                if current.as_ref().map(|r| r.value())
-                    != Some(lock(&self.inner.keyring_seen).as_slice())
-                {
+                let current = txn.get(Table::Meta, META_KEYRING.as_bytes())?;
+                if current.as_deref() != Some(lock(&self.inner.keyring_seen).as_slice()) {
                     return Err(Error::KeyringChanged);
                 }
             }
@@ -520,7 +518,7 @@ impl Store {
     /// Runs one write transaction with the retry policy: on failure the database is
     /// reopened (redb recovers) and `f` runs again; after the last attempt the store is
     /// poisoned. Write paths call it through [`Store::write_with_keyring`].
-    fn write_with_retry(&self, mut f: impl FnMut(&WriteTransaction) -> Result<()>) -> Result<()> {
+    fn write_with_retry(&self, f: &mut dyn FnMut(&mut dyn RowWrite) -> Result<()>) -> Result<()> {
         self.check_writable()?;
         let attempts = self.inner.opts.commit_retries + 1;
         let mut last = None;
@@ -532,7 +530,7 @@ impl Store {
                 std::thread::sleep(self.inner.opts.commit_retry_delay);
                 // Contained like the commit itself: a panic while reopening must not
                 // unwind through the group-commit leader.
-                if let Err(e) = self.contained(|| self.reopen_db()) {
+                if let Err(e) = self.contained(|| self.rows().recover()) {
                     if self.is_poisoned() {
                         return Err(e);
                     }
@@ -544,13 +542,7 @@ impl Store {
             // here it becomes Error::Corrupt and poisons the store, instead of
             // unwinding through the group-commit leader and stranding its callers.
             let mut committing = false;
-            let result = self.contained(|| {
-                let db = self.db()?;
-                let txn = db.begin_write()?;
-                f(&txn)?;
-                committing = true;
-                db.commit(txn)
-            });
+            let result = self.contained(|| self.rows().write(f, &mut committing));
             match result {
                 Ok(()) => return Ok(()),
                 // Only storage failures are worth another attempt; anything else is final.
@@ -561,37 +553,17 @@ impl Store {
                 Err(e) => return Err(e),
             }
         }
-        // Leave a usable handle behind if we can; either way, refuse writes from now on.
-        let _ = self.contained(|| self.reopen_db());
-        self.inner.poisoned.store(true, Ordering::Release);
+        // Leave a usable handle behind if we can. A file refuses writes from now on; a
+        // server keeps nothing in memory that the failure could have left wrong.
+        let _ = self.contained(|| self.rows().recover());
+        if self.rows().poison_on_failure() {
+            self.inner.poisoned.store(true, Ordering::Release);
+        }
         Err(Error::CommitFailed {
             attempts,
             outcome_unknown,
             source: Box::new(last.unwrap_or(Error::Poisoned)),
         })
-    }
-
-    /// Drops the redb handle and opens the file again, so redb recovers from a failed
-    /// commit. Waits for readers holding the old handle.
-    fn reopen_db(&self) -> Result<()> {
-        let mut slot = write_lock(&self.inner.db);
-        if let Some(db) = slot.take() {
-            let mut db = db;
-            for _ in 0..5_000 {
-                match Arc::try_unwrap(db) {
-                    Ok(only) => {
-                        drop(only); // releases the file lock
-                        break;
-                    }
-                    Err(shared) => {
-                        db = shared;
-                        std::thread::sleep(std::time::Duration::from_millis(1));
-                    }
-                }
-            }
-        }
-        *slot = Some(self.open_handle()?);
-        Ok(())
     }
 }
 
@@ -612,54 +584,45 @@ impl Drop for CommitGuard<'_> {
 fn apply(
     store: &Store,
     ring: &Keyring,
-    txn: &WriteTransaction,
+    txn: &mut dyn RowWrite,
     batch: &[Arc<Request>],
 ) -> Result<()> {
-    let mut data = txn.open_table(DATA)?;
+    let all = (std::ops::Bound::Unbounded, std::ops::Bound::Unbounded);
     let mut shrinking = BTreeSet::new();
     let mut expiring = Vec::new();
     for r in batch {
         let s = &r.sealed;
         if s.clear {
-            data.retain(|_, _| false)?;
-            let mut index = txn.open_table(EXPIRY)?;
-            index.retain(|_, _| false)?;
+            txn.delete_range(Table::Data, all)?;
+            txn.delete_range(Table::Expiry, all)?;
         }
         for (row, value) in &s.rows {
             match value {
-                Some(v) => {
-                    data.insert(row, v.as_slice())?;
-                }
-                None => {
-                    data.remove(row)?;
-                }
+                Some(v) => txn.put(Table::Data, row, v)?,
+                None => txn.delete(Table::Data, row)?,
             }
         }
         for (key, entry) in &s.catalog {
-            if data.get(key)?.is_none() {
-                data.insert(key, entry.as_slice())?;
+            if txn.get(Table::Data, key)?.is_none() {
+                txn.put(Table::Data, key, entry)?;
             }
         }
         shrinking.extend(s.shrinking.iter().copied());
         expiring.extend_from_slice(&s.expiring);
     }
     for (catalog_row, ns_tag, session_row) in shrinking {
-        if ns_rows(&data, &ns_tag)?.next().is_none() {
-            data.remove(&catalog_row)?;
+        if !ns_has_rows(&*txn, &ns_tag)? {
+            txn.delete(Table::Data, &catalog_row)?;
             if let Some(session_row) = session_row {
                 let catalog = split_row(&catalog_row).0;
-                if ns_rows(&data, &catalog)?.next().is_none() {
-                    data.remove(&session_row)?;
+                if !ns_has_rows(&*txn, &catalog)? {
+                    txn.delete(Table::Data, &session_row)?;
                 }
             }
         }
     }
-    drop(data);
-    if !expiring.is_empty() {
-        let mut index = txn.open_table(EXPIRY)?;
-        for key in &expiring {
-            index.insert(&key[..], ())?;
-        }
+    for key in &expiring {
+        txn.put(Table::Expiry, key, &[])?;
     }
     // Every commit sheds a few values whose bucket has closed.
     store.sweep_in(txn, ring, store.now(), AUTO_SWEEP_PER_COMMIT, false, None)?;

@@ -109,6 +109,18 @@ pub enum Error {
     Io(std::io::Error),
     /// An error from redb.
     Storage(redb::Error),
+    /// The PostgreSQL server could not be reached, refused the login, or failed a
+    /// statement. The message names the server (never its password) and says what to
+    /// check.
+    Server {
+        /// What failed, with the server's own message where it has one.
+        what: String,
+        /// What to check or do.
+        hint: &'static str,
+        /// True when trying again may succeed (a dropped connection, a serialization
+        /// failure, a deadlock); the commit path retries these.
+        transient: bool,
+    },
 }
 
 impl fmt::Display for Error {
@@ -181,6 +193,7 @@ impl fmt::Display for Error {
             Self::Key(e) => write!(f, "key operation refused: {e}"),
             Self::Io(e) => write!(f, "i/o error: {e}"),
             Self::Storage(e) => write!(f, "storage error: {e}"),
+            Self::Server { what, hint, .. } => write!(f, "PostgreSQL: {what} ({hint})"),
         }
     }
 }
@@ -234,7 +247,12 @@ impl Error {
     pub(crate) fn is_io(&self) -> bool {
         matches!(
             self,
-            Self::Storage(redb::Error::Io(_) | redb::Error::PreviousIo) | Self::Io(_)
+            Self::Storage(redb::Error::Io(_) | redb::Error::PreviousIo)
+                | Self::Io(_)
+                | Self::Server {
+                    transient: true,
+                    ..
+                }
         )
     }
 }
@@ -299,6 +317,15 @@ impl Error {
             Self::Key(e) => Self::Key(e.clone()),
             Self::Io(e) => Self::Io(std::io::Error::new(e.kind(), e.to_string())),
             Self::Storage(e) => Self::Io(std::io::Error::other(e.to_string())),
+            Self::Server {
+                what,
+                hint,
+                transient,
+            } => Self::Server {
+                what: what.clone(),
+                hint,
+                transient: *transient,
+            },
         }
     }
 }

@@ -17,16 +17,17 @@
 
 use std::time::Duration;
 
-use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
+use std::ops::Bound;
+
 use sealkv_crypto::Keyring;
 
 use crate::commit::KeyringWrite;
 use crate::error::Result;
-use crate::rows::{DATA, Row, split_row};
+use crate::rows::{Row, split_row};
+use crate::rowstore::{RowWrite, Table};
 use crate::store::Store;
 
-/// The expiry index: `bucket end u64 BE ‖ row key (32)` → nothing.
-pub(crate) const EXPIRY: TableDefinition<&[u8], ()> = TableDefinition::new("sealkv_expiry");
+// The expiry index ([`Table::Expiry`]): `bucket end u64 BE ‖ row key (32)` → nothing.
 
 /// Width of an expiry bucket: one hour. The index reveals expiry times to this
 /// precision.
@@ -109,15 +110,14 @@ impl Store {
     /// must be opened to tell which have expired).
     pub(crate) fn sweep_in(
         &self,
-        txn: &WriteTransaction,
+        txn: &mut dyn RowWrite,
         ring: &Keyring,
         now: u64,
         limit: usize,
         current: bool,
         after: Option<&[u8]>,
     ) -> Result<Swept> {
-        let mut index = txn.open_table(EXPIRY)?;
-        if index.len()? == 0 {
+        if txn.is_empty(Table::Expiry)? {
             return Ok(Swept {
                 done: true,
                 ..Swept::default()
@@ -132,31 +132,26 @@ impl Store {
         let mut end = [0xffu8; 40];
         end[..8].copy_from_slice(&upto.to_be_bytes());
         let mut candidates: Vec<Vec<u8>> = Vec::new();
-        {
-            let range = match after {
-                Some(a) => index.range::<&[u8]>((
-                    std::ops::Bound::Excluded(a),
-                    std::ops::Bound::Included(&end[..]),
-                ))?,
-                None => index.range::<&[u8]>(..=&end[..])?,
-            };
-            for entry in range {
-                let (k, _) = entry?;
-                candidates.push(k.value().to_vec());
-                if candidates.len() >= limit {
-                    break;
-                }
-            }
-        }
+        let from = match after {
+            Some(a) => Bound::Excluded(a),
+            None => Bound::Unbounded,
+        };
+        txn.scan(
+            Table::Expiry,
+            (from, Bound::Included(&end[..])),
+            &mut |k, _| {
+                candidates.push(k.to_vec());
+                Ok(candidates.len() < limit)
+            },
+        )?;
         let done = candidates.len() < limit;
-        let mut data = txn.open_table(DATA)?;
         let mut removed = 0;
         for key in &candidates {
             let Some(row_key) = key.get(8..40).and_then(|r| <[u8; 32]>::try_from(r).ok()) else {
-                index.remove(key.as_slice())?;
+                txn.delete(Table::Expiry, key)?;
                 continue;
             };
-            let expired = match data.get(&row_key)? {
+            let expired = match txn.get(Table::Data, &row_key)? {
                 None => None,
                 Some(sealed) => {
                     let (ns_tag, key_tag) = split_row(&row_key);
@@ -174,20 +169,16 @@ impl Store {
             };
             match expired {
                 // The row is gone: the entry is stale.
-                None => {
-                    index.remove(key.as_slice())?;
-                }
+                None => txn.delete(Table::Expiry, key)?,
                 Some(Some((true, _))) => {
-                    data.remove(&row_key)?;
-                    index.remove(key.as_slice())?;
+                    txn.delete(Table::Data, &row_key)?;
+                    txn.delete(Table::Expiry, key)?;
                     removed += 1;
                 }
                 // Not yet expired, and this is its entry: keep it.
                 Some(Some((false, true))) => {}
                 // Overwritten with another expiry (it has its own entry) or none.
-                Some(_) => {
-                    index.remove(key.as_slice())?;
-                }
+                Some(_) => txn.delete(Table::Expiry, key)?,
             }
         }
         Ok(Swept {

@@ -149,7 +149,7 @@ pub fn fuzz_ops(data: &[u8]) {
     };
     let disk = FaultyMemory::default();
     let factory_disk = disk.clone();
-    let factory: crate::backend::BackendFactory =
+    let factory: crate::rowstore::file::backend::BackendFactory =
         Arc::new(move |_: &Path, _| Ok(Box::new(factory_disk.clone()) as Box<dyn StorageBackend>));
     let opts = Options {
         backend: Some(factory),

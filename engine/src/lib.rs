@@ -29,21 +29,18 @@
 //! # }
 //! ```
 
-mod backend;
 mod commit;
 mod error;
 mod expiry;
 #[cfg(feature = "test-internals")]
 mod fuzz;
-mod handle;
-mod locks;
 mod maintenance;
 mod meta;
 mod options;
 mod read;
-mod recover;
 mod rotate;
 mod rows;
+pub mod rowstore;
 mod scope;
 mod session;
 mod store;
@@ -68,7 +65,7 @@ pub use txn::Tx;
 /// Internals for tests and fuzz targets. Not a stable API.
 #[doc(hidden)]
 pub mod internal {
-    pub use crate::backend::BackendFactory;
     #[cfg(feature = "test-internals")]
     pub use crate::fuzz::{fuzz_open, fuzz_ops, fuzz_options, write_seed_store};
+    pub use crate::rowstore::file::backend::BackendFactory;
 }

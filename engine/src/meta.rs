@@ -6,22 +6,19 @@
 
 use std::path::Path;
 
-use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use sealkv_crypto::{
     CryptoError, KdfLimits, KdfParams, Keyring, META_DIGEST_LEN, MasterKey, SealedKeyring,
     bind_meta, generate_salt,
 };
 
 use crate::error::{Error, Result};
-use crate::handle::Handle;
 use crate::options::{Concurrency, Options, Secret};
+use crate::rowstore::{RowRead, RowWrite, Table};
 
 /// Newest file format this build reads and writes. Version 2 authenticates the
 /// governing meta records (a version 2 keyring record); a version 1 file is upgraded on
 /// its first read-write open.
 pub const FORMAT_VERSION: u32 = 2;
-
-pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("sealkv_meta");
 
 pub(crate) const META_FORMAT: &str = "format";
 pub(crate) const META_DB_ID: &str = "db_id";
@@ -72,16 +69,20 @@ pub(crate) fn governing_digest(
 /// Seals `ring` under `master`, binding the governing records as `txn` holds them,
 /// and stores it in `txn`. The caller marks the result persisted once `txn` commits.
 pub(crate) fn seal_keyring_into(
-    txn: &WriteTransaction,
+    txn: &mut dyn RowWrite,
     ring: &Keyring,
     master: &MasterKey,
     db_id: &[u8; 16],
 ) -> Result<SealedKeyring> {
-    let mut meta = txn.open_table(META)?;
-    let digest = governing_digest(|k| Ok(meta.get(k)?.map(|v| v.value().to_vec())))?;
+    let digest = governing_digest(|k| meta_record(&*txn, k))?;
     let sealed = ring.seal(master, db_id, &digest).map_err(Error::Key)?;
-    meta.insert(META_KEYRING, sealed.record())?;
+    txn.put(Table::Meta, META_KEYRING.as_bytes(), sealed.record())?;
     Ok(sealed)
+}
+
+/// One meta record, copied out.
+pub(crate) fn meta_record(rows: &dyn RowRead, name: &str) -> Result<Option<Vec<u8>>> {
+    Ok(rows.get(Table::Meta, name.as_bytes())?.map(|v| v.to_vec()))
 }
 
 pub(crate) fn encode_settings(opts: &Options) -> Vec<u8> {
@@ -231,24 +232,11 @@ impl Meta {
     }
 }
 
-pub(crate) fn read_meta(db: &Handle, path: &Path) -> Result<Meta> {
-    read_meta_from(&db.begin_read()?, path)
-}
-
-/// The meta records as a read transaction sees them.
-pub(crate) fn read_meta_table(txn: &redb::ReadTransaction) -> Result<Meta> {
-    read_meta_from(txn, Path::new("the store"))
-}
-
-fn read_meta_from(txn: &redb::ReadTransaction, path: &Path) -> Result<Meta> {
+/// The meta records as a view sees them; a store without them (a file or table that
+/// is not ours) is [`Error::NotSealkv`] naming `path`.
+pub(crate) fn read_meta(rows: &dyn RowRead, path: &Path) -> Result<Meta> {
     let not_ours = || Error::NotSealkv(path.to_path_buf());
-    let meta = match txn.open_table(META) {
-        Ok(t) => t,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Err(not_ours()),
-        Err(redb::TableError::TableTypeMismatch { .. }) => return Err(not_ours()),
-        Err(e) => return Err(e.into()),
-    };
-    let get = |k: &str| -> Result<Option<Vec<u8>>> { Ok(meta.get(k)?.map(|v| v.value().to_vec())) };
+    let get = |k: &str| meta_record(rows, k);
     let format = get(META_FORMAT)?.ok_or_else(not_ours)?;
     let format = <[u8; 4]>::try_from(format.as_slice()).map_err(|_| not_ours())?;
     let found = u32::from_le_bytes(format);

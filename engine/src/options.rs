@@ -7,7 +7,7 @@ use sealkv_crypto::{
     AES_GCM_SEAL_BUDGET, Algorithm, Compression, KdfLimits, KdfParams, MasterKey, Passphrase,
 };
 
-use crate::backend::BackendFactory;
+use crate::rowstore::file::backend::BackendFactory;
 
 /// How the master key is given: a raw key, or a passphrase for Argon2id.
 #[derive(Clone)]

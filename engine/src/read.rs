@@ -5,14 +5,11 @@
 
 use std::collections::BTreeMap;
 
-use redb::ReadableTable;
 use sealkv_crypto::{Context, CryptoError, Keyring, TAG_BYTES, envelope};
 
 use crate::error::Result;
-use crate::handle::Snapshot;
-use crate::rows::{
-    MAX_NAME_LEN, Opened, Row, RowKey, check_name, hex_tag, integrity, ns_rows, row_key, split_row,
-};
+use crate::rows::{MAX_NAME_LEN, Opened, Row, check_name, hex_tag, integrity, row_key, scan_ns};
+use crate::rowstore::{RowRead, Table};
 use crate::scope::{Scope, sessions_catalog_tag};
 use crate::store::{Store, Value};
 
@@ -79,12 +76,14 @@ impl Store {
         check_name(namespace)?;
         let ring = self.ring();
         let ns_tag = scope.ns_tag(ring.name_key(), namespace);
-        let snap = self.db()?.snapshot()?;
+        let snap = self.rows().view()?;
         let now = self.now();
         let mut out = BTreeMap::new();
         for key in keys {
             let key = key.as_ref();
-            if let Some(value) = self.read_row(&ring, &snap, scope, namespace, &ns_tag, key, now)? {
+            if let Some(value) =
+                self.read_row(&ring, &*snap, scope, namespace, &ns_tag, key, now)?
+            {
                 out.insert(key.to_string(), value);
             }
         }
@@ -100,8 +99,8 @@ impl Store {
         check_name(namespace)?;
         let ring = self.ring();
         let ns_tag = scope.ns_tag(ring.name_key(), namespace);
-        let snap = self.db()?.snapshot()?;
-        self.read_row(&ring, &snap, scope, namespace, &ns_tag, key, self.now())
+        let snap = self.rows().view()?;
+        self.read_row(&ring, &*snap, scope, namespace, &ns_tag, key, self.now())
     }
 
     /// Looks up and opens the value of `key` in a namespace whose tag is `ns_tag`.
@@ -109,7 +108,7 @@ impl Store {
     fn read_row(
         &self,
         ring: &Keyring,
-        snap: &Snapshot,
+        snap: &dyn RowRead,
         scope: &Scope,
         namespace: &str,
         ns_tag: &[u8; TAG_BYTES],
@@ -118,13 +117,13 @@ impl Store {
     ) -> Result<Option<Value>> {
         check_name(key)?;
         let key_tag = scope.key_tag(ring.name_key(), namespace, key);
-        let Some(sealed) = snap.data.get(&row_key(ns_tag, &key_tag))? else {
+        let Some(sealed) = snap.get(Table::Data, &row_key(ns_tag, &key_tag))? else {
             return Ok(None);
         };
         let row = Row {
             ns_tag,
             key_tag: &key_tag,
-            sealed: sealed.value(),
+            sealed: &sealed,
         };
         let label = || scope.label(namespace);
         let opened = self.open_sealed(ring, &row, &label(), || key.to_string())?;
@@ -216,19 +215,18 @@ impl Store {
         check_name(namespace)?;
         let ring = self.ring();
         let ns_tag = scope.ns_tag(ring.name_key(), namespace);
-        let snap = self.db()?.snapshot()?;
+        let snap = self.rows().view()?;
         let (now, label) = (self.now(), scope.label(namespace));
         let kind = RowKind::Value(scope, namespace);
         let mut names = Vec::new();
-        for row in ns_rows(&snap.data, &ns_tag)? {
-            let (k, v) = row?;
-            let key_tag = split_row(k.value()).1;
+        scan_ns(&*snap, &ns_tag, |key_tag, v| {
             let (name, opened) =
-                self.open_named(&ring, &Row::new(&ns_tag, &key_tag, &v), &kind, &label)?;
+                self.open_named(&ring, &Row::new(&ns_tag, &key_tag, v), &kind, &label)?;
             if !opened.expired(now) {
                 names.push(name);
             }
-        }
+            Ok(true)
+        })?;
         names.sort();
         Ok(names)
     }
@@ -236,11 +234,11 @@ impl Store {
     /// The namespaces of a scope that hold at least one live value, sorted.
     pub(crate) fn namespaces_in(&self, scope: &Scope) -> Result<Vec<String>> {
         let ring = self.ring();
-        let snap = self.db()?.snapshot()?;
+        let snap = self.rows().view()?;
         let now = self.now();
         let mut names = Vec::new();
-        for (name, ns_tag) in self.catalog(&ring, &snap.data, scope)? {
-            if self.has_live_row(&ring, &snap, scope, &name, &ns_tag, now)? {
+        for (name, ns_tag) in self.catalog(&ring, &*snap, scope)? {
+            if self.has_live_row(&ring, &*snap, scope, &name, &ns_tag, now)? {
                 names.push(name);
             }
         }
@@ -253,7 +251,7 @@ impl Store {
     pub(crate) fn catalog(
         &self,
         ring: &Keyring,
-        table: &impl ReadableTable<RowKey, &'static [u8]>,
+        table: &dyn RowRead,
         scope: &Scope,
     ) -> Result<Vec<(String, [u8; TAG_BYTES])>> {
         self.catalog_rows(
@@ -270,27 +268,24 @@ impl Store {
     fn has_live_row(
         &self,
         ring: &Keyring,
-        snap: &Snapshot,
+        snap: &dyn RowRead,
         scope: &Scope,
         namespace: &str,
         ns_tag: &[u8; TAG_BYTES],
         now: u64,
     ) -> Result<bool> {
-        let mut rows = ns_rows(&snap.data, ns_tag)?;
-        if !snap.expiring()? {
-            return Ok(rows.next().transpose()?.is_some());
+        if snap.is_empty(Table::Expiry)? {
+            return crate::rows::ns_has_rows(snap, ns_tag);
         }
         let (kind, label) = (RowKind::Value(scope, namespace), scope.label(namespace));
-        for row in rows {
-            let (k, v) = row?;
-            let key_tag = split_row(k.value()).1;
+        let mut live = false;
+        scan_ns(snap, ns_tag, |key_tag, v| {
             let (_, opened) =
-                self.open_named(ring, &Row::new(ns_tag, &key_tag, &v), &kind, &label)?;
-            if !opened.expired(now) {
-                return Ok(true);
-            }
-        }
-        Ok(false)
+                self.open_named(ring, &Row::new(ns_tag, &key_tag, v), &kind, &label)?;
+            live = !opened.expired(now);
+            Ok(!live)
+        })?;
+        Ok(live)
     }
 
     /// Number of live values in a namespace. Counts rows without opening them, unless
@@ -299,32 +294,27 @@ impl Store {
         check_name(namespace)?;
         let ring = self.ring();
         let ns_tag = scope.ns_tag(ring.name_key(), namespace);
-        let snap = self.db()?.snapshot()?;
+        let snap = self.rows().view()?;
         let (now, label) = (self.now(), scope.label(namespace));
         let kind = RowKind::Value(scope, namespace);
         let mut n = 0;
-        let expiring = snap.expiring()?;
-        for row in ns_rows(&snap.data, &ns_tag)? {
-            let (k, v) = row?;
+        let expiring = !snap.is_empty(Table::Expiry)?;
+        scan_ns(&*snap, &ns_tag, |key_tag, v| {
             if expiring {
-                let key_tag = split_row(k.value()).1;
                 let (_, opened) =
-                    self.open_named(&ring, &Row::new(&ns_tag, &key_tag, &v), &kind, &label)?;
+                    self.open_named(&ring, &Row::new(&ns_tag, &key_tag, v), &kind, &label)?;
                 if opened.expired(now) {
-                    continue;
+                    return Ok(true);
                 }
             }
             n += 1;
-        }
+            Ok(true)
+        })?;
         Ok(n)
     }
 
     /// The named sessions, with their scopes (entries that fail to open are errors).
-    pub(crate) fn session_scopes(
-        &self,
-        ring: &Keyring,
-        table: &impl ReadableTable<RowKey, &'static [u8]>,
-    ) -> Result<Vec<Scope>> {
+    pub(crate) fn session_scopes(&self, ring: &Keyring, table: &dyn RowRead) -> Result<Vec<Scope>> {
         let cat = sessions_catalog_tag(ring.name_key());
         Ok(self
             .catalog_rows(ring, table, &cat, &RowKind::Session, "(sessions)")?
@@ -338,28 +328,23 @@ impl Store {
     fn catalog_rows(
         &self,
         ring: &Keyring,
-        table: &impl ReadableTable<RowKey, &'static [u8]>,
+        table: &dyn RowRead,
         cat: &[u8; TAG_BYTES],
         kind: &RowKind<'_>,
         label: &str,
     ) -> Result<Vec<(String, [u8; TAG_BYTES])>> {
         let mut out = Vec::new();
-        for row in ns_rows(table, cat)? {
-            let (k, v) = row?;
-            let tag = split_row(k.value()).1;
-            let (name, _) = self.open_named(ring, &Row::new(cat, &tag, &v), kind, label)?;
+        scan_ns(table, cat, |tag, v| {
+            let (name, _) = self.open_named(ring, &Row::new(cat, &tag, v), kind, label)?;
             out.push((name, tag));
-        }
+            Ok(true)
+        })?;
         Ok(out)
     }
 
     /// Who owns each row tag prefix: every scope's catalog and namespaces. Catalog
     /// entries that fail to open are skipped (verify reports them).
-    pub(crate) fn owners(
-        &self,
-        ring: &Keyring,
-        table: &impl ReadableTable<RowKey, &'static [u8]>,
-    ) -> Owners {
+    pub(crate) fn owners(&self, ring: &Keyring, table: &dyn RowRead) -> Owners {
         let mut owners = Owners {
             sessions_tag: sessions_catalog_tag(ring.name_key()),
             catalogs: BTreeMap::new(),
@@ -368,19 +353,18 @@ impl Store {
         let mut scopes = vec![self.inner.default_scope.as_ref().clone()];
         scopes.extend(self.session_scopes(ring, table).unwrap_or_default());
         for scope in scopes {
-            if let Ok(range) = ns_rows(table, &scope.catalog_tag) {
-                for (k, v) in range.flatten() {
-                    let ns_tag = split_row(k.value()).1;
-                    if let Ok((name, _)) = self.open_named(
-                        ring,
-                        &Row::new(&scope.catalog_tag, &ns_tag, &v),
-                        &RowKind::Namespace(&scope),
-                        "(catalog)",
-                    ) {
-                        owners.namespaces.insert(ns_tag, (scope.clone(), name));
-                    }
+            // A catalog that cannot be read names nothing: its rows show as tags.
+            let _ = scan_ns(table, &scope.catalog_tag, |ns_tag, v| {
+                if let Ok((name, _)) = self.open_named(
+                    ring,
+                    &Row::new(&scope.catalog_tag, &ns_tag, v),
+                    &RowKind::Namespace(&scope),
+                    "(catalog)",
+                ) {
+                    owners.namespaces.insert(ns_tag, (scope.clone(), name));
                 }
-            }
+                Ok(true)
+            });
             owners.catalogs.insert(scope.catalog_tag, scope);
         }
         owners

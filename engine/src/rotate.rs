@@ -8,14 +8,16 @@
 //! makes a new primary key, which is cheap and immediate; the CLI's `rotate` and the
 //! operator decide when the rewrite runs.
 
-use redb::{ReadableTable, ReadableTableMetadata};
+use std::ops::Bound;
+
 use sealkv_crypto::{Context, Header, KeyState, Keyring, envelope, wrap_store_key};
 
 use crate::commit::KeyringWrite;
 use crate::error::{Error, Result};
-use crate::meta::{Kdf, META, META_KDF, META_STORE_KEY};
+use crate::meta::{Kdf, META_KDF, META_STORE_KEY};
 use crate::options::Secret;
-use crate::rows::{DATA, MAX_NAME_LEN, split_row};
+use crate::rows::{MAX_NAME_LEN, split_row};
+use crate::rowstore::Table;
 use crate::store::{Store, read_lock, write_lock};
 
 pub(crate) const META_CURSOR: &str = "reencrypt_cursor";
@@ -61,7 +63,7 @@ impl Store {
             let value = change(&mut ring)?;
             match self.write_with_keyring(&ring, KeyringWrite::Always, |txn| {
                 if reset_cursor {
-                    txn.open_table(META)?.remove(META_CURSOR)?;
+                    txn.delete(Table::Meta, META_CURSOR.as_bytes())?;
                 }
                 Ok(())
             }) {
@@ -89,12 +91,7 @@ impl Store {
     ) -> Result<ReencryptProgress> {
         self.check_writable()?;
         let batch = batch.max(1);
-        let total = {
-            let db = self.db()?;
-            let txn = db.begin_read()?;
-            let t = txn.open_table(DATA)?;
-            t.len()?
-        };
+        let total = self.rows().view()?.len(Table::Data)?;
         let mut report = ReencryptProgress {
             scanned: 0,
             total,
@@ -103,29 +100,23 @@ impl Store {
         loop {
             let ring = self.ring();
             let primary = ring.primary().id();
-            let db = self.db()?;
-            let snapshot = db.begin_read()?;
+            let snapshot = self.rows().snapshot()?;
             let cursor: Option<[u8; 32]> = snapshot
-                .open_table(META)?
-                .get(META_CURSOR)?
-                .and_then(|v| <[u8; 32]>::try_from(v.value()).ok());
-            let data = snapshot.open_table(DATA)?;
-            let range = match cursor {
-                Some(c) => data.range::<&[u8; 32]>((
-                    std::ops::Bound::Excluded(&c),
-                    std::ops::Bound::Unbounded,
-                ))?,
-                None => data.range::<&[u8; 32]>(..)?,
+                .get(Table::Meta, META_CURSOR.as_bytes())?
+                .and_then(|v| <[u8; 32]>::try_from(&*v).ok());
+            let from = match &cursor {
+                Some(c) => Bound::Excluded(&c[..]),
+                None => Bound::Unbounded,
             };
             let mut rewrites: Vec<([u8; 32], Vec<u8>, Vec<u8>)> = Vec::new();
             let mut last = None;
             let mut scanned: u64 = 0;
-            for row in range {
-                let (k, v) = row?;
-                let key = *k.value();
+            snapshot.scan(Table::Data, (from, Bound::Unbounded), &mut |k, sealed| {
+                let Ok(key) = <[u8; 32]>::try_from(k) else {
+                    return Ok(true);
+                };
                 scanned += 1;
                 last = Some(key);
-                let sealed = v.value();
                 let header = Header::parse(sealed).ok();
                 if header.is_some_and(|h| h.key_id != primary) {
                     let (ns_tag, key_tag) = split_row(&key);
@@ -143,20 +134,16 @@ impl Store {
                         rewrites.push((key, sealed.to_vec(), resealed));
                     }
                 }
-                if rewrites.len() >= batch || scanned >= batch as u64 * 8 {
-                    break;
-                }
-            }
-            drop(data);
-            drop(snapshot);
+                Ok(rewrites.len() < batch && scanned < batch as u64 * 8)
+            })?;
             // The commit below may have to reopen the database after an I/O error, which
             // waits for every handle to be released: ours included.
-            drop(db);
+            drop(snapshot);
             let Some(last) = last else {
                 // Finished: drop the cursor.
                 let _commit = self.commit_lock();
                 let done = self.write_with_keyring(&ring, KeyringWrite::IfNeeded, |txn| {
-                    txn.open_table(META)?.remove(META_CURSOR)?;
+                    txn.delete(Table::Meta, META_CURSOR.as_bytes())?;
                     Ok(())
                 });
                 match done {
@@ -174,17 +161,15 @@ impl Store {
                 let _commit = self.commit_lock();
                 let committed = self.write_with_keyring(&ring, KeyringWrite::IfNeeded, |txn| {
                     applied = 0;
-                    let mut table = txn.open_table(DATA)?;
                     for (key, old, new) in &rewrites {
                         // Only if no writer replaced it since the snapshot.
-                        let current = table.get(key)?.map(|v| v.value() == old.as_slice());
+                        let current = txn.get(Table::Data, key)?.map(|v| *v == **old);
                         if current == Some(true) {
-                            table.insert(key, new.as_slice())?;
+                            txn.put(Table::Data, key, new)?;
                             applied += 1;
                         }
                     }
-                    drop(table);
-                    txn.open_table(META)?.insert(META_CURSOR, &last[..])?;
+                    txn.put(Table::Meta, META_CURSOR.as_bytes(), &last)?;
                     Ok(())
                 });
                 // Another process changed the keys: this batch was sealed under a stale
@@ -245,16 +230,17 @@ impl Store {
     }
 
     pub(crate) fn values_per_key(&self) -> Result<std::collections::BTreeMap<u32, u64>> {
-        let db = self.db()?;
-        let txn = db.begin_read()?;
-        let table = txn.open_table(DATA)?;
         let mut counts = std::collections::BTreeMap::new();
-        for row in table.iter()? {
-            let (_, v) = row?;
-            if let Ok(h) = Header::parse(v.value()) {
-                *counts.entry(h.key_id).or_insert(0u64) += 1;
-            }
-        }
+        self.rows().view()?.scan(
+            Table::Data,
+            (Bound::Unbounded, Bound::Unbounded),
+            &mut |_, v| {
+                if let Ok(h) = Header::parse(v) {
+                    *counts.entry(h.key_id).or_insert(0u64) += 1;
+                }
+                Ok(true)
+            },
+        )?;
         Ok(counts)
     }
 
@@ -279,9 +265,8 @@ impl Store {
         for _ in 0..16 {
             // The new key derivation record first: the keyring sealed after it binds it.
             match self.write_with_keyring(&ring, KeyringWrite::Always, |txn| {
-                let mut meta = txn.open_table(META)?;
-                meta.insert(META_KDF, kdf_bytes.as_slice())?;
-                meta.insert(META_STORE_KEY, wrapped.as_slice())?;
+                txn.put(Table::Meta, META_KDF.as_bytes(), &kdf_bytes)?;
+                txn.put(Table::Meta, META_STORE_KEY.as_bytes(), &wrapped)?;
                 Ok(())
             }) {
                 Err(Error::KeyringChanged) => self.reload_into(&mut ring)?,

@@ -1,10 +1,12 @@
 //! Rows of the data table: keys made of name tags, sealed rows, name checks.
 
-use redb::{ReadableTable, TableDefinition};
+use std::ops::Bound;
+
 use sealkv_crypto::{CryptoError, TAG_BYTES};
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
+use crate::rowstore::{RowRead, Table};
 use crate::store::Value;
 
 /// Set in the name-length word of a row's plaintext when an expiry time follows the
@@ -94,13 +96,6 @@ impl Opened {
 /// Longest namespace or key name, in bytes.
 pub const MAX_NAME_LEN: usize = 1024;
 
-/// The key of a row: namespace tag then key tag. `&[u8; 32]` compares with one
-/// `memcmp` and reads without copying; redb gives it the same type name as
-/// `[u8; 32]`, the key type of earlier builds, so their files open unchanged
-/// (`engine/tests/format.rs` opens one).
-pub(crate) type RowKey = &'static [u8; 32];
-pub(crate) const DATA: TableDefinition<RowKey, &[u8]> = TableDefinition::new("sealkv_data");
-
 /// A sealed row and the tags it is stored under (which its associated data binds).
 pub(crate) struct Row<'a> {
     pub(crate) ns_tag: &'a [u8; TAG_BYTES],
@@ -112,12 +107,12 @@ impl<'a> Row<'a> {
     pub(crate) fn new(
         ns_tag: &'a [u8; TAG_BYTES],
         key_tag: &'a [u8; TAG_BYTES],
-        sealed: &'a redb::AccessGuard<'_, &'static [u8]>,
+        sealed: &'a [u8],
     ) -> Self {
         Self {
             ns_tag,
             key_tag,
-            sealed: sealed.value(),
+            sealed,
         }
     }
 }
@@ -167,14 +162,40 @@ pub(crate) fn split_row(k: &[u8; 32]) -> ([u8; TAG_BYTES], [u8; TAG_BYTES]) {
     (a, b)
 }
 
-/// The rows of one namespace (or of the catalog): its tag followed by any key tag.
-pub(crate) fn ns_rows<'t>(
-    table: &'t impl ReadableTable<RowKey, &'static [u8]>,
-    ns: &[u8; TAG_BYTES],
-) -> std::result::Result<redb::Range<'t, RowKey, &'static [u8]>, redb::StorageError> {
-    let (first, last) = (
+/// The first and last row keys of one namespace (or catalog): its tag followed by
+/// any key tag.
+pub(crate) fn ns_bounds(ns: &[u8; TAG_BYTES]) -> ([u8; 32], [u8; 32]) {
+    (
         row_key(ns, &[0; TAG_BYTES]),
         row_key(ns, &[0xff; TAG_BYTES]),
-    );
-    table.range::<&[u8; 32]>(&first..=&last)
+    )
+}
+
+/// Visits the rows of one namespace (or of the catalog) in key order, with each row's
+/// key tag and sealed value; `visit` returns false to stop.
+pub(crate) fn scan_ns(
+    rows: &dyn RowRead,
+    ns: &[u8; TAG_BYTES],
+    mut visit: impl FnMut([u8; TAG_BYTES], &[u8]) -> Result<bool>,
+) -> Result<()> {
+    let (first, last) = ns_bounds(ns);
+    rows.scan(
+        Table::Data,
+        (Bound::Included(&first), Bound::Included(&last)),
+        &mut |k, v| {
+            let k = <&[u8; 32]>::try_from(k)
+                .map_err(|_| Error::Corrupt("a data row key is not 32 bytes".into()))?;
+            visit(split_row(k).1, v)
+        },
+    )
+}
+
+/// True when the namespace (or catalog) `ns` has any row.
+pub(crate) fn ns_has_rows(rows: &dyn RowRead, ns: &[u8; TAG_BYTES]) -> Result<bool> {
+    let (first, last) = ns_bounds(ns);
+    crate::rowstore::any_in(
+        rows,
+        Table::Data,
+        (Bound::Included(&first), Bound::Included(&last)),
+    )
 }

@@ -7,14 +7,14 @@
 //! which holds everything written before sessions existed.
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redb::ReadableTable;
-
 use crate::commit::{Batch, KeyringWrite};
 use crate::error::{Error, Result};
-use crate::rows::{DATA, check_name, ns_rows, row_key, split_row};
+use crate::rows::{check_name, ns_bounds, ns_has_rows, row_key, scan_ns};
+use crate::rowstore::Table;
 use crate::scope::{Scope, sessions_catalog_tag};
 use crate::store::{Store, Value};
 use crate::txn::Tx;
@@ -55,8 +55,8 @@ impl Store {
             self.with_fresh_keyring(|| {
                 let scopes = {
                     let ring = self.ring();
-                    let snap = self.db()?.snapshot()?;
-                    self.session_scopes(&ring, &snap.data)?
+                    let snap = self.rows().view()?;
+                    self.session_scopes(&ring, &*snap)?
                 };
                 // With no keyring guard held: `namespaces_in` takes its own, and a second
                 // read lock on a thread that holds one deadlocks behind a waiting writer.
@@ -107,27 +107,30 @@ impl Store {
             .map(|tag| row_key(&sessions_catalog_tag(nk), &tag));
         let mut existed = false;
         self.write_with_keyring(&ring, KeyringWrite::IfNeeded, |txn| {
-            let mut data = txn.open_table(DATA)?;
             existed = false;
             if let Some(row) = &session_row
-                && data.get(row)?.is_none()
+                && txn.get(Table::Data, row)?.is_none()
             {
                 return Ok(());
             }
-            let namespaces: Vec<[u8; 32]> = ns_rows(&data, &scope.catalog_tag)?
-                .map(|row| row.map(|(k, _)| *k.value()))
-                .collect::<std::result::Result<_, _>>()?;
-            for catalog_row in &namespaces {
-                let ns_tag = split_row(catalog_row).1;
-                existed |= ns_rows(&data, &ns_tag)?.next().is_some();
-                let (first, last) = (row_key(&ns_tag, &[0; 16]), row_key(&ns_tag, &[0xff; 16]));
-                data.retain_in::<&[u8; 32], _>(&first..=&last, |_, _| false)?;
-                data.remove(catalog_row)?;
+            let mut namespaces = Vec::new();
+            scan_ns(&*txn, &scope.catalog_tag, |ns_tag, _| {
+                namespaces.push(ns_tag);
+                Ok(true)
+            })?;
+            for ns_tag in &namespaces {
+                existed |= ns_has_rows(&*txn, ns_tag)?;
+                let (first, last) = ns_bounds(ns_tag);
+                txn.delete_range(
+                    Table::Data,
+                    (Bound::Included(&first), Bound::Included(&last)),
+                )?;
+                txn.delete(Table::Data, &row_key(&scope.catalog_tag, ns_tag))?;
             }
             // A session whose values a sweep removed leaves its catalog entries behind:
             // they go now, but the session did not exist any more.
             if let Some(row) = &session_row {
-                data.remove(row)?;
+                txn.delete(Table::Data, row)?;
             }
             Ok(())
         })?;

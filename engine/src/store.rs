@@ -1,27 +1,25 @@
-//! The store: one redb file holding sealed values under keyed name tags.
+//! The store: sealed values under keyed name tags, in a row store (a redb file or
+//! PostgreSQL, see [`crate::rowstore`]).
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard};
 
-use redb::Database;
 use sealkv_crypto::{Keyring, MasterKey, fill_random, unwrap_store_key, wrap_store_key};
 use zeroize::Zeroizing;
 
-use crate::backend::Boxed;
 use crate::commit::{KeyringWrite, Queue};
 use crate::error::{Error, Result};
-use crate::expiry::EXPIRY;
-use crate::handle::{Handle, PANIC_PREFIX, contain, map_open_error, precheck};
-use crate::locks::FileLocks;
 use crate::meta::{
-    FORMAT_VERSION, Kdf, META, META_DB_ID, META_FORMAT, META_KDF, META_MODE, META_SETTINGS,
-    META_STORE_KEY, Meta, encode_mode, encode_settings, open_keyring, read_meta, read_meta_table,
-    seal_keyring_into,
+    FORMAT_VERSION, Kdf, META_DB_ID, META_FORMAT, META_KDF, META_MODE, META_SETTINGS,
+    META_STORE_KEY, Meta, encode_mode, encode_settings, open_keyring, read_meta, seal_keyring_into,
 };
 use crate::options::{Concurrency, Options, Secret};
-use crate::rows::DATA;
+use crate::rowstore::file::FileRows;
+use crate::rowstore::file::handle::{Handle, PANIC_PREFIX, contain, map_open_error, precheck};
+use crate::rowstore::postgres::{PgRows, PgUrl};
+use crate::rowstore::{Location, RowStore, RowWrite, Table};
 use crate::scope::Scope;
 use crate::txn::KeyLocks;
 
@@ -46,8 +44,10 @@ impl std::fmt::Debug for Store {
 
 pub(crate) struct Inner {
     pub(crate) id: u64,
+    /// The file path, or the server's URL without any password.
     pub(crate) path: PathBuf,
-    pub(crate) db: RwLock<Option<Arc<Handle>>>,
+    /// The rows: the seam to the storage engine.
+    pub(crate) rows: Box<dyn RowStore>,
     pub(crate) db_id: [u8; 16],
     /// The key that seals the keyring: the store key (or, in a format 1 store not yet
     /// upgraded, the master key itself).
@@ -58,8 +58,6 @@ pub(crate) struct Inner {
     pub(crate) keyring_seen: Mutex<Vec<u8>>,
     /// How processes share the file (its recorded mode).
     pub(crate) mode: Concurrency,
-    /// Cross-process transaction locks (shared mode only).
-    pub(crate) file_locks: Option<FileLocks>,
     pub(crate) opts: Options,
     pub(crate) poisoned: AtomicBool,
     pub(crate) locks: KeyLocks,
@@ -75,16 +73,21 @@ pub(crate) struct Inner {
 impl Store {
     /// Creates a new store at `path`, which must not exist (or be an empty file). A
     /// file this creates is readable and writable by its owner only (mode 0600).
+    ///
+    /// `path` may also be a PostgreSQL URL, `postgres://user@host:port/db?store=NAME`:
+    /// the store's tables are created in that database (see `docs/POSTGRES.md`).
     pub fn create(
         path: impl AsRef<Path>,
         secret: impl Into<Secret>,
         opts: Options,
     ) -> Result<Self> {
-        let path = path.as_ref();
+        let location = Location::parse(path.as_ref())?;
+        let shown = location.display_path();
         let secret = secret.into();
-        if fs::metadata(path)
-            .map(|m| m.len() > 0 || m.is_dir())
-            .unwrap_or(false)
+        if let Location::File(path) = &location
+            && fs::metadata(path)
+                .map(|m| m.len() > 0 || m.is_dir())
+                .unwrap_or(false)
         {
             return Err(Error::AlreadyExists(path.to_path_buf()));
         }
@@ -95,40 +98,64 @@ impl Store {
         let store_key = MasterKey::generate().map_err(Error::Key)?;
         let wrapped = wrap_store_key(&kek, &db_id, &store_key).map_err(Error::Key)?;
         let keyring = Keyring::new(opts.cipher, (opts.clock)()).map_err(Error::Key)?;
-        let mode = opts.concurrency;
-        let made_file = opts.backend.is_none() && create_private_file(path, PRIVATE_MODE)?;
-        let created = (|| {
-            let db = Self::open_redb(path, &opts, true, mode)?;
-            let txn = db.begin_write()?;
-            {
-                let mut meta = txn.open_table(META)?;
-                meta.insert(META_FORMAT, &FORMAT_VERSION.to_le_bytes()[..])?;
-                meta.insert(META_DB_ID, &db_id[..])?;
-                meta.insert(META_KDF, kdf.encode().as_slice())?;
-                meta.insert(META_SETTINGS, encode_settings(&opts).as_slice())?;
-                meta.insert(META_MODE, &encode_mode(mode)[..])?;
-                meta.insert(META_STORE_KEY, wrapped.as_slice())?;
-                drop(meta);
-                txn.open_table(DATA)?;
-                txn.open_table(EXPIRY)?;
+        // A store on a server is shared by nature: any process on any host may open it.
+        let mode = match location {
+            Location::File(_) => opts.concurrency,
+            Location::Postgres(_) => Concurrency::Shared,
+        };
+        let mut sealed = None;
+        let mut initial = |w: &mut dyn RowWrite| -> Result<()> {
+            let records: [(&str, &[u8]); 6] = [
+                (META_FORMAT, &FORMAT_VERSION.to_le_bytes()),
+                (META_DB_ID, &db_id),
+                (META_KDF, &kdf.encode()),
+                (META_SETTINGS, &encode_settings(&opts)),
+                (META_MODE, &encode_mode(mode)),
+                (META_STORE_KEY, &wrapped),
+            ];
+            for (name, value) in records {
+                w.put(Table::Meta, name.as_bytes(), value)?;
             }
-            let sealed = seal_keyring_into(&txn, &keyring, &store_key, &db_id)?;
-            txn.commit()?;
-            keyring.mark_persisted(&sealed);
-            Ok((db, sealed.record().to_vec()))
-        })();
-        let (db, record) = match created {
-            Ok(created) => created,
-            Err(e) => {
-                if made_file {
-                    let _ = fs::remove_file(path);
+            sealed = Some(seal_keyring_into(w, &keyring, &store_key, &db_id)?);
+            Ok(())
+        };
+        let rows: Box<dyn RowStore> = match &location {
+            Location::File(path) => {
+                let made_file = opts.backend.is_none() && create_private_file(path, PRIVATE_MODE)?;
+                let created = (|| {
+                    let db = FileRows::open_redb(path, &opts, true, mode)?;
+                    let rows = FileRows::new(
+                        path,
+                        Handle::read_write(db),
+                        &opts,
+                        mode,
+                        keyring.name_key(),
+                    )?;
+                    rows.write(&mut initial, &mut false)?;
+                    Ok(rows)
+                })();
+                match created {
+                    Ok(rows) => Box::new(rows),
+                    Err(e) => {
+                        if made_file {
+                            let _ = fs::remove_file(path);
+                        }
+                        return Err(e);
+                    }
                 }
-                return Err(e);
+            }
+            Location::Postgres(url) => {
+                let rows = PgRows::create(url, &opts, &mut initial)?;
+                rows.set_name_key(keyring.name_key());
+                Box::new(rows)
             }
         };
-        Self::assemble(
-            path,
-            Handle::read_write(db),
+        let sealed = sealed.ok_or_else(|| Error::Corrupt("the keyring was not written".into()))?;
+        keyring.mark_persisted(&sealed);
+        let record = sealed.record().to_vec();
+        Ok(Self::assemble(
+            &shown,
+            rows,
             Unlocked {
                 db_id,
                 key: store_key,
@@ -137,10 +164,11 @@ impl Store {
                 mode,
             },
             opts,
-        )
+        ))
     }
 
-    /// Opens an existing store.
+    /// Opens an existing store (a file path, or a PostgreSQL URL as for
+    /// [`Store::create`]).
     ///
     /// The master key is checked before any byte of the file is written: a wrong key, a
     /// file in use, a file that is not a sealkv store, a newer format, a changed meta
@@ -164,7 +192,37 @@ impl Store {
         contain(|| Self::open_inner(path, secret, opts, true)).map_err(truncation)
     }
 
-    fn open_inner(path: &Path, secret: Secret, mut opts: Options, read_only: bool) -> Result<Self> {
+    fn open_inner(path: &Path, secret: Secret, opts: Options, read_only: bool) -> Result<Self> {
+        match Location::parse(path)? {
+            Location::File(path) => Self::open_file(&path, secret, opts, read_only),
+            Location::Postgres(url) => Self::open_postgres(&url, secret, opts, read_only),
+        }
+    }
+
+    fn open_postgres(
+        url: &PgUrl,
+        secret: Secret,
+        mut opts: Options,
+        read_only: bool,
+    ) -> Result<Self> {
+        let shown = PathBuf::from(url.to_string());
+        let rows = PgRows::open(url, &opts, read_only)?;
+        let meta = read_meta(&*rows.view()?, &shown)?;
+        let (_, unlocked) = unlock(&meta, &secret, &opts, None)?;
+        if meta.check_bound(&unlocked.ring)? || meta.mode != Concurrency::Shared {
+            // Stores on a server are created at format 2 or later, shared.
+            return Err(Error::MetaTampered);
+        }
+        meta.apply_settings(&mut opts)?;
+        rows.set_name_key(unlocked.ring.name_key());
+        let store = Self::assemble(&shown, Box::new(rows), unlocked, opts);
+        if !read_only {
+            store.maybe_auto_rotate()?;
+        }
+        Ok(store)
+    }
+
+    fn open_file(path: &Path, secret: Secret, mut opts: Options, read_only: bool) -> Result<Self> {
         let mut derived = None;
         // The mode to open the file in for writing: the one it records, or, for a file
         // of format 1 (which records none), the one asked for (its upgrade records it).
@@ -187,13 +245,14 @@ impl Store {
                 }
                 Err(e) => return Err(map_open_error(e, path)),
             };
-            let meta = read_meta(&view, path)?;
+            let meta = read_meta(&*view.snapshot()?, path)?;
             let (kek, unlocked) = unlock(&meta, &secret, &opts, None)?;
             // Every check that can refuse the file runs here, before a writer opens it.
             meta.check_bound(&unlocked.ring)?;
             if read_only {
                 meta.apply_settings(&mut opts)?;
-                return Self::assemble(path, view, unlocked, opts);
+                let rows = FileRows::new(path, view, &opts, meta.mode, unlocked.ring.name_key())?;
+                return Ok(Self::assemble(path, Box::new(rows), unlocked, opts));
             }
             meta.apply_settings(&mut opts.clone())?;
             derived = Some((meta.kdf.clone(), kek));
@@ -206,15 +265,15 @@ impl Store {
         // file's mode, which recovers the file if it needs it. The records are read
         // again, as another program may have changed them (a rekey) in between.
 
-        let mut db = Handle::read_write(Self::open_redb(path, &opts, false, mode)?);
-        let mut meta = read_meta(&db, path)?;
+        let mut db = Handle::read_write(FileRows::open_redb(path, &opts, false, mode)?);
+        let mut meta = read_meta(&*db.snapshot()?, path)?;
         // Another process may have upgraded a format 1 file between the two reads: open
         // in the mode the file now records (authenticated below).
         if meta.store_key.is_some() && meta.mode != mode {
             drop(db);
             mode = meta.mode;
-            db = Handle::read_write(Self::open_redb(path, &opts, false, mode)?);
-            meta = read_meta(&db, path)?;
+            db = Handle::read_write(FileRows::open_redb(path, &opts, false, mode)?);
+            meta = read_meta(&*db.snapshot()?, path)?;
             if meta.mode != mode {
                 return Err(Error::MetaTampered);
             }
@@ -224,7 +283,8 @@ impl Store {
         meta.apply_settings(&mut opts)?;
         let missing_settings = meta.settings.is_none();
         unlocked.mode = mode;
-        let store = Self::assemble(path, db, unlocked, opts)?;
+        let rows = FileRows::new(path, db, &opts, mode, unlocked.ring.name_key())?;
+        let store = Self::assemble(path, Box::new(rows), unlocked, opts);
         if upgrade {
             store.with_fresh_keyring(|| store.upgrade(&kek, missing_settings))?;
         }
@@ -243,41 +303,24 @@ impl Store {
         let store_key = MasterKey::generate().map_err(Error::Key)?;
         let wrapped = wrap_store_key(kek, &self.inner.db_id, &store_key).map_err(Error::Key)?;
         let mode = encode_mode(self.inner.mode);
-        self.write_with_keyring(&ring, KeyringWrite::Under(&store_key), |txn| {
-            let mut meta = txn.open_table(META)?;
-            meta.insert(META_FORMAT, &FORMAT_VERSION.to_le_bytes()[..])?;
+        self.write_with_keyring(&ring, KeyringWrite::Under(&store_key), |w| {
+            w.put(
+                Table::Meta,
+                META_FORMAT.as_bytes(),
+                &FORMAT_VERSION.to_le_bytes(),
+            )?;
             if missing_settings {
-                meta.insert(META_SETTINGS, settings.as_slice())?;
+                w.put(Table::Meta, META_SETTINGS.as_bytes(), &settings)?;
             }
-            meta.insert(META_MODE, &mode[..])?;
-            meta.insert(META_STORE_KEY, wrapped.as_slice())?;
+            w.put(Table::Meta, META_MODE.as_bytes(), &mode)?;
+            w.put(Table::Meta, META_STORE_KEY.as_bytes(), &wrapped)?;
             Ok(())
         })?;
         *write_lock(&self.inner.master) = store_key;
         Ok(())
     }
 
-    pub(crate) fn open_redb(
-        path: &Path,
-        opts: &Options,
-        create: bool,
-        mode: Concurrency,
-    ) -> Result<Database> {
-        let mut builder = redb::Builder::new();
-        builder.set_cache_size(opts.cache_size);
-        builder.set_concurrency_mode(match mode {
-            Concurrency::Shared => redb::ConcurrencyMode::MultiWriter,
-            Concurrency::Exclusive => redb::ConcurrencyMode::ExclusiveWriter,
-        });
-        let result = match &opts.backend {
-            Some(factory) => builder.create_with_backend(Boxed(factory(path, create)?)),
-            None if create => builder.create(path),
-            None => builder.open(path),
-        };
-        result.map_err(|e| map_open_error(e, path))
-    }
-
-    fn assemble(path: &Path, db: Handle, unlocked: Unlocked, opts: Options) -> Result<Self> {
+    fn assemble(path: &Path, rows: Box<dyn RowStore>, unlocked: Unlocked, opts: Options) -> Self {
         let Unlocked {
             db_id,
             key,
@@ -286,24 +329,16 @@ impl Store {
             mode,
         } = unlocked;
         let default_scope = Arc::new(Scope::default_session(ring.name_key()));
-        let file_locks = match mode {
-            Concurrency::Shared if !db.is_read_only() && opts.backend.is_none() => {
-                Some(FileLocks::open(path, ring.name_key())?)
-            }
-            _ => None,
-        };
-        db.set_shared(mode == Concurrency::Shared);
-        Ok(Self {
+        Self {
             inner: Arc::new(Inner {
                 id: NEXT_STORE_ID.fetch_add(1, Ordering::Relaxed),
                 path: path.to_path_buf(),
-                db: RwLock::new(Some(Arc::new(db))),
+                rows,
                 db_id,
                 master: RwLock::new(key),
                 keyring: RwLock::new(ring),
                 keyring_seen: Mutex::new(record),
                 mode,
-                file_locks,
                 opts,
                 poisoned: AtomicBool::new(false),
                 locks: KeyLocks::default(),
@@ -312,7 +347,7 @@ impl Store {
                 gather_cv: Condvar::new(),
                 default_scope,
             }),
-        })
+        }
     }
 
     /// Runs a read path or a write transaction with redb's panics contained: redb 4.5
@@ -336,29 +371,9 @@ impl Store {
         &self.inner.opts
     }
 
-    /// The current redb handle. After a failed commit whose recovery could not reopen
-    /// the file (the disk still full, say), there is none: each call then tries to
-    /// reopen it, so reads come back once the file can be opened again. Writes stay
-    /// refused until the store itself is reopened.
-    pub(crate) fn db(&self) -> Result<Arc<Handle>> {
-        if let Some(db) = read_lock(&self.inner.db).clone() {
-            return Ok(db);
-        }
-        let mut slot = write_lock(&self.inner.db);
-        if let Some(db) = slot.clone() {
-            return Ok(db);
-        }
-        let db = self.open_handle()?;
-        *slot = Some(db.clone());
-        Ok(db)
-    }
-
-    /// Opens this store's file read-write again (after a failed commit or a compaction).
-    pub(crate) fn open_handle(&self) -> Result<Arc<Handle>> {
-        let db = Store::open_redb(&self.inner.path, &self.inner.opts, false, self.inner.mode)?;
-        let handle = Handle::read_write(db);
-        handle.set_shared(self.inner.mode == Concurrency::Shared);
-        Ok(Arc::new(handle))
+    /// The engine holding this store's rows (a redb file, a PostgreSQL database).
+    pub(crate) fn rows(&self) -> &dyn RowStore {
+        &*self.inner.rows
     }
 
     /// How processes share this store's file.
@@ -375,9 +390,7 @@ impl Store {
 
     /// [`Store::reload_keyring`] with the keyring's write lock held by the caller.
     pub(crate) fn reload_into(&self, ring: &mut Keyring) -> Result<()> {
-        let db = self.db()?;
-        let txn = db.begin_read()?;
-        let meta = read_meta_table(&txn)?;
+        let meta = read_meta(&*self.rows().view()?, &self.inner.path)?;
         let fresh = open_keyring(
             &read_lock(&self.inner.master),
             &self.inner.db_id,

@@ -227,14 +227,11 @@ impl Store {
         self.check_writable()?;
         let _lock = self.inner.locks.lock(name.clone());
         // In shared mode the lock key excludes other processes too.
-        let _file_lock = match &self.inner.file_locks {
-            Some(locks) => Some(locks.lock(
-                scope.session.as_deref(),
-                lock_key,
-                self.inner.opts.lock_timeout,
-            )?),
-            None => None,
-        };
+        let _file_lock = self.rows().lock(
+            scope.session.as_deref(),
+            lock_key,
+            self.inner.opts.lock_timeout,
+        )?;
         let state = Rc::new(RefCell::new(TxState {
             lock: name,
             writes: Batch::default(),

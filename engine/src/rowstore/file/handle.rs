@@ -8,8 +8,8 @@ use std::sync::{Arc, RwLock};
 
 use redb::{Database, ReadableDatabase};
 
+use super::ReadRows;
 use crate::error::{Error, Result};
-use crate::rows::{DATA, RowKey};
 use crate::store::{read_lock, write_lock};
 
 pub(crate) const REDB_MAGIC: &[u8] = b"redb";
@@ -41,15 +41,10 @@ pub(crate) enum HandleKind {
     Recovered(Database),
 }
 
-/// A read snapshot of the data table (it keeps its redb read transaction alive).
+/// A read snapshot: one redb read transaction with its tables open.
 pub(crate) struct Snapshot {
     epoch: u64,
-    pub(crate) data: redb::ReadOnlyTable<RowKey, &'static [u8]>,
-    /// The read transaction the table belongs to, kept for the expiry index.
-    txn: redb::ReadTransaction,
-    /// Whether the store has values that expire (then counting opens rows). Looked up
-    /// on first use only: a point get never needs it.
-    expiring: std::sync::OnceLock<bool>,
+    pub(crate) rows: ReadRows,
 }
 
 impl Handle {
@@ -73,7 +68,7 @@ impl Handle {
     /// A read-only view of a file that needs crash recovery, recovered in memory
     /// without writing the file.
     pub(crate) fn recovered(path: &Path, cache_size: usize) -> Result<Self> {
-        let backend = crate::recover::CowBackend::open(path)?;
+        let backend = super::recover::CowBackend::open(path)?;
         let db = redb::Builder::new()
             .set_cache_size(cache_size)
             .create_with_backend(backend)
@@ -150,31 +145,10 @@ impl Handle {
     }
 }
 
-impl Snapshot {
-    /// True when the store has values that expire.
-    pub(crate) fn expiring(&self) -> Result<bool> {
-        if let Some(&known) = self.expiring.get() {
-            return Ok(known);
-        }
-        let known = match self.txn.open_table(crate::expiry::EXPIRY) {
-            Ok(index) => redb::ReadableTableMetadata::len(&index)? > 0,
-            Err(redb::TableError::TableDoesNotExist(_)) => false,
-            Err(e) => return Err(e.into()),
-        };
-        Ok(*self.expiring.get_or_init(|| known))
-    }
-}
-
 impl Handle {
     fn fresh_snapshot(&self, epoch: u64) -> Result<Snapshot> {
-        let txn = self.begin_read()?;
-        let data = txn.open_table(DATA)?;
-        Ok(Snapshot {
-            epoch,
-            data,
-            txn,
-            expiring: std::sync::OnceLock::new(),
-        })
+        let rows = ReadRows::open(&self.begin_read()?)?;
+        Ok(Snapshot { epoch, rows })
     }
 }
 

@@ -1,0 +1,602 @@
+//! The file engine: a store's rows in one redb file (the embedded default).
+//!
+//! The three tables are redb tables (`sealkv_data`, `sealkv_meta`, `sealkv_expiry`);
+//! their names and key types are the file format (`docs/FORMAT.md`) and do not change
+//! with the seam. Group commit, crash recovery without writing on a wrong key, the
+//! cached read snapshot and cross-process lock bytes live here.
+
+pub(crate) mod backend;
+pub(crate) mod handle;
+pub(crate) mod locks;
+pub(crate) mod recover;
+
+use std::fs;
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use redb::{Database, ReadableTable, TableDefinition, WriteTransaction};
+
+use self::backend::Boxed;
+use self::handle::{Handle, Snapshot, map_open_error};
+use self::locks::FileLocks;
+use super::{Found, LockGuard, Range, RowRead, RowStore, RowWrite, Table, View, Visit};
+use crate::error::{Error, Result};
+use crate::options::{Concurrency, Options};
+use crate::store::{read_lock, write_lock};
+
+/// The key of a data row: namespace tag then key tag. `&[u8; 32]` compares with one
+/// `memcmp` and reads without copying; redb gives it the same type name as
+/// `[u8; 32]`, the key type of earlier builds, so their files open unchanged
+/// (`engine/tests/format.rs` opens one).
+pub(crate) type RowKey = &'static [u8; 32];
+pub(crate) const DATA: TableDefinition<RowKey, &[u8]> = TableDefinition::new("sealkv_data");
+pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("sealkv_meta");
+pub(crate) const EXPIRY: TableDefinition<&[u8], ()> = TableDefinition::new("sealkv_expiry");
+
+/// A store's redb file, open read-write or read-only.
+pub(crate) struct FileRows {
+    path: PathBuf,
+    opts: Options,
+    mode: Concurrency,
+    /// The current redb handle. After a failed commit whose recovery could not reopen
+    /// the file (the disk still full, say), there is none: each call then tries to
+    /// reopen it, so reads come back once the file can be opened again.
+    slot: RwLock<Option<Arc<Handle>>>,
+    /// Cross-process transaction locks (shared mode, read-write, real files only).
+    locks: Option<FileLocks>,
+}
+
+impl FileRows {
+    /// Wraps an open handle of the file at `path`.
+    pub(crate) fn new(
+        path: &Path,
+        handle: Handle,
+        opts: &Options,
+        mode: Concurrency,
+        name_key: &sealkv_crypto::NameKey,
+    ) -> Result<Self> {
+        let locks = match mode {
+            Concurrency::Shared if !handle.is_read_only() && opts.backend.is_none() => {
+                Some(FileLocks::open(path, name_key)?)
+            }
+            _ => None,
+        };
+        handle.set_shared(mode == Concurrency::Shared);
+        Ok(Self {
+            path: path.to_path_buf(),
+            opts: opts.clone(),
+            mode,
+            slot: RwLock::new(Some(Arc::new(handle))),
+            locks,
+        })
+    }
+
+    /// Opens (or, with `create`, creates) the redb file at `path` in `mode`.
+    pub(crate) fn open_redb(
+        path: &Path,
+        opts: &Options,
+        create: bool,
+        mode: Concurrency,
+    ) -> Result<Database> {
+        let mut builder = redb::Builder::new();
+        builder.set_cache_size(opts.cache_size);
+        builder.set_concurrency_mode(match mode {
+            Concurrency::Shared => redb::ConcurrencyMode::MultiWriter,
+            Concurrency::Exclusive => redb::ConcurrencyMode::ExclusiveWriter,
+        });
+        let result = match &opts.backend {
+            Some(factory) => builder.create_with_backend(Boxed(factory(path, create)?)),
+            None if create => builder.create(path),
+            None => builder.open(path),
+        };
+        result.map_err(|e| map_open_error(e, path))
+    }
+
+    /// The current handle, reopening the file if a failed recovery left none.
+    pub(crate) fn handle(&self) -> Result<Arc<Handle>> {
+        if let Some(db) = read_lock(&self.slot).clone() {
+            return Ok(db);
+        }
+        let mut slot = write_lock(&self.slot);
+        if let Some(db) = slot.clone() {
+            return Ok(db);
+        }
+        let db = self.open_handle()?;
+        *slot = Some(db.clone());
+        Ok(db)
+    }
+
+    /// Opens this store's file read-write again (after a failed commit or a compaction).
+    fn open_handle(&self) -> Result<Arc<Handle>> {
+        let db = Self::open_redb(&self.path, &self.opts, false, self.mode)?;
+        let handle = Handle::read_write(db);
+        handle.set_shared(self.mode == Concurrency::Shared);
+        Ok(Arc::new(handle))
+    }
+
+    /// Takes the handle out of its slot and waits (up to `tries` ms) until no reader
+    /// holds it, then drops it, releasing the file.
+    fn release(slot: &mut Option<Arc<Handle>>, tries: u32) {
+        if let Some(mut db) = slot.take() {
+            for _ in 0..tries {
+                match Arc::try_unwrap(db) {
+                    Ok(only) => {
+                        drop(only); // releases the file lock
+                        break;
+                    }
+                    Err(shared) => {
+                        db = shared;
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Copies a consistent snapshot of the file into a new redb file at `dest`.
+    pub(crate) fn copy_to(&self, dest: &Path, mode: u32) -> Result<()> {
+        copy_snapshot(&*self.handle()?, dest, mode)
+    }
+
+    /// Writes `rows` (a store's three tables) into a new redb file at `dest`, created
+    /// with `mode`; on failure no file is left behind.
+    pub(crate) fn write_new(dest: &Path, mode: u32, rows: &dyn RowRead) -> Result<()> {
+        if !crate::store::create_private_file(dest, mode)? {
+            return Err(Error::AlreadyExists(dest.to_path_buf()));
+        }
+        let result = (|| -> Result<()> {
+            let copy = redb::Builder::new()
+                .create(dest)
+                .map_err(|e| map_open_error(e, dest))?;
+            let txn = copy.begin_write()?;
+            {
+                let mut w = RedbWrite::open(&txn)?;
+                super::copy_rows(rows, &mut w)?;
+            }
+            txn.commit()?;
+            Ok(())
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(dest);
+        }
+        result
+    }
+}
+
+impl RowStore for FileRows {
+    fn view(&self) -> Result<View> {
+        Ok(self.handle()?.snapshot()?)
+    }
+
+    fn write(
+        &self,
+        f: &mut dyn FnMut(&mut dyn RowWrite) -> Result<()>,
+        committing: &mut bool,
+    ) -> Result<()> {
+        let db = self.handle()?;
+        let txn = db.begin_write()?;
+        {
+            let mut w = RedbWrite::open(&txn)?;
+            f(&mut w)?;
+        }
+        *committing = true;
+        db.commit(txn)
+    }
+
+    fn recover(&self) -> Result<()> {
+        let mut slot = write_lock(&self.slot);
+        Self::release(&mut slot, 5_000);
+        *slot = Some(self.open_handle()?);
+        Ok(())
+    }
+
+    fn poison_on_failure(&self) -> bool {
+        true
+    }
+
+    fn is_read_only(&self) -> bool {
+        read_lock(&self.slot)
+            .as_ref()
+            .is_some_and(|h| h.is_read_only())
+    }
+
+    fn lock(
+        &self,
+        session: Option<&str>,
+        lock_key: &str,
+        timeout: Duration,
+    ) -> Result<Option<LockGuard<'_>>> {
+        match &self.locks {
+            Some(locks) => Ok(Some(Box::new(locks.lock(session, lock_key, timeout)?))),
+            None => Ok(None),
+        }
+    }
+
+    fn size(&self) -> u64 {
+        fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// Rewrites the file compactly: a snapshot copied into a new file, which replaces
+    /// the old one. Needs the file to itself (no other process, no transaction).
+    fn compact(&self) -> Result<()> {
+        if self.is_read_only() {
+            return Err(Error::ReadOnly);
+        }
+        if self.locks.as_ref().is_some_and(|l| l.any_held()) {
+            return Err(Error::NotAlone);
+        }
+        let mut slot = write_lock(&self.slot);
+        if slot.is_none() {
+            return Err(Error::Poisoned);
+        }
+        // Only our handle may remain before the file is reopened.
+        Self::release(&mut slot, 10_000);
+        let path = self.path.clone();
+        // The file is replaced, so no other process may have it open: in shared mode
+        // they would go on writing to the old file. An exclusive open proves it (and
+        // keeps them out until the new file is in place).
+        let alone = match Self::open_redb(&path, &self.opts, false, Concurrency::Exclusive) {
+            Ok(db) => Handle::read_write(db),
+            Err(e) => {
+                // Reopened for the caller; if that fails too, `handle` tries again on
+                // the next call.
+                *slot = self.open_handle().ok();
+                return Err(match e {
+                    Error::Locked(_) => Error::NotAlone,
+                    other => other,
+                });
+            }
+        };
+        let mut tmp = path.clone().into_os_string();
+        tmp.push(".compact-tmp");
+        let tmp = PathBuf::from(tmp);
+        let _ = fs::remove_file(&tmp);
+        // The new file keeps the mode of the one it replaces.
+        let copied = file_mode(&path).and_then(|mode| copy_snapshot(&alone, &tmp, mode));
+        let swapped = match copied {
+            Ok(()) => fs::rename(&tmp, &path)
+                .and_then(|()| sync_dir(&path))
+                .map_err(Error::from),
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                Err(e)
+            }
+        };
+        drop(alone);
+        *slot = Some(self.open_handle()?);
+        if let Some(locks) = &self.locks {
+            locks.reopen(&path)?;
+        }
+        swapped
+    }
+
+    fn as_file(&self) -> Option<&FileRows> {
+        Some(self)
+    }
+}
+
+/// Turns a range of byte keys into one of 32-byte data keys.
+fn data_bounds(range: Range<'_>) -> Result<(Bound<&[u8; 32]>, Bound<&[u8; 32]>)> {
+    fn key(k: &[u8]) -> Result<&[u8; 32]> {
+        <&[u8; 32]>::try_from(k)
+            .map_err(|_| Error::Corrupt("a data row key is not 32 bytes".into()))
+    }
+    fn one(b: Bound<&[u8]>) -> Result<Bound<&[u8; 32]>> {
+        Ok(match b {
+            Bound::Included(k) => Bound::Included(key(k)?),
+            Bound::Excluded(k) => Bound::Excluded(key(k)?),
+            Bound::Unbounded => Bound::Unbounded,
+        })
+    }
+    Ok((one(range.0)?, one(range.1)?))
+}
+
+/// Turns a range of byte keys into one of meta record names.
+fn meta_bounds(range: Range<'_>) -> Result<(Bound<&str>, Bound<&str>)> {
+    fn name(k: &[u8]) -> Result<&str> {
+        std::str::from_utf8(k).map_err(|_| Error::Corrupt("a meta name is not UTF-8".into()))
+    }
+    fn one(b: Bound<&[u8]>) -> Result<Bound<&str>> {
+        Ok(match b {
+            Bound::Included(k) => Bound::Included(name(k)?),
+            Bound::Excluded(k) => Bound::Excluded(name(k)?),
+            Bound::Unbounded => Bound::Unbounded,
+        })
+    }
+    Ok((one(range.0)?, one(range.1)?))
+}
+
+/// The three tables as a read or write transaction has them open; a table a file
+/// lacks (an old store without an expiry index) reads as empty.
+struct Tables<D, M, E> {
+    data: Option<D>,
+    meta: Option<M>,
+    expiry: Option<E>,
+}
+
+impl<D, M, E> Tables<D, M, E>
+where
+    D: ReadableTable<RowKey, &'static [u8]>,
+    M: ReadableTable<&'static str, &'static [u8]>,
+    E: ReadableTable<&'static [u8], ()>,
+{
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Found<'_>>> {
+        Ok(match table {
+            Table::Data => match (&self.data, <&[u8; 32]>::try_from(key)) {
+                (Some(t), Ok(k)) => t.get(k)?.map(Found::Page),
+                _ => None,
+            },
+            Table::Meta => match (&self.meta, std::str::from_utf8(key)) {
+                (Some(t), Ok(k)) => t.get(k)?.map(Found::Page),
+                _ => None,
+            },
+            Table::Expiry => match &self.expiry {
+                Some(t) => t.get(key)?.map(|_| Found::Owned(Vec::new())),
+                None => None,
+            },
+        })
+    }
+
+    fn scan(&self, table: Table, range: Range<'_>, visit: Visit<'_>) -> Result<()> {
+        match table {
+            Table::Data => {
+                if let Some(t) = &self.data {
+                    for row in t.range::<&[u8; 32]>(data_bounds(range)?)? {
+                        let (k, v) = row?;
+                        if !visit(k.value(), v.value())? {
+                            break;
+                        }
+                    }
+                }
+            }
+            Table::Meta => {
+                if let Some(t) = &self.meta {
+                    for row in t.range::<&str>(meta_bounds(range)?)? {
+                        let (k, v) = row?;
+                        if !visit(k.value().as_bytes(), v.value())? {
+                            break;
+                        }
+                    }
+                }
+            }
+            Table::Expiry => {
+                if let Some(t) = &self.expiry {
+                    for row in t.range::<&[u8]>(range)? {
+                        let (k, _) = row?;
+                        if !visit(k.value(), &[])? {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn len(&self, table: Table) -> Result<u64> {
+        Ok(match table {
+            Table::Data => self.data.as_ref().map(|t| t.len()).transpose()?,
+            Table::Meta => self.meta.as_ref().map(|t| t.len()).transpose()?,
+            Table::Expiry => self.expiry.as_ref().map(|t| t.len()).transpose()?,
+        }
+        .unwrap_or(0))
+    }
+}
+
+/// Opens a table of a read transaction; `None` when the file has no such table. A
+/// table of another type (a redb file that is not ours) is not ours either.
+fn open_read<K: redb::Key + 'static, V: redb::Value + 'static>(
+    txn: &redb::ReadTransaction,
+    def: TableDefinition<K, V>,
+) -> Result<Option<redb::ReadOnlyTable<K, V>>> {
+    match txn.open_table(def) {
+        Ok(t) => Ok(Some(t)),
+        Err(
+            redb::TableError::TableDoesNotExist(_) | redb::TableError::TableTypeMismatch { .. },
+        ) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+type ReadTables = Tables<
+    redb::ReadOnlyTable<RowKey, &'static [u8]>,
+    redb::ReadOnlyTable<&'static str, &'static [u8]>,
+    redb::ReadOnlyTable<&'static [u8], ()>,
+>;
+
+/// A read transaction's tables, opened once.
+pub(crate) struct ReadRows {
+    tables: ReadTables,
+    /// Whether the expiry index is empty, looked up on first use only.
+    expiry_empty: std::sync::OnceLock<bool>,
+}
+
+impl ReadRows {
+    pub(crate) fn open(txn: &redb::ReadTransaction) -> Result<Self> {
+        Ok(Self {
+            tables: Tables {
+                data: open_read(txn, DATA)?,
+                meta: open_read(txn, META)?,
+                expiry: open_read(txn, EXPIRY)?,
+            },
+            expiry_empty: std::sync::OnceLock::new(),
+        })
+    }
+}
+
+impl RowRead for ReadRows {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Found<'_>>> {
+        self.tables.get(table, key)
+    }
+    fn scan(&self, table: Table, range: Range<'_>, visit: Visit<'_>) -> Result<()> {
+        self.tables.scan(table, range, visit)
+    }
+    fn len(&self, table: Table) -> Result<u64> {
+        self.tables.len(table)
+    }
+    fn is_empty(&self, table: Table) -> Result<bool> {
+        if table == Table::Expiry {
+            if let Some(&known) = self.expiry_empty.get() {
+                return Ok(known);
+            }
+            let known = self.tables.len(table)? == 0;
+            return Ok(*self.expiry_empty.get_or_init(|| known));
+        }
+        Ok(self.tables.len(table)? == 0)
+    }
+}
+
+impl RowRead for Snapshot {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Found<'_>>> {
+        self.rows.get(table, key)
+    }
+    fn scan(&self, table: Table, range: Range<'_>, visit: Visit<'_>) -> Result<()> {
+        self.rows.scan(table, range, visit)
+    }
+    fn len(&self, table: Table) -> Result<u64> {
+        self.rows.len(table)
+    }
+    fn is_empty(&self, table: Table) -> Result<bool> {
+        self.rows.is_empty(table)
+    }
+}
+
+/// A redb write transaction with the three tables open.
+pub(crate) struct RedbWrite<'t> {
+    tables: Tables<
+        redb::Table<'t, RowKey, &'static [u8]>,
+        redb::Table<'t, &'static str, &'static [u8]>,
+        redb::Table<'t, &'static [u8], ()>,
+    >,
+}
+
+impl<'t> RedbWrite<'t> {
+    pub(crate) fn open(txn: &'t WriteTransaction) -> Result<Self> {
+        Ok(Self {
+            tables: Tables {
+                data: Some(txn.open_table(DATA)?),
+                meta: Some(txn.open_table(META)?),
+                expiry: Some(txn.open_table(EXPIRY)?),
+            },
+        })
+    }
+}
+
+impl RowRead for RedbWrite<'_> {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Found<'_>>> {
+        self.tables.get(table, key)
+    }
+    fn scan(&self, table: Table, range: Range<'_>, visit: Visit<'_>) -> Result<()> {
+        self.tables.scan(table, range, visit)
+    }
+    fn len(&self, table: Table) -> Result<u64> {
+        self.tables.len(table)
+    }
+    fn is_empty(&self, table: Table) -> Result<bool> {
+        Ok(self.tables.len(table)? == 0)
+    }
+}
+
+fn missing() -> Error {
+    Error::Corrupt("a table is missing from the write transaction".into())
+}
+
+impl RowWrite for RedbWrite<'_> {
+    fn put(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<()> {
+        let t = &mut self.tables;
+        match table {
+            Table::Data => {
+                let k = <&[u8; 32]>::try_from(key)
+                    .map_err(|_| Error::Corrupt("a data row key is not 32 bytes".into()))?;
+                t.data.as_mut().ok_or_else(missing)?.insert(k, value)?;
+            }
+            Table::Meta => {
+                let k = std::str::from_utf8(key)
+                    .map_err(|_| Error::Corrupt("a meta name is not UTF-8".into()))?;
+                t.meta.as_mut().ok_or_else(missing)?.insert(k, value)?;
+            }
+            Table::Expiry => {
+                t.expiry.as_mut().ok_or_else(missing)?.insert(key, ())?;
+            }
+        }
+        Ok(())
+    }
+
+    fn delete(&mut self, table: Table, key: &[u8]) -> Result<()> {
+        let t = &mut self.tables;
+        match table {
+            Table::Data => {
+                if let Ok(k) = <&[u8; 32]>::try_from(key) {
+                    t.data.as_mut().ok_or_else(missing)?.remove(k)?;
+                }
+            }
+            Table::Meta => {
+                if let Ok(k) = std::str::from_utf8(key) {
+                    t.meta.as_mut().ok_or_else(missing)?.remove(k)?;
+                }
+            }
+            Table::Expiry => {
+                t.expiry.as_mut().ok_or_else(missing)?.remove(key)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn delete_range(&mut self, table: Table, range: Range<'_>) -> Result<()> {
+        let t = &mut self.tables;
+        match table {
+            Table::Data => t
+                .data
+                .as_mut()
+                .ok_or_else(missing)?
+                .retain_in::<&[u8; 32], _>(data_bounds(range)?, |_, _| false)?,
+            Table::Meta => t
+                .meta
+                .as_mut()
+                .ok_or_else(missing)?
+                .retain_in::<&str, _>(meta_bounds(range)?, |_, _| false)?,
+            Table::Expiry => t
+                .expiry
+                .as_mut()
+                .ok_or_else(missing)?
+                .retain_in::<&[u8], _>(range, |_, _| false)?,
+        }
+        Ok(())
+    }
+}
+
+fn file_mode(path: &Path) -> Result<u32> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        Ok(fs::metadata(path)?.permissions().mode() & 0o7777)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        Ok(crate::store::PRIVATE_MODE)
+    }
+}
+
+/// Copies a read snapshot of `db` into a new redb file at `dest`, created with `mode`.
+fn copy_snapshot(db: &Handle, dest: &Path, mode: u32) -> Result<()> {
+    let snapshot = ReadRows::open(&db.begin_read()?)?;
+    FileRows::write_new(dest, mode, &snapshot)
+}
+
+fn sync_dir(path: &Path) -> std::io::Result<()> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => fs::File::open(dir)?.sync_all(),
+        _ => fs::File::open(".")?.sync_all(),
+    }
+}
+
+/// Marks `poisoned` when a compaction left no handle (the file could not be reopened).
+pub(crate) fn check_handle(rows: &FileRows, poisoned: &AtomicBool) {
+    if read_lock(&rows.slot).is_none() {
+        poisoned.store(true, Ordering::Release);
+    }
+}

@@ -1,0 +1,205 @@
+//! The row-store seam: where the engine ends and a storage engine begins.
+//!
+//! Everything above this module (sealing, private names, the keyring, rotation,
+//! sessions, expiry, group commit, the facade) sees a store as three tables of byte
+//! rows and nothing more:
+//!
+//! | table          | key                                | value                  |
+//! |----------------|------------------------------------|------------------------|
+//! | [`Table::Data`]   | namespace tag ‖ key tag (32 bytes) | sealed envelope        |
+//! | [`Table::Meta`]   | record name (UTF-8)                | record bytes           |
+//! | [`Table::Expiry`] | bucket end ‖ row key (40 bytes)    | empty                  |
+//!
+//! A [`RowStore`] gives read views ([`RowRead`]: a row by key, a key range in order,
+//! a count) and durable, atomic write transactions ([`RowWrite`]: puts, deletes and
+//! range deletes across the three tables, committed together), and holds lock keys
+//! across processes ([`RowStore::lock`]). Two implement it:
+//!
+//! - [`file`]: one redb file (the embedded default; its file format is the one
+//!   `docs/FORMAT.md` describes, unchanged by this seam);
+//! - [`postgres`]: two tables in a PostgreSQL database, which sees only what the file
+//!   shows: tags, envelopes and the meta records.
+//!
+//! See `docs/ROWSTORE.md` for the contract each implementation keeps.
+
+use std::ops::{Bound, Deref};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::Result;
+
+pub(crate) mod file;
+pub mod postgres;
+
+/// The three tables of a store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Table {
+    /// Sealed rows under `namespace tag ‖ key tag`.
+    Data,
+    /// Meta records by name.
+    Meta,
+    /// The expiry index: `bucket end ‖ row key`, no value.
+    Expiry,
+}
+
+/// The bytes of a row as read: borrowed from the engine's page cache, or owned.
+pub(crate) enum Found<'a> {
+    /// A value in a redb page.
+    Page(redb::AccessGuard<'a, &'static [u8]>),
+    /// A value copied out (from a server, say).
+    Owned(Vec<u8>),
+}
+
+impl Deref for Found<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Self::Page(guard) => guard.value(),
+            Self::Owned(bytes) => bytes,
+        }
+    }
+}
+
+/// Called for each row of a scan, in key order, with its key and value; returns
+/// false to stop the scan.
+pub(crate) type Visit<'a> = &'a mut dyn FnMut(&[u8], &[u8]) -> Result<bool>;
+
+/// A key range of a scan.
+pub(crate) type Range<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
+
+/// Reads of one consistent view (a read transaction, a write transaction).
+pub(crate) trait RowRead {
+    /// The value under `key`, if any.
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Found<'_>>>;
+    /// Visits the rows whose keys fall in `range`, in ascending key order.
+    fn scan(&self, table: Table, range: Range<'_>, visit: Visit<'_>) -> Result<()>;
+    /// Number of rows in `table`.
+    fn len(&self, table: Table) -> Result<u64>;
+    /// True when `table` has no rows (cheaper than `len` on a server).
+    fn is_empty(&self, table: Table) -> Result<bool>;
+}
+
+/// A write transaction: reads see its own writes; nothing is visible to anyone else
+/// until the [`RowStore::write`] that runs it commits.
+pub(crate) trait RowWrite: RowRead {
+    /// Stores `value` under `key`, replacing any value there.
+    fn put(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<()>;
+    /// Removes `key` if present.
+    fn delete(&mut self, table: Table, key: &[u8]) -> Result<()>;
+    /// Removes every row whose key falls in `range`.
+    fn delete_range(&mut self, table: Table, range: Range<'_>) -> Result<()>;
+}
+
+/// A read view shared across threads.
+pub(crate) type View = Arc<dyn RowRead + Send + Sync>;
+
+/// A held lock key; dropping it releases the lock.
+pub(crate) type LockGuard<'a> = Box<dyn Send + 'a>;
+
+/// A storage engine holding one store's rows.
+pub(crate) trait RowStore: Send + Sync {
+    /// A read view that sees every commit that finished before this call (in this
+    /// process and, where the engine is shared, in any other).
+    fn view(&self) -> Result<View>;
+
+    /// A view whose reads all come from one point in time, for long reads (a backup,
+    /// a verify). On a file every view is; a server opens a repeatable-read
+    /// transaction for it.
+    fn snapshot(&self) -> Result<View> {
+        self.view()
+    }
+
+    /// Runs `f` in one write transaction and commits it durably, or not at all. No
+    /// retry here: the engine's commit path retries (after [`RowStore::recover`]).
+    /// `committing` is set once `f` returned and the commit began, so a failure after
+    /// it leaves the outcome unknown.
+    fn write(
+        &self,
+        f: &mut dyn FnMut(&mut dyn RowWrite) -> Result<()>,
+        committing: &mut bool,
+    ) -> Result<()>;
+
+    /// Gets back to a usable state after a failed write (redb: reopen the file, which
+    /// recovers to the last durable commit; a server: drop the connection).
+    fn recover(&self) -> Result<()>;
+
+    /// True when a write failure that retries did not cure should refuse further writes
+    /// until the store is reopened (a file whose state in memory can no longer be
+    /// trusted). A server keeps no such state: the next write simply tries again.
+    fn poison_on_failure(&self) -> bool;
+
+    /// True when this store was opened for reading only.
+    fn is_read_only(&self) -> bool;
+
+    /// Takes `lock_key` of `session` across processes (and hosts), waiting up to
+    /// `timeout`. `None` when only this process can write the store (an exclusive
+    /// file): the in-process lock is then enough.
+    fn lock(
+        &self,
+        session: Option<&str>,
+        lock_key: &str,
+        timeout: Duration,
+    ) -> Result<Option<LockGuard<'_>>>;
+
+    /// Bytes the store occupies (the file; the tables on a server).
+    fn size(&self) -> u64;
+
+    /// Reclaims space (redb: compaction; a server: `VACUUM`). The engine holds its
+    /// commit lock while this runs.
+    fn compact(&self) -> Result<()>;
+
+    /// For the file engine's own paths (copying a snapshot, compaction).
+    fn as_file(&self) -> Option<&file::FileRows> {
+        None
+    }
+}
+
+/// Where a store lives: a file path or a PostgreSQL URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Location {
+    /// A redb file.
+    File(PathBuf),
+    /// A store in PostgreSQL (`postgres://user@host:port/db?store=NAME`).
+    Postgres(postgres::PgUrl),
+}
+
+impl Location {
+    /// Reads a store address: a `postgres://` or `postgresql://` URL names a store in
+    /// PostgreSQL; anything else is a file path.
+    pub fn parse(address: &Path) -> Result<Self> {
+        match address.to_str() {
+            Some(s) if postgres::is_url(s) => Ok(Self::Postgres(postgres::PgUrl::parse(s)?)),
+            _ => Ok(Self::File(address.to_path_buf())),
+        }
+    }
+
+    /// How the store is named in messages: the path, or the URL without any password.
+    pub fn display_path(&self) -> PathBuf {
+        match self {
+            Self::File(p) => p.clone(),
+            Self::Postgres(url) => PathBuf::from(url.to_string()),
+        }
+    }
+}
+
+/// Copies every row of `from` (a consistent view) into `to`, in one transaction.
+pub(crate) fn copy_rows(from: &dyn RowRead, to: &mut dyn RowWrite) -> Result<()> {
+    for table in [Table::Meta, Table::Data, Table::Expiry] {
+        from.scan(table, (Bound::Unbounded, Bound::Unbounded), &mut |k, v| {
+            to.put(table, k, v)?;
+            Ok(true)
+        })?;
+    }
+    Ok(())
+}
+
+/// True when some row's key falls in `range`.
+pub(crate) fn any_in(view: &dyn RowRead, table: Table, range: Range<'_>) -> Result<bool> {
+    let mut found = false;
+    view.scan(table, range, &mut |_, _| {
+        found = true;
+        Ok(false)
+    })?;
+    Ok(found)
+}
