@@ -34,7 +34,7 @@ pub mod auth;
 pub use sealkv_crypto::{AES_GCM_SEAL_BUDGET, CryptoError};
 pub use sealkv_engine::{
     Algorithm, Batch, Clock, Codec, Compression, Concurrency, EXPIRY_BUCKET_SECS, Error,
-    FORMAT_VERSION, KdfLimits, KdfParams, KeyInfo, KeyState, MAX_NAME_LEN, MasterKey,
+    FORMAT_VERSION, KdfLimits, KdfParams, KeyInfo, KeyState, Location, MAX_NAME_LEN, MasterKey,
     NamespaceStats, Options, Passphrase, ReencryptProgress, Result, Secret, Session, Stats, Store,
     Tx, Value, check_name, system_clock,
 };

@@ -6,6 +6,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// sealkv: an encrypted embedded key-value store in one file.
 ///
+/// Wherever a store path is asked for, a PostgreSQL URL names a store on a server:
+/// postgres://user@host:port/dbname?store=NAME (the password from PGPASSWORD).
+///
 /// The master key comes from, first found: --key-file, SEALKV_MASTER_KEY (64 hex
 /// characters), --passphrase-file, SEALKV_PASSPHRASE, or a prompt on the terminal.
 /// Secrets are never taken as argument values.

@@ -58,8 +58,8 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
                 },
                 ..s.options()
             };
-            Store::create(&db, secret, opts)?;
-            eprintln!("created {}", db.display());
+            let store = Store::create(&db, secret, opts)?;
+            eprintln!("created {}", store.path().display());
         }
         Command::Put {
             db,
@@ -198,7 +198,7 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
             store.rekey(new)?;
             eprintln!(
                 "master key changed; the old one no longer opens {}",
-                db.display()
+                store.path().display()
             );
         }
         Command::Verify { db } => {
@@ -245,7 +245,9 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
         }
         Command::Backup { db, dest } => {
             open_ro(&db, s)?.backup(&dest)?;
-            eprintln!("wrote {}", dest.display());
+            // A URL is shown without its password.
+            let shown = sealkv::Location::parse(&dest)?.display_path();
+            eprintln!("wrote {}", shown.display());
         }
         Command::Compact { db } => {
             open(&db, s)?.compact()?;

@@ -68,6 +68,9 @@ impl From<sealkv::Error> for Failure {
             E::Locked(_) => {
                 Failure::new(2, message).hint("close the other program using the store, then retry")
             }
+            E::Server { what, hint, .. } => {
+                Failure::new(2, format!("PostgreSQL: {what}")).hint(hint)
+            }
             E::NotSealkv(_) => {
                 Failure::new(2, message).hint("check the path; create a store with `sealkv init`")
             }

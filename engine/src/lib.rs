@@ -54,6 +54,7 @@ pub use meta::FORMAT_VERSION;
 pub use options::{Clock, Concurrency, Options, Secret, system_clock};
 pub use rotate::ReencryptProgress;
 pub use rows::{MAX_NAME_LEN, check_name};
+pub use rowstore::Location;
 pub use sealkv_crypto::{
     Algorithm, Codec, Compression, CryptoError, KdfLimits, KdfParams, KeyInfo, KeyState, MasterKey,
     Passphrase,

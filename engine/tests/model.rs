@@ -65,11 +65,11 @@ proptest! {
 
     #[test]
     fn store_matches_btreemap_model(ops in proptest::collection::vec(op(), 1..25)) {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("m.sealkv");
+        for place in engines() {
+        let path = place.addr("m.sealkv");
         let mut store = Store::create(&path, key(), fast_opts()).unwrap();
         let mut model = Model::new();
-        for op in ops {
+        for op in ops.clone() {
             match op {
                 Op::Set(changes) => {
                     let mut b = Batch::new();
@@ -108,6 +108,7 @@ proptest! {
             check(&store, &model);
         }
         prop_assert!(store.verify().unwrap().is_empty());
+        }
     }
 }
 

@@ -95,75 +95,77 @@ fn rotate_reencrypt_destroy_and_compact_leave_no_old_ciphertext() {
 
 #[test]
 fn reencrypt_runs_while_writers_and_readers_work() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = new_store(dir.path());
-    fill(&store, 300);
-    store.rotate().unwrap();
-    let stop = AtomicBool::new(false);
-    let writes = AtomicU64::new(0);
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let mut i = 0u64;
-            while !stop.load(Ordering::SeqCst) {
-                store
-                    .put(
-                        "ns0",
-                        &format!("k{}", (i * 3) % 300),
-                        format!("new-{i}").into_bytes(),
-                    )
-                    .unwrap();
-                writes.store(i, Ordering::SeqCst);
-                i += 1;
-            }
+    each_engine(|place| {
+        let store = place.new_store();
+        fill(&store, 300);
+        store.rotate().unwrap();
+        let stop = AtomicBool::new(false);
+        let writes = AtomicU64::new(0);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let mut i = 0u64;
+                while !stop.load(Ordering::SeqCst) {
+                    store
+                        .put(
+                            "ns0",
+                            &format!("k{}", (i * 3) % 300),
+                            format!("new-{i}").into_bytes(),
+                        )
+                        .unwrap();
+                    writes.store(i, Ordering::SeqCst);
+                    i += 1;
+                }
+            });
+            s.spawn(|| {
+                while !stop.load(Ordering::SeqCst) {
+                    let got = store.get("ns1", &["k1", "k4"]).unwrap();
+                    assert_eq!(got.len(), 2);
+                }
+            });
+            store.reencrypt(8, |_| {}).unwrap();
+            stop.store(true, Ordering::SeqCst);
         });
-        s.spawn(|| {
-            while !stop.load(Ordering::SeqCst) {
-                let got = store.get("ns1", &["k1", "k4"]).unwrap();
-                assert_eq!(got.len(), 2);
-            }
-        });
-        store.reencrypt(8, |_| {}).unwrap();
-        stop.store(true, Ordering::SeqCst);
+        // The last write of every key won; every value is under key 2.
+        let last = writes.load(Ordering::SeqCst);
+        let k = format!("k{}", (last * 3) % 300);
+        assert_eq!(
+            &store.get("ns0", &[k.as_str()]).unwrap()[&k][..],
+            format!("new-{last}").as_bytes()
+        );
+        assert_eq!(
+            store
+                .stats()
+                .unwrap()
+                .values_per_key
+                .keys()
+                .copied()
+                .collect::<Vec<_>>(),
+            vec![2]
+        );
+        assert!(store.verify().unwrap().is_empty());
     });
-    // The last write of every key won; every value is under key 2.
-    let last = writes.load(Ordering::SeqCst);
-    let k = format!("k{}", (last * 3) % 300);
-    assert_eq!(
-        &store.get("ns0", &[k.as_str()]).unwrap()[&k][..],
-        format!("new-{last}").as_bytes()
-    );
-    assert_eq!(
-        store
-            .stats()
-            .unwrap()
-            .values_per_key
-            .keys()
-            .copied()
-            .collect::<Vec<_>>(),
-        vec![2]
-    );
-    assert!(store.verify().unwrap().is_empty());
 }
 
 #[test]
 fn rekey_switches_the_valid_secret_in_one_step() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("k.sealkv");
-    let store = Store::create(&path, passphrase("old pass"), fast_opts()).unwrap();
-    fill(&store, 30);
-    store.rekey(passphrase("new pass")).unwrap();
-    store.put("ns0", "after", b"x".to_vec()).unwrap();
-    drop(store);
-    assert!(matches!(
-        Store::open(&path, passphrase("old pass"), fast_opts()),
-        Err(Error::WrongKey)
-    ));
-    let store = Store::open(&path, passphrase("new pass"), fast_opts()).unwrap();
-    assert_eq!(store.count("ns0").unwrap(), 11);
-    store.rekey(key()).unwrap();
-    drop(store);
-    let store = Store::open(&path, key(), fast_opts()).unwrap();
-    assert!(store.verify().unwrap().is_empty());
+    each_engine(|place| {
+        let path = place.addr("k.sealkv");
+        let store = Store::create(&path, passphrase("old pass"), fast_opts()).unwrap();
+        fill(&store, 30);
+        store.rekey(passphrase("new pass")).unwrap();
+        store.put("ns0", "after", b"x".to_vec()).unwrap();
+        drop(store);
+        assert!(matches!(
+            Store::open(&path, passphrase("old pass"), fast_opts()),
+            Err(Error::WrongKey)
+        ));
+        let store = Store::open(&path, passphrase("new pass"), fast_opts()).unwrap();
+        assert_eq!(store.count("ns0").unwrap(), 11);
+        store.rekey(key()).unwrap();
+        drop(store);
+        let store = Store::open(&path, key(), fast_opts()).unwrap();
+        assert!(store.verify().unwrap().is_empty());
+    });
 }
 
 #[test]
@@ -211,50 +213,51 @@ fn rekey_under_faults_leaves_exactly_one_valid_secret() {
 
 #[test]
 fn automatic_rotation_by_age_and_by_aes_budget() {
-    let dir = tempfile::tempdir().unwrap();
-    let now = Arc::new(AtomicU64::new(1_000_000));
-    let clock_now = now.clone();
-    let opts = Options {
-        rotate_after: Some(Duration::from_secs(30 * 86400)),
-        clock: Arc::new(move || clock_now.load(Ordering::SeqCst)),
-        ..fast_opts()
-    };
-    let path = dir.path().join("a.sealkv");
-    let store = Store::create(&path, key(), opts.clone()).unwrap();
-    store.put("n", "k", b"v".to_vec()).unwrap();
-    assert_eq!(store.stats().unwrap().keys.len(), 1);
-    now.fetch_add(31 * 86400, Ordering::SeqCst);
-    store.put("n", "k2", b"v".to_vec()).unwrap();
-    let keys = store.stats().unwrap().keys;
-    assert_eq!(
-        keys.len(),
-        2,
-        "rotated on commit once the key was 31 days old"
-    );
-    assert_eq!(keys[1].state, KeyState::Primary);
-    drop(store);
-    now.fetch_add(31 * 86400, Ordering::SeqCst);
-    let store = Store::open(&path, key(), opts).unwrap();
-    assert_eq!(store.stats().unwrap().keys.len(), 3, "rotated at open");
-    drop(store);
+    each_engine(|place| {
+        let now = Arc::new(AtomicU64::new(1_000_000));
+        let clock_now = now.clone();
+        let opts = Options {
+            rotate_after: Some(Duration::from_secs(30 * 86400)),
+            clock: Arc::new(move || clock_now.load(Ordering::SeqCst)),
+            ..fast_opts()
+        };
+        let path = place.addr("a.sealkv");
+        let store = Store::create(&path, key(), opts.clone()).unwrap();
+        store.put("n", "k", b"v".to_vec()).unwrap();
+        assert_eq!(store.stats().unwrap().keys.len(), 1);
+        now.fetch_add(31 * 86400, Ordering::SeqCst);
+        store.put("n", "k2", b"v".to_vec()).unwrap();
+        let keys = store.stats().unwrap().keys;
+        assert_eq!(
+            keys.len(),
+            2,
+            "rotated on commit once the key was 31 days old"
+        );
+        assert_eq!(keys[1].state, KeyState::Primary);
+        drop(store);
+        now.fetch_add(31 * 86400, Ordering::SeqCst);
+        let store = Store::open(&path, key(), opts).unwrap();
+        assert_eq!(store.stats().unwrap().keys.len(), 3, "rotated at open");
+        drop(store);
 
-    let budget = Options {
-        cipher: Algorithm::Aes256Gcm,
-        aes_gcm_seal_budget: 50,
-        ..fast_opts()
-    };
-    let store = Store::create(dir.path().join("b.sealkv"), key(), budget).unwrap();
-    for i in 0..40 {
-        store.put("n", &i.to_string(), b"v".to_vec()).unwrap();
-    }
-    let keys = store.stats().unwrap().keys;
-    assert!(
-        keys.len() >= 2,
-        "AES-GCM key rotated before its budget of 50 seals"
-    );
-    assert!(
-        keys.iter()
-            .all(|k| k.seals <= 50 + 2 || k.state != KeyState::Primary)
-    );
-    assert!(store.verify().unwrap().is_empty());
+        let budget = Options {
+            cipher: Algorithm::Aes256Gcm,
+            aes_gcm_seal_budget: 50,
+            ..fast_opts()
+        };
+        let store = Store::create(place.addr("b.sealkv"), key(), budget).unwrap();
+        for i in 0..40 {
+            store.put("n", &i.to_string(), b"v".to_vec()).unwrap();
+        }
+        let keys = store.stats().unwrap().keys;
+        assert!(
+            keys.len() >= 2,
+            "AES-GCM key rotated before its budget of 50 seals"
+        );
+        assert!(
+            keys.iter()
+                .all(|k| k.seals <= 50 + 2 || k.state != KeyState::Primary)
+        );
+        assert!(store.verify().unwrap().is_empty());
+    });
 }

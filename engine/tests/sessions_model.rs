@@ -149,8 +149,8 @@ proptest! {
 
     #[test]
     fn sessions_and_expiry_match_the_model(ops in proptest::collection::vec(op(), 1..30)) {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("m.sealkv");
+        for place in engines() {
+        let path = place.addr("m.sealkv");
         let clock = Arc::new(AtomicU64::new(1_700_000_000));
         let c = clock.clone();
         let opts = Options {
@@ -159,7 +159,7 @@ proptest! {
         };
         let mut store = Store::create(&path, key(), opts.clone()).unwrap();
         let mut model = Model::new();
-        for op in ops {
+        for op in ops.clone() {
             let now = clock.load(Ordering::SeqCst);
             match op {
                 Op::Set(s, changes) => {
@@ -241,5 +241,6 @@ proptest! {
             check(&store, &model, clock.load(Ordering::SeqCst));
         }
         prop_assert!(store.verify().unwrap().is_empty());
+        }
     }
 }

@@ -173,3 +173,92 @@ pub fn faulty_opts(state: Arc<FaultState>) -> Options {
         ..fast_opts()
     }
 }
+
+/// Where a test's stores live: files in a temporary directory, or stores in the
+/// PostgreSQL server named by `SEALKV_TEST_PG` (which `scripts/test` starts).
+pub struct Place {
+    /// A temporary directory (for files either way: backups, copies).
+    pub dir: tempfile::TempDir,
+    /// The server's base URL (no `?store=`), for a PostgreSQL place.
+    pub pg: Option<String>,
+    /// Prefix of this place's store names on the server, unique per place.
+    prefix: String,
+}
+
+static PLACES: AtomicU64 = AtomicU64::new(0);
+
+impl Place {
+    /// A place on the given engine.
+    pub fn new(pg: Option<String>) -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+            pg,
+            prefix: format!(
+                "t{}_{}",
+                std::process::id(),
+                PLACES.fetch_add(1, Ordering::Relaxed)
+            ),
+        }
+    }
+
+    /// The address of the store called `name` here: a file path, or a URL.
+    pub fn addr(&self, name: &str) -> std::path::PathBuf {
+        match &self.pg {
+            None => self.dir.path().join(name),
+            Some(url) => {
+                let clean: String = name
+                    .chars()
+                    .map(|c| {
+                        if c.is_ascii_alphanumeric() {
+                            c.to_ascii_lowercase()
+                        } else {
+                            '_'
+                        }
+                    })
+                    .take(16)
+                    .collect();
+                std::path::PathBuf::from(format!("{url}?store={}_{clean}", self.prefix))
+            }
+        }
+    }
+
+    /// True for a PostgreSQL place.
+    pub fn is_pg(&self) -> bool {
+        self.pg.is_some()
+    }
+
+    /// A new store with the key and options of [`new_store`].
+    pub fn new_store(&self) -> Store {
+        Store::create(self.addr("s.sealkv"), key(), fast_opts()).unwrap()
+    }
+}
+
+/// The PostgreSQL server the tests use, if any. With `SEALKV_REQUIRE_PG` set (as
+/// `scripts/test` does), a missing server fails the test rather than skipping it.
+pub fn test_pg() -> Option<String> {
+    match std::env::var("SEALKV_TEST_PG") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            assert!(
+                std::env::var_os("SEALKV_REQUIRE_PG").is_none(),
+                "SEALKV_REQUIRE_PG is set but SEALKV_TEST_PG names no server"
+            );
+            None
+        }
+    }
+}
+
+/// Runs `test` on every engine: a file, then PostgreSQL when a test server is set.
+pub fn each_engine(test: impl Fn(&Place)) {
+    test(&Place::new(None));
+    if let Some(url) = test_pg() {
+        test(&Place::new(Some(url)));
+    }
+}
+
+/// A place on every engine (see [`each_engine`]).
+pub fn engines() -> Vec<Place> {
+    let mut places = vec![Place::new(None)];
+    places.extend(test_pg().map(|url| Place::new(Some(url))));
+    places
+}
