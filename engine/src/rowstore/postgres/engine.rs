@@ -110,8 +110,12 @@ fn server_error(shown: &str, e: &postgres::Error) -> Error {
             transient,
         };
     }
+    // The client's message ("error connecting to server") hides its cause.
+    let cause = std::error::Error::source(e)
+        .map(|c| format!(": {c}"))
+        .unwrap_or_default();
     Error::Server {
-        what: format!("{shown}: cannot reach the server or lost it: {e}"),
+        what: format!("{shown}: cannot reach the server or lost it: {e}{cause}"),
         hint: "is PostgreSQL running, and are the URL's host and port right?",
         transient: true,
     }
@@ -195,6 +199,19 @@ impl PgRows {
                 hint: "create it with `sealkv init URL` (or Store::create), or fix ?store=",
                 transient: false,
             });
+        }
+        // Tables of that name that are not a store's (other columns) are not ours.
+        let ours: i64 = first
+            .query_typed_one(
+                "SELECT count(*) FROM information_schema.columns \
+                 WHERE table_schema = current_schema() AND table_name = ANY($1) \
+                 AND column_name IN ('k', 'v') AND data_type = 'bytea'",
+                &[(&names.plain[..2].to_vec(), Type::TEXT_ARRAY)],
+            )
+            .map_err(|e| server_error(&shown, &e))?
+            .get(0);
+        if ours != 4 {
+            return Err(Error::NotSealkv(shown.into()));
         }
         drop(first);
         Self::assemble(url, config, names, read_only)
