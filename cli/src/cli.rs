@@ -84,7 +84,7 @@ pub enum Command {
     },
     /// Store a value, read from FILE, or from stdin when FILE is absent or -.
     Put {
-        /// Database file.
+        /// Store: a file path, or a postgres://user@host:port/db?store=NAME URL.
         db: PathBuf,
         /// Time to live: the value reads as absent after it, and a sweep removes it.
         /// A whole number with a unit: 30s, 15m, 12h or 7d.
@@ -102,7 +102,7 @@ pub enum Command {
     },
     /// Write a value's raw bytes to stdout (exit 1 if absent).
     Get {
-        /// Database file.
+        /// Store: a file path, or a postgres://user@host:port/db?store=NAME URL.
         db: PathBuf,
         /// Session (one bot of many in the file); the default session when absent.
         #[arg(long, value_name = "ID")]
@@ -114,7 +114,7 @@ pub enum Command {
     },
     /// Delete a value (exit 1 if absent).
     Del {
-        /// Database file.
+        /// Store: a file path, or a postgres://user@host:port/db?store=NAME URL.
         db: PathBuf,
         /// Session (one bot of many in the file); the default session when absent.
         #[arg(long, value_name = "ID")]
@@ -126,7 +126,7 @@ pub enum Command {
     },
     /// List namespaces, or the keys of one namespace, sorted, one per line.
     Ls {
-        /// Database file.
+        /// Store: a file path, or a postgres://user@host:port/db?store=NAME URL.
         db: PathBuf,
         /// Session (one bot of many in the file); the default session when absent.
         #[arg(long, value_name = "ID")]
@@ -136,7 +136,7 @@ pub enum Command {
     },
     /// New data key, re-encrypt every value, destroy the old key, compact.
     Rotate {
-        /// Database file.
+        /// Store: a file path, or a postgres://user@host:port/db?store=NAME URL.
         db: PathBuf,
         /// Values re-sealed per transaction.
         #[arg(long, default_value_t = 1000)]
@@ -145,7 +145,7 @@ pub enum Command {
     /// Change the passphrase or master key (the new one from --new-key-file,
     /// --new-passphrase-file, SEALKV_NEW_PASSPHRASE, or the prompt).
     Rekey {
-        /// Database file.
+        /// Store: a file path, or a postgres://user@host:port/db?store=NAME URL.
         db: PathBuf,
         /// File holding the new master key.
         #[arg(long, value_name = "PATH")]
@@ -156,29 +156,30 @@ pub enum Command {
     },
     /// Open every value; print each one that fails (exit 4 if any).
     Verify {
-        /// Database file.
+        /// Store: a file path, or a postgres://user@host:port/db?store=NAME URL.
         db: PathBuf,
     },
     /// Entries and bytes per namespace, data keys and their states, file size.
     Stats {
-        /// Database file.
+        /// Store: a file path, or a postgres://user@host:port/db?store=NAME URL.
         db: PathBuf,
     },
     /// Write a consistent copy of the store to DEST.
     Backup {
-        /// Database file.
+        /// Store: a file path, or a postgres://user@host:port/db?store=NAME URL.
         db: PathBuf,
-        /// Where to write the copy (must not exist).
+        /// Where to write the copy (must not exist): a file, or a postgres:// URL. The
+        /// copy goes between engines as it is, sealed, and opens with the same key.
         dest: PathBuf,
     },
     /// Rewrite the file with live data only.
     Compact {
-        /// Database file.
+        /// Store: a file path, or a postgres://user@host:port/db?store=NAME URL.
         db: PathBuf,
     },
     /// Export every value as JSON lines {namespace, key, value (base64)}. Plaintext!
     Export {
-        /// Database file.
+        /// Store: a file path, or a postgres://user@host:port/db?store=NAME URL.
         db: PathBuf,
         /// Session (one bot of many in the file); the default session when absent.
         #[arg(long, value_name = "ID")]
@@ -191,7 +192,7 @@ pub enum Command {
     },
     /// Import a Baileys auth folder (useMultiFileAuthState), all or nothing.
     ImportBaileys {
-        /// Database file.
+        /// Store: a file path, or a postgres://user@host:port/db?store=NAME URL.
         db: PathBuf,
         /// Session (one bot of many in the file); the default session when absent.
         #[arg(long, value_name = "ID")]
@@ -207,7 +208,7 @@ pub enum Command {
     },
     /// Write the auth state as a folder Baileys loads (DIR absent or empty).
     ExportBaileys {
-        /// Database file.
+        /// Store: a file path, or a postgres://user@host:port/db?store=NAME URL.
         db: PathBuf,
         /// Session (one bot of many in the file); the default session when absent.
         #[arg(long, value_name = "ID")]
@@ -217,24 +218,24 @@ pub enum Command {
     },
     /// List the named sessions (those holding values), sorted, one per line.
     Sessions {
-        /// Database file.
+        /// Store: a file path, or a postgres://user@host:port/db?store=NAME URL.
         db: PathBuf,
     },
     /// Delete every value of one session, in one transaction (exit 1 if it has none).
     DropSession {
-        /// Database file.
+        /// Store: a file path, or a postgres://user@host:port/db?store=NAME URL.
         db: PathBuf,
         /// The session id.
         id: String,
     },
     /// Delete every expired value from the file (reads hide them already).
     Sweep {
-        /// Database file.
+        /// Store: a file path, or a postgres://user@host:port/db?store=NAME URL.
         db: PathBuf,
     },
     /// Import JSON lines as written by export, all or nothing.
     Import {
-        /// Database file.
+        /// Store: a file path, or a postgres://user@host:port/db?store=NAME URL.
         db: PathBuf,
         /// Session (one bot of many in the file); the default session when absent.
         #[arg(long, value_name = "ID")]

@@ -279,7 +279,10 @@ impl RowStore for FileRows {
 }
 
 /// Turns a range of byte keys into one of 32-byte data keys.
-fn data_bounds(range: Range<'_>) -> Result<(Bound<&[u8; 32]>, Bound<&[u8; 32]>)> {
+/// A range of data row keys as redb takes it.
+type DataRange<'a> = (Bound<&'a [u8; 32]>, Bound<&'a [u8; 32]>);
+
+fn data_bounds(range: Range<'_>) -> Result<DataRange<'_>> {
     fn key(k: &[u8]) -> Result<&[u8; 32]> {
         <&[u8; 32]>::try_from(k)
             .map_err(|_| Error::Corrupt("a data row key is not 32 bytes".into()))
@@ -464,13 +467,15 @@ impl RowRead for Snapshot {
     }
 }
 
+type WriteTables<'t> = Tables<
+    redb::Table<'t, RowKey, &'static [u8]>,
+    redb::Table<'t, &'static str, &'static [u8]>,
+    redb::Table<'t, &'static [u8], ()>,
+>;
+
 /// A redb write transaction with the three tables open.
 pub(crate) struct RedbWrite<'t> {
-    tables: Tables<
-        redb::Table<'t, RowKey, &'static [u8]>,
-        redb::Table<'t, &'static str, &'static [u8]>,
-        redb::Table<'t, &'static [u8], ()>,
-    >,
+    tables: WriteTables<'t>,
 }
 
 impl<'t> RedbWrite<'t> {

@@ -593,6 +593,9 @@ impl RowRead for PgView {
     }
 }
 
+/// Buffered changes: (table, key) → value, or `None` to delete.
+type Pending = BTreeMap<(Table, Vec<u8>), Option<Vec<u8>>>;
+
 /// A write transaction: puts and deletes wait in `pending` (reads of single rows see
 /// them there) and go to the server as a few array statements before any range read
 /// and at commit.
@@ -600,7 +603,7 @@ struct PgWrite<'c> {
     tx: RefCell<Transaction<'c>>,
     names: &'c Names,
     shown: &'c str,
-    pending: RefCell<BTreeMap<(Table, Vec<u8>), Option<Vec<u8>>>>,
+    pending: RefCell<Pending>,
     /// The keyring record as read under its row lock (`None` inside `create`).
     keyring: Option<Option<Vec<u8>>>,
 }
