@@ -8,9 +8,10 @@
 //!
 //! The raw peers, per durable set:
 //! - `raw-pg-minimal`: `BEGIN`, one `INSERT … ON CONFLICT DO UPDATE`, `COMMIT`;
-//! - `raw-pg-same-statements`: what the engine sends for one put, on plain bytes: `BEGIN`,
-//!   `SELECT … FOR UPDATE` of the keyring row, `SELECT` of the catalog row, the
-//!   `unnest` upsert, `SELECT EXISTS` on the expiry index, `COMMIT`.
+//! - `raw-pg-same-statements`: what the engine sends for one put, on plain bytes (see
+//!   docs/POSTGRES.md): `BEGIN` with the keyring row's `SELECT … FOR UPDATE` (one round
+//!   trip), one statement holding the `unnest` upsert of the value and the `unnest`
+//!   insert-if-absent of its catalog entry, `COMMIT`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -77,27 +78,29 @@ fn raw_minimal_set(client: &mut Client, k: &[u8], v: &[u8]) {
 }
 
 fn raw_same_statements_set(client: &mut Client, k: &[u8], v: &[u8]) {
-    let mut tx = client.transaction().expect("begin");
-    tx.query_typed(
-        "SELECT v FROM raw_meta WHERE k = $1 FOR UPDATE",
-        &[(&&b"keyring"[..], Type::BYTEA)],
-    )
-    .expect("keyring lock");
-    tx.query_typed(
-        "SELECT v FROM raw_data WHERE k = $1",
-        &[(&&tag(N + 1)[..], Type::BYTEA)],
-    )
-    .expect("catalog");
+    client
+        .simple_query(
+            "BEGIN; SELECT encode(v, 'hex'), EXISTS (SELECT 1 FROM raw_expiry) FROM raw_meta \
+             WHERE k = '\\x6b657972696e67' FOR UPDATE",
+        )
+        .expect("begin, keyring lock");
     let (keys, values) = (vec![k], vec![v]);
-    tx.query_typed(
-        "INSERT INTO raw_data (k, v) SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
-         ON CONFLICT (k) DO UPDATE SET v = excluded.v",
-        &[(&keys, Type::BYTEA_ARRAY), (&values, Type::BYTEA_ARRAY)],
-    )
-    .expect("upsert");
-    tx.query_typed("SELECT EXISTS (SELECT 1 FROM raw_expiry)", &[])
-        .expect("expiry");
-    tx.commit().expect("commit");
+    let (catalog, entry) = (vec![tag(N + 1)], vec![vec![0u8; 60]]);
+    client
+        .query_typed(
+            "WITH w0 AS (INSERT INTO raw_data (k, v) SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
+             ON CONFLICT (k) DO UPDATE SET v = excluded.v), \
+             w1 AS (INSERT INTO raw_data (k, v) SELECT * FROM unnest($3::bytea[], $4::bytea[]) \
+             ON CONFLICT (k) DO NOTHING) SELECT 1",
+            &[
+                (&keys, Type::BYTEA_ARRAY),
+                (&values, Type::BYTEA_ARRAY),
+                (&catalog, Type::BYTEA_ARRAY),
+                (&entry, Type::BYTEA_ARRAY),
+            ],
+        )
+        .expect("upsert and catalog entry");
+    client.batch_execute("COMMIT").expect("commit");
 }
 
 struct Setup {

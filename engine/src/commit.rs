@@ -603,9 +603,7 @@ fn apply(
             }
         }
         for (key, entry) in &s.catalog {
-            if txn.get(Table::Data, key)?.is_none() {
-                txn.put(Table::Data, key, entry)?;
-            }
+            txn.put_if_absent(Table::Data, key, entry)?;
         }
         shrinking.extend(s.shrinking.iter().copied());
         expiring.extend_from_slice(&s.expiring);

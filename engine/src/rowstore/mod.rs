@@ -87,6 +87,14 @@ pub(crate) trait RowWrite: RowRead {
     fn put(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<()>;
     /// Removes `key` if present.
     fn delete(&mut self, table: Table, key: &[u8]) -> Result<()>;
+    /// Stores `value` under `key` unless a value is there already (a server does it in
+    /// the statement that writes the batch, without a read first).
+    fn put_if_absent(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<()> {
+        if self.get(table, key)?.is_none() {
+            self.put(table, key, value)?;
+        }
+        Ok(())
+    }
     /// Removes every row whose key falls in `range`.
     fn delete_range(&mut self, table: Table, range: Range<'_>) -> Result<()>;
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use postgres::error::SqlState;
 use postgres::types::{ToSql, Type};
-use postgres::{Client, GenericClient, NoTls, Transaction};
+use postgres::{Client, GenericClient, NoTls, SimpleQueryMessage};
 use r2d2::{Pool, PooledConnection};
 use r2d2_postgres::PostgresConnectionManager;
 use sealkv_crypto::NameKey;
@@ -230,21 +230,22 @@ impl PgRows {
             .connect(NoTls)
             .map_err(|e| server_error(&shown, &e))?;
         let names = Names::new(&url.store);
-        let mut tx = client.transaction().map_err(|e| server_error(&shown, &e))?;
         let ddl = format!(
-            "CREATE TABLE {} (k bytea PRIMARY KEY, v bytea NOT NULL);
+            "BEGIN;
+             CREATE TABLE {} (k bytea PRIMARY KEY, v bytea NOT NULL);
              CREATE TABLE {} (k bytea PRIMARY KEY, v bytea NOT NULL);
              CREATE TABLE {} (k bytea PRIMARY KEY);
              CREATE TABLE {} (k bytea PRIMARY KEY);",
             names.data, names.meta, names.expiry, names.locks
         );
-        if let Err(e) = tx.batch_execute(&ddl) {
+        if let Err(e) = client.batch_execute(&ddl) {
+            let _ = client.batch_execute("ROLLBACK");
             if e.code() == Some(&SqlState::DUPLICATE_TABLE) {
                 return Err(Error::AlreadyExists(shown.into()));
             }
             return Err(server_error(&shown, &e));
         }
-        let mut w = PgWrite::new(tx, &names, &shown, None);
+        let mut w = PgWrite::new(&mut client, &names, &shown, None);
         initial(&mut w)?;
         w.commit()?;
         drop(client);
@@ -340,17 +341,39 @@ impl RowStore for PgRows {
         }
         let mut conn = self.conn(&self.pool)?;
         let shown = &self.shown;
-        let mut tx = conn.transaction().map_err(|e| server_error(shown, &e))?;
-        // The keyring record's row lock: commits to this store, from any process on any
-        // host, run one at a time from here to their commit.
-        let keyring = tx
-            .query_typed_opt(
-                &format!("SELECT v FROM {} WHERE k = $1 FOR UPDATE", self.names.meta),
-                &[(&META_KEYRING.as_bytes(), Type::BYTEA)],
-            )
-            .map_err(|e| server_error(shown, &e))?
-            .map(|row| row.get::<_, Vec<u8>>(0));
-        let mut w = PgWrite::new(tx, &self.names, shown, Some(keyring));
+        // One round trip opens the transaction and takes the keyring record's row lock:
+        // commits to this store, from any process on any host, run one at a time from
+        // here to their commit. It also says whether any value expires (exact while the
+        // lock is held: every writer takes it first). Simple-query text, so the record
+        // comes as hex.
+        let begin = format!(
+            "BEGIN; SELECT encode(v, 'hex'), EXISTS (SELECT 1 FROM {}) FROM {} \
+             WHERE k = '\\x{}' FOR UPDATE",
+            self.names.expiry,
+            self.names.meta,
+            hex(META_KEYRING.as_bytes())
+        );
+        let opened = conn.simple_query(&begin);
+        let state = match opened {
+            Ok(messages) => messages.into_iter().find_map(|m| match m {
+                SimpleQueryMessage::Row(row) => {
+                    Some((row.get(0).and_then(unhex), row.get(1) == Some("t")))
+                }
+                _ => None,
+            }),
+            Err(e) => {
+                let _ = conn.batch_execute("ROLLBACK");
+                return Err(server_error(shown, &e));
+            }
+        };
+        let (keyring, expiring) = match state {
+            Some((Some(record), expiring)) => (Some(record), Some(expiring)),
+            // A store without a keyring record (only while it is created) or one whose
+            // record did not decode: read it as the engine would, through `get`.
+            _ => (None, None),
+        };
+        let mut w = PgWrite::new(&mut conn, &self.names, shown, keyring);
+        w.expiry_empty = expiring.map(|e| !e);
         f(&mut w)?;
         *committing = true;
         w.commit()
@@ -376,35 +399,53 @@ impl RowStore for PgRows {
         lock_key: &str,
         timeout: Duration,
     ) -> Result<Option<LockGuard<'_>>> {
-        let row = self.lock_row(session, lock_key);
+        let row = hex(&self.lock_row(session, lock_key));
         let started = Instant::now();
         let mut conn = self.conn(&self.lock_pool)?;
         let shown = &self.shown;
-        let insert = format!(
-            "INSERT INTO {} (k) VALUES ($1) ON CONFLICT (k) DO NOTHING",
+        // One round trip: a transaction that waits up to `timeout` for the row lock.
+        let take = format!(
+            "BEGIN; SET LOCAL lock_timeout = {}; SELECT 1 FROM {} WHERE k = '\\x{row}' FOR UPDATE",
+            timeout.as_millis().clamp(1, i32::MAX as u128),
             self.names.locks
         );
-        conn.query_typed(&insert, &[(&row, Type::BYTEA)])
-            .map_err(|e| server_error(shown, &e))?;
-        conn.batch_execute(&format!(
-            "BEGIN; SET LOCAL lock_timeout = {}",
-            timeout.as_millis().clamp(1, i32::MAX as u128)
-        ))
-        .map_err(|e| server_error(shown, &e))?;
-        let select = format!("SELECT k FROM {} WHERE k = $1 FOR UPDATE", self.names.locks);
-        match conn.query_typed(&select, &[(&row, Type::BYTEA)]) {
-            Ok(_) => Ok(Some(Box::new(PgLock { conn }))),
-            Err(e) => {
-                let _ = conn.batch_execute("ROLLBACK");
-                if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) {
-                    Err(Error::LockTimeout {
-                        waited: started.elapsed(),
-                    })
-                } else {
-                    Err(server_error(shown, &e))
+        for _ in 0..2 {
+            let taken = conn.simple_query(&take);
+            match taken {
+                Ok(messages) => {
+                    if messages
+                        .iter()
+                        .any(|m| matches!(m, SimpleQueryMessage::Row(_)))
+                    {
+                        return Ok(Some(Box::new(PgLock { conn })));
+                    }
+                    // The lock key's first use: make its row (committed, so it stays
+                    // for the next time) and take it again.
+                    conn.batch_execute("ROLLBACK")
+                        .map_err(|e| server_error(shown, &e))?;
+                    conn.batch_execute(&format!(
+                        "INSERT INTO {} (k) VALUES ('\\x{row}') ON CONFLICT (k) DO NOTHING",
+                        self.names.locks
+                    ))
+                    .map_err(|e| server_error(shown, &e))?;
+                }
+                Err(e) => {
+                    let _ = conn.batch_execute("ROLLBACK");
+                    return Err(if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) {
+                        Error::LockTimeout {
+                            waited: started.elapsed(),
+                        }
+                    } else {
+                        server_error(shown, &e)
+                    });
                 }
             }
         }
+        Err(Error::Server {
+            what: format!("{shown}: a lock row disappeared as it was taken"),
+            hint: "is something deleting rows of the store's locks table?",
+            transient: true,
+        })
     }
 
     fn size(&self) -> u64 {
@@ -593,154 +634,282 @@ impl RowRead for PgView {
     }
 }
 
-/// Buffered changes: (table, key) → value, or `None` to delete.
-type Pending = BTreeMap<(Table, Vec<u8>), Option<Vec<u8>>>;
+/// Lowercase hex of `bytes`, for literals in simple queries (only of keys we made).
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
 
-/// A write transaction: puts and deletes wait in `pending` (reads of single rows see
-/// them there) and go to the server as a few array statements before any range read
-/// and at commit.
+/// Decodes PostgreSQL's `encode(…, 'hex')` text.
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let bytes = text.as_bytes();
+    if bytes.len() % 2 != 0 {
+        return None;
+    }
+    bytes
+        .chunks(2)
+        .map(|pair| Some(digit(pair[0])? << 4 | digit(pair[1])?))
+        .collect()
+}
+
+/// A buffered change.
+#[derive(Clone)]
+enum Change {
+    Put(Vec<u8>),
+    /// Put unless a row is there already on the server.
+    PutIfAbsent(Vec<u8>),
+    Delete,
+}
+
+/// Buffered changes by (table, key).
+type Pending = BTreeMap<(Table, Vec<u8>), Change>;
+
+/// A write transaction on one connection, begun by [`PgRows::write`] (or `create`):
+/// puts and deletes wait in `pending` (reads of single rows see them there) and go to
+/// the server as a few array statements before any range read and at commit. Dropped
+/// without [`PgWrite::commit`], it rolls back.
 struct PgWrite<'c> {
-    tx: RefCell<Transaction<'c>>,
+    client: RefCell<&'c mut Client>,
     names: &'c Names,
     shown: &'c str,
     pending: RefCell<Pending>,
-    /// The keyring record as read under its row lock (`None` inside `create`).
-    keyring: Option<Option<Vec<u8>>>,
+    /// The keyring record as read under its row lock, when it was.
+    keyring: Option<Vec<u8>>,
+    /// Whether the expiry index is empty, while known.
+    expiry_empty: Option<bool>,
+    done: bool,
 }
 
 impl<'c> PgWrite<'c> {
+    /// Wraps a connection on which `BEGIN` has run.
     fn new(
-        tx: Transaction<'c>,
+        client: &'c mut Client,
         names: &'c Names,
         shown: &'c str,
-        keyring: Option<Option<Vec<u8>>>,
+        keyring: Option<Vec<u8>>,
     ) -> Self {
         Self {
-            tx: RefCell::new(tx),
+            client: RefCell::new(client),
             names,
             shown,
             pending: RefCell::new(BTreeMap::new()),
             keyring,
+            expiry_empty: None,
+            done: false,
         }
     }
 
-    /// Sends the pending puts and deletes: per table, one upsert of every put and one
-    /// delete of every deleted key.
+    fn fail(&self, e: &postgres::Error) -> Error {
+        server_error(self.shown, e)
+    }
+
+    /// Sends the pending changes in one statement: per table, a delete of every
+    /// deleted key, an upsert of every put and an insert of every put-if-absent, each
+    /// a data-modifying `WITH` part over arrays. The parts touch distinct keys (one
+    /// change per key), so the order in which the server runs them does not matter.
     fn flush(&self) -> Result<()> {
         let pending = std::mem::take(&mut *self.pending.borrow_mut());
         if pending.is_empty() {
             return Ok(());
         }
-        let mut tx = self.tx.borrow_mut();
+        // One array per (table, kind): keys and, for puts, values.
+        let mut arrays: Vec<Vec<&[u8]>> = Vec::new();
+        let mut parts = Vec::new();
         for table in [Table::Data, Table::Meta, Table::Expiry] {
-            let mut put_keys: Vec<&[u8]> = Vec::new();
-            let mut put_values: Vec<&[u8]> = Vec::new();
-            let mut deleted: Vec<&[u8]> = Vec::new();
-            for ((t, k), v) in &pending {
+            let (mut keys, mut values) = (Vec::new(), Vec::new());
+            let (mut new_keys, mut new_values) = (Vec::new(), Vec::new());
+            let mut deleted = Vec::new();
+            for ((t, k), change) in &pending {
                 if *t != table {
                     continue;
                 }
-                match v {
-                    Some(v) => {
-                        put_keys.push(k);
-                        put_values.push(v);
+                match change {
+                    Change::Put(v) => {
+                        keys.push(k.as_slice());
+                        values.push(v.as_slice());
                     }
-                    None => deleted.push(k),
+                    Change::PutIfAbsent(v) => {
+                        new_keys.push(k.as_slice());
+                        new_values.push(v.as_slice());
+                    }
+                    Change::Delete => deleted.push(k.as_slice()),
                 }
             }
             let name = self.names.of(table);
             if !deleted.is_empty() {
-                tx.query_typed(
-                    &format!("DELETE FROM {name} WHERE k = ANY($1)"),
-                    &[(&deleted, Type::BYTEA_ARRAY)],
-                )
-                .map_err(|e| server_error(self.shown, &e))?;
+                arrays.push(deleted);
+                parts.push(format!(
+                    "DELETE FROM {name} WHERE k = ANY(${})",
+                    arrays.len()
+                ));
             }
-            if put_keys.is_empty() {
-                continue;
-            }
-            let result = if table == Table::Expiry {
-                tx.query_typed(
-                    &format!(
-                        "INSERT INTO {name} (k) SELECT * FROM unnest($1::bytea[]) \
+            for (keys, values, conflict) in [
+                (keys, values, "DO UPDATE SET v = excluded.v"),
+                (new_keys, new_values, "DO NOTHING"),
+            ] {
+                if keys.is_empty() {
+                    continue;
+                }
+                arrays.push(keys);
+                let k = arrays.len();
+                if table == Table::Expiry {
+                    parts.push(format!(
+                        "INSERT INTO {name} (k) SELECT * FROM unnest(${k}::bytea[]) \
                          ON CONFLICT (k) DO NOTHING"
-                    ),
-                    &[(&put_keys, Type::BYTEA_ARRAY)],
-                )
-            } else {
-                tx.query_typed(
-                    &format!(
-                        "INSERT INTO {name} (k, v) SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
-                         ON CONFLICT (k) DO UPDATE SET v = excluded.v"
-                    ),
-                    &[
-                        (&put_keys, Type::BYTEA_ARRAY),
-                        (&put_values, Type::BYTEA_ARRAY),
-                    ],
-                )
-            };
-            result.map_err(|e| server_error(self.shown, &e))?;
+                    ));
+                } else {
+                    arrays.push(values);
+                    parts.push(format!(
+                        "INSERT INTO {name} (k, v) SELECT * FROM unnest(${k}::bytea[], ${}::bytea[]) \
+                         ON CONFLICT (k) {conflict}",
+                        k + 1
+                    ));
+                }
+            }
         }
+        let sql = match parts.as_slice() {
+            [one] => one.clone(),
+            _ => {
+                let with: Vec<String> = parts
+                    .iter()
+                    .enumerate()
+                    .map(|(i, part)| format!("w{i} AS ({part})"))
+                    .collect();
+                format!("WITH {} SELECT 1", with.join(", "))
+            }
+        };
+        let params: Vec<(&(dyn ToSql + Sync), Type)> = arrays
+            .iter()
+            .map(|a| (a as &(dyn ToSql + Sync), Type::BYTEA_ARRAY))
+            .collect();
+        self.client
+            .borrow_mut()
+            .query_typed(&sql, &params)
+            .map_err(|e| self.fail(&e))?;
         Ok(())
     }
 
-    fn commit(self) -> Result<()> {
+    fn commit(mut self) -> Result<()> {
         self.flush()?;
-        self.tx
-            .into_inner()
-            .commit()
+        self.done = true;
+        self.client
+            .get_mut()
+            .batch_execute("COMMIT")
             .map_err(|e| server_error(self.shown, &e))
+    }
+}
+
+impl Drop for PgWrite<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            // A connection that cannot roll back is broken; the server rolls back when
+            // it notices, and the pool discards the connection.
+            let _ = self.client.get_mut().batch_execute("ROLLBACK");
+        }
     }
 }
 
 impl RowRead for PgWrite<'_> {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Found<'_>>> {
-        if let Some(v) = self.pending.borrow().get(&(table, key.to_vec())) {
-            return Ok(v.clone().map(Found::Owned));
+        let pending = self.pending.borrow().get(&(table, key.to_vec())).cloned();
+        match pending {
+            Some(Change::Put(v)) => return Ok(Some(Found::Owned(v))),
+            Some(Change::Delete) => return Ok(None),
+            // Whether the server has a row decides: send it, then read.
+            Some(Change::PutIfAbsent(_)) => self.flush()?,
+            None => {}
         }
         if table == Table::Meta
             && key == META_KEYRING.as_bytes()
             && let Some(known) = &self.keyring
         {
-            return Ok(known.clone().map(Found::Owned));
+            return Ok(Some(Found::Owned(known.clone())));
         }
-        let mut tx = self.tx.borrow_mut();
-        Ok(get_row(&mut *tx, self.names, self.shown, table, key)?.map(Found::Owned))
+        let mut client = self.client.borrow_mut();
+        Ok(get_row(&mut **client, self.names, self.shown, table, key)?.map(Found::Owned))
     }
     fn scan(&self, table: Table, range: Range<'_>, visit: Visit<'_>) -> Result<()> {
         self.flush()?;
-        let mut tx = self.tx.borrow_mut();
-        scan_rows(&mut *tx, self.names, self.shown, table, range, visit)
+        let mut client = self.client.borrow_mut();
+        scan_rows(&mut **client, self.names, self.shown, table, range, visit)
     }
     fn len(&self, table: Table) -> Result<u64> {
         self.flush()?;
-        count_rows(&mut *self.tx.borrow_mut(), self.names, self.shown, table)
+        count_rows(
+            &mut **self.client.borrow_mut(),
+            self.names,
+            self.shown,
+            table,
+        )
     }
     fn is_empty(&self, table: Table) -> Result<bool> {
+        if table == Table::Expiry
+            && let Some(known) = self.expiry_empty
+        {
+            return Ok(known);
+        }
         self.flush()?;
-        has_rows(&mut *self.tx.borrow_mut(), self.names, self.shown, table).map(|has| !has)
+        has_rows(
+            &mut **self.client.borrow_mut(),
+            self.names,
+            self.shown,
+            table,
+        )
+        .map(|has| !has)
     }
 }
 
 impl RowWrite for PgWrite<'_> {
     fn put(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<()> {
         if table == Table::Meta && key == META_KEYRING.as_bytes() {
-            self.keyring = Some(Some(value.to_vec()));
+            self.keyring = Some(value.to_vec());
+        }
+        if table == Table::Expiry {
+            self.expiry_empty = Some(false);
         }
         self.pending
             .get_mut()
-            .insert((table, key.to_vec()), Some(value.to_vec()));
+            .insert((table, key.to_vec()), Change::Put(value.to_vec()));
+        Ok(())
+    }
+    fn put_if_absent(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<()> {
+        let change = match self.pending.get_mut().get(&(table, key.to_vec())) {
+            // Present in this transaction already: nothing to do.
+            Some(Change::Put(_) | Change::PutIfAbsent(_)) => return Ok(()),
+            // Deleted in this transaction: absent, so put.
+            Some(Change::Delete) => Change::Put(value.to_vec()),
+            None => Change::PutIfAbsent(value.to_vec()),
+        };
+        if table == Table::Meta && key == META_KEYRING.as_bytes() {
+            // Which value wins is the server's to say: read it back when asked.
+            self.keyring = None;
+        }
+        self.pending.get_mut().insert((table, key.to_vec()), change);
         Ok(())
     }
     fn delete(&mut self, table: Table, key: &[u8]) -> Result<()> {
-        self.pending.get_mut().insert((table, key.to_vec()), None);
+        if table == Table::Meta && key == META_KEYRING.as_bytes() {
+            self.keyring = None;
+        }
+        if table == Table::Expiry {
+            self.expiry_empty = None;
+        }
+        self.pending
+            .get_mut()
+            .insert((table, key.to_vec()), Change::Delete);
         Ok(())
     }
     fn delete_range(&mut self, table: Table, range: Range<'_>) -> Result<()> {
         self.flush()?;
+        if table == Table::Expiry {
+            self.expiry_empty = None;
+        }
+        if table == Table::Meta {
+            self.keyring = None;
+        }
         let mut params = Vec::new();
         let cond = range_sql(range, &mut params);
-        self.tx
+        self.client
             .get_mut()
             .query_typed(
                 &format!("DELETE FROM {} WHERE {cond}", self.names.of(table)),
@@ -748,5 +917,20 @@ impl RowWrite for PgWrite<'_> {
             )
             .map_err(|e| server_error(self.shown, &e))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{hex, unhex};
+
+    #[test]
+    fn hex_round_trips_and_refuses_malformed_text() {
+        let bytes: Vec<u8> = (0..=255).collect();
+        assert_eq!(unhex(&hex(&bytes)).unwrap(), bytes);
+        assert_eq!(unhex("00ff7A").unwrap(), vec![0, 255, 0x7a]);
+        for bad in ["0", "zz", "0g", "\\x00"] {
+            assert!(unhex(bad).is_none(), "{bad}");
+        }
     }
 }
