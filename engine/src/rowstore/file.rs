@@ -314,13 +314,13 @@ fn meta_bounds(range: Range<'_>) -> Result<(Bound<&str>, Bound<&str>)> {
 
 /// The three tables as a read or write transaction has them open; a table a file
 /// lacks (an old store without an expiry index) reads as empty.
-struct Tables<D, M, E> {
+pub(crate) struct Tables<D, M, E> {
     data: Option<D>,
     meta: Option<M>,
     expiry: Option<E>,
 }
 
-impl<D, M, E> Tables<D, M, E>
+impl<D, M, E> RowRead for Tables<D, M, E>
 where
     D: ReadableTable<RowKey, &'static [u8]>,
     M: ReadableTable<&'static str, &'static [u8]>,
@@ -387,6 +387,10 @@ where
         }
         .unwrap_or(0))
     }
+
+    fn is_empty(&self, table: Table) -> Result<bool> {
+        Ok(self.len(table)? == 0)
+    }
 }
 
 /// Opens a table of a read transaction; `None` when the file has no such table. A
@@ -404,51 +408,20 @@ fn open_read<K: redb::Key + 'static, V: redb::Value + 'static>(
     }
 }
 
-type ReadTables = Tables<
+/// A read transaction's tables, opened once.
+pub(crate) type ReadTables = Tables<
     redb::ReadOnlyTable<RowKey, &'static [u8]>,
     redb::ReadOnlyTable<&'static str, &'static [u8]>,
     redb::ReadOnlyTable<&'static [u8], ()>,
 >;
 
-/// A read transaction's tables, opened once.
-pub(crate) struct ReadRows {
-    tables: ReadTables,
-    /// Whether the expiry index is empty, looked up on first use only.
-    expiry_empty: std::sync::OnceLock<bool>,
-}
-
-impl ReadRows {
+impl ReadTables {
     pub(crate) fn open(txn: &redb::ReadTransaction) -> Result<Self> {
-        Ok(Self {
-            tables: Tables {
-                data: open_read(txn, DATA)?,
-                meta: open_read(txn, META)?,
-                expiry: open_read(txn, EXPIRY)?,
-            },
-            expiry_empty: std::sync::OnceLock::new(),
+        Ok(Tables {
+            data: open_read(txn, DATA)?,
+            meta: open_read(txn, META)?,
+            expiry: open_read(txn, EXPIRY)?,
         })
-    }
-}
-
-impl RowRead for ReadRows {
-    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Found<'_>>> {
-        self.tables.get(table, key)
-    }
-    fn scan(&self, table: Table, range: Range<'_>, visit: Visit<'_>) -> Result<()> {
-        self.tables.scan(table, range, visit)
-    }
-    fn len(&self, table: Table) -> Result<u64> {
-        self.tables.len(table)
-    }
-    fn is_empty(&self, table: Table) -> Result<bool> {
-        if table == Table::Expiry {
-            if let Some(&known) = self.expiry_empty.get() {
-                return Ok(known);
-            }
-            let known = self.tables.len(table)? == 0;
-            return Ok(*self.expiry_empty.get_or_init(|| known));
-        }
-        Ok(self.tables.len(table)? == 0)
     }
 }
 
@@ -462,46 +435,34 @@ impl RowRead for Snapshot {
     fn len(&self, table: Table) -> Result<u64> {
         self.rows.len(table)
     }
+    /// Whether the expiry index is empty is looked up once per snapshot (counting
+    /// opens rows only when it is not); a point get never asks.
     fn is_empty(&self, table: Table) -> Result<bool> {
-        self.rows.is_empty(table)
+        if table != Table::Expiry {
+            return self.rows.is_empty(table);
+        }
+        if let Some(&known) = self.expiry_empty.get() {
+            return Ok(known);
+        }
+        let known = self.rows.is_empty(table)?;
+        Ok(*self.expiry_empty.get_or_init(|| known))
     }
 }
 
-type WriteTables<'t> = Tables<
+/// A redb write transaction with the three tables open.
+pub(crate) type RedbWrite<'t> = Tables<
     redb::Table<'t, RowKey, &'static [u8]>,
     redb::Table<'t, &'static str, &'static [u8]>,
     redb::Table<'t, &'static [u8], ()>,
 >;
 
-/// A redb write transaction with the three tables open.
-pub(crate) struct RedbWrite<'t> {
-    tables: WriteTables<'t>,
-}
-
 impl<'t> RedbWrite<'t> {
     pub(crate) fn open(txn: &'t WriteTransaction) -> Result<Self> {
-        Ok(Self {
-            tables: Tables {
-                data: Some(txn.open_table(DATA)?),
-                meta: Some(txn.open_table(META)?),
-                expiry: Some(txn.open_table(EXPIRY)?),
-            },
+        Ok(Tables {
+            data: Some(txn.open_table(DATA)?),
+            meta: Some(txn.open_table(META)?),
+            expiry: Some(txn.open_table(EXPIRY)?),
         })
-    }
-}
-
-impl RowRead for RedbWrite<'_> {
-    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Found<'_>>> {
-        self.tables.get(table, key)
-    }
-    fn scan(&self, table: Table, range: Range<'_>, visit: Visit<'_>) -> Result<()> {
-        self.tables.scan(table, range, visit)
-    }
-    fn len(&self, table: Table) -> Result<u64> {
-        self.tables.len(table)
-    }
-    fn is_empty(&self, table: Table) -> Result<bool> {
-        Ok(self.tables.len(table)? == 0)
     }
 }
 
@@ -511,7 +472,7 @@ fn missing() -> Error {
 
 impl RowWrite for RedbWrite<'_> {
     fn put(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<()> {
-        let t = &mut self.tables;
+        let t = self;
         match table {
             Table::Data => {
                 let k = <&[u8; 32]>::try_from(key)
@@ -531,7 +492,7 @@ impl RowWrite for RedbWrite<'_> {
     }
 
     fn delete(&mut self, table: Table, key: &[u8]) -> Result<()> {
-        let t = &mut self.tables;
+        let t = self;
         match table {
             Table::Data => {
                 if let Ok(k) = <&[u8; 32]>::try_from(key) {
@@ -551,7 +512,7 @@ impl RowWrite for RedbWrite<'_> {
     }
 
     fn delete_range(&mut self, table: Table, range: Range<'_>) -> Result<()> {
-        let t = &mut self.tables;
+        let t = self;
         match table {
             Table::Data => t
                 .data
@@ -588,7 +549,7 @@ fn file_mode(path: &Path) -> Result<u32> {
 
 /// Copies a read snapshot of `db` into a new redb file at `dest`, created with `mode`.
 fn copy_snapshot(db: &Handle, dest: &Path, mode: u32) -> Result<()> {
-    let snapshot = ReadRows::open(&db.begin_read()?)?;
+    let snapshot = ReadTables::open(&db.begin_read()?)?;
     FileRows::write_new(dest, mode, &snapshot)
 }
 

@@ -202,6 +202,24 @@ pub(crate) fn copy_rows(from: &dyn RowRead, to: &mut dyn RowWrite) -> Result<()>
     Ok(())
 }
 
+/// The keyed hash that stands for a transaction's lock key (in `session`) in an
+/// engine's cross-process locks, so that the locks (a file's lock table, a server's
+/// lock rows) do not show which lock keys, often phone numbers, are in use. `salt` comes
+/// from the store's name key.
+pub(crate) fn lock_hash(salt: &[u8; 16], session: Option<&str>, lock_key: &str) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    h.update(salt);
+    match session {
+        None => h.update(&[0]),
+        Some(s) => h
+            .update(&[1])
+            .update(&(s.len() as u64).to_le_bytes())
+            .update(s.as_bytes()),
+    };
+    h.update(lock_key.as_bytes());
+    *h.finalize().as_bytes()
+}
+
 /// True when some row's key falls in `range`.
 pub(crate) fn any_in(view: &dyn RowRead, table: Table, range: Range<'_>) -> Result<bool> {
     let mut found = false;

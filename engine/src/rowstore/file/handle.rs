@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock};
 
 use redb::{Database, ReadableDatabase};
 
-use super::ReadRows;
+use super::ReadTables;
 use crate::error::{Error, Result};
 use crate::store::{read_lock, write_lock};
 
@@ -44,7 +44,9 @@ pub(crate) enum HandleKind {
 /// A read snapshot: one redb read transaction with its tables open.
 pub(crate) struct Snapshot {
     epoch: u64,
-    pub(crate) rows: ReadRows,
+    pub(crate) rows: ReadTables,
+    /// Whether the expiry index is empty, once looked up.
+    pub(crate) expiry_empty: std::sync::OnceLock<bool>,
 }
 
 impl Handle {
@@ -147,8 +149,12 @@ impl Handle {
 
 impl Handle {
     fn fresh_snapshot(&self, epoch: u64) -> Result<Snapshot> {
-        let rows = ReadRows::open(&self.begin_read()?)?;
-        Ok(Snapshot { epoch, rows })
+        let rows = ReadTables::open(&self.begin_read()?)?;
+        Ok(Snapshot {
+            epoch,
+            rows,
+            expiry_empty: std::sync::OnceLock::new(),
+        })
     }
 }
 

@@ -75,18 +75,9 @@ impl FileLocks {
     }
 
     fn offset(&self, session: Option<&str>, lock_key: &str) -> u64 {
-        let mut h = blake3::Hasher::new();
-        h.update(&self.salt);
-        match session {
-            None => h.update(&[0]),
-            Some(s) => h
-                .update(&[1])
-                .update(&(s.len() as u64).to_le_bytes())
-                .update(s.as_bytes()),
-        };
-        h.update(lock_key.as_bytes());
+        let hash = crate::rowstore::lock_hash(&self.salt, session, lock_key);
         let mut word = [0u8; 4];
-        word.copy_from_slice(&h.finalize().as_bytes()[..4]);
+        word.copy_from_slice(&hash[..4]);
         AREA + u64::from(u32::from_le_bytes(word))
     }
 

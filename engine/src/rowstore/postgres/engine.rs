@@ -295,17 +295,7 @@ impl PgRows {
 
     fn lock_row(&self, session: Option<&str>, lock_key: &str) -> Vec<u8> {
         let salt = self.lock_salt.get().copied().unwrap_or_default();
-        let mut h = blake3::Hasher::new();
-        h.update(&salt);
-        match session {
-            None => h.update(&[0]),
-            Some(s) => h
-                .update(&[1])
-                .update(&(s.len() as u64).to_le_bytes())
-                .update(s.as_bytes()),
-        };
-        h.update(lock_key.as_bytes());
-        h.finalize().as_bytes()[..16].to_vec()
+        crate::rowstore::lock_hash(&salt, session, lock_key)[..16].to_vec()
     }
 }
 
