@@ -23,6 +23,7 @@ export type SealkvErrorCode =
   | 'SEALKV_KEY_IN_USE'
   | 'SEALKV_KEY'
   | 'SEALKV_IO'
+  | 'SEALKV_SERVER'
   | 'SEALKV_CLOSED'
   | 'SEALKV_INVALID_ARGUMENT'
   | 'SEALKV_SERIALIZE'
@@ -76,7 +77,11 @@ export interface Problem {
   message: string
 }
 
-/** An encrypted store; a view of one session of an open file. */
+/**
+ * An encrypted store; a view of one session of an open file. Wherever a `path` is
+ * taken, a PostgreSQL URL (`postgres://user@host:port/db?store=NAME`, the password in
+ * `PGPASSWORD`) names a store on a server instead; its errors have code `SEALKV_SERVER`.
+ */
 export declare class Store {
   /** Opens an existing store. */
   static open(path: string, options: OpenOptions): Promise<Store>

@@ -43,6 +43,7 @@ fn code_of(err: &Error) -> &'static str {
         Error::KeyInUse { .. } => "SEALKV_KEY_IN_USE",
         Error::Key(_) => "SEALKV_KEY",
         Error::Io(_) | Error::Storage(_) => "SEALKV_IO",
+        Error::Server { .. } => "SEALKV_SERVER",
         _ => "SEALKV_ERROR",
     }
 }
