@@ -392,3 +392,41 @@ fn a_read_only_open_cannot_write() {
     assert!(matches!(ro.compact(), Err(Error::ReadOnly)));
     assert!(ro.verify().unwrap().is_empty());
 }
+
+#[test]
+fn a_store_on_the_server_works_from_inside_async_runtimes() {
+    // rust-postgres' client cannot block on a thread that runs a tokio runtime; the
+    // engine moves such calls off it. Every operation, including the drops that close
+    // connections, runs here on a runtime's thread.
+    let Some(url) = test_pg() else { return };
+    let pg = Place::new(Some(url));
+    let addr = pg.addr("async");
+    for runtime in [
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap(),
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap(),
+    ] {
+        let addr = addr.clone();
+        runtime.block_on(async move {
+            let store = match Store::create(&addr, key(), fast_opts()) {
+                Err(Error::AlreadyExists(_)) => Store::open(&addr, key(), fast_opts()).unwrap(),
+                other => other.unwrap(),
+            };
+            store.put("n", "k", b"v".to_vec()).unwrap();
+            store
+                .transaction("lock", |tx| {
+                    tx.put("n", "in-tx", b"w".to_vec());
+                    Ok::<_, Error>(())
+                })
+                .unwrap();
+            assert_eq!(store.list("n").unwrap(), vec!["in-tx", "k"]);
+            assert!(store.verify().unwrap().is_empty());
+            assert!(store.stats().unwrap().file_size > 0);
+            drop(store);
+        });
+    }
+}

@@ -15,14 +15,35 @@ fn key() -> MasterKey {
     MasterKey::from_bytes(&[7; 32]).unwrap()
 }
 
-fn backend() -> (tempfile::TempDir, SealkvBackend) {
-    let dir = tempfile::tempdir().unwrap();
-    let b = SealkvBackend::create(dir.path().join("wa.sealkv"), key(), Options::default()).unwrap();
-    (dir, b)
+/// Where a test's store lives: a file, or, with `SEALKV_WA_PG` set to a server URL
+/// (scripts/test runs this file a second time so), a store on PostgreSQL.
+struct Place {
+    _dir: tempfile::TempDir,
+    addr: std::path::PathBuf,
 }
 
-fn reopen(dir: &tempfile::TempDir) -> SealkvBackend {
-    SealkvBackend::open(dir.path().join("wa.sealkv"), key(), Options::default()).unwrap()
+fn place() -> Place {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let dir = tempfile::tempdir().unwrap();
+    let addr = match std::env::var("SEALKV_WA_PG") {
+        Ok(url) if !url.is_empty() => std::path::PathBuf::from(format!(
+            "{url}?store=wa_{}_{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        )),
+        _ => dir.path().join("wa.sealkv"),
+    };
+    Place { _dir: dir, addr }
+}
+
+fn backend() -> (Place, SealkvBackend) {
+    let place = place();
+    let b = SealkvBackend::create(&place.addr, key(), Options::default()).unwrap();
+    (place, b)
+}
+
+fn reopen(place: &Place) -> SealkvBackend {
+    SealkvBackend::open(&place.addr, key(), Options::default()).unwrap()
 }
 
 fn mac(i: u8) -> AppStateMutationMAC {

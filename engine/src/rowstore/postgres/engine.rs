@@ -22,7 +22,70 @@ use crate::rowstore::{Found, LockGuard, Range, RowRead, RowStore, RowWrite, Tabl
 use crate::store::lock;
 
 type Manager = PostgresConnectionManager<NoTls>;
-type Conn = PooledConnection<Manager>;
+
+/// rust-postgres' synchronous client drives each connection with a tokio runtime of its
+/// own (`block_on`), which tokio refuses on a thread that is already running one: an
+/// async application (whatsapp-rust's client, any tokio service) calling the store
+/// from a task would panic. Called from such a thread, `f` runs on a scoped thread of
+/// its own instead (tens of microseconds, next to a round trip to the server).
+fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return f();
+    }
+    std::thread::scope(|s| match s.spawn(f).join() {
+        Ok(value) => value,
+        Err(panic) => std::panic::resume_unwind(panic),
+    })
+}
+
+/// A pooled connection whose return to the pool happens off any async runtime (a
+/// broken one is closed then, which blocks).
+struct Conn(Option<PooledConnection<Manager>>);
+
+impl std::ops::Deref for Conn {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        self.0
+            .as_deref()
+            .unwrap_or_else(|| unreachable!("taken only on drop"))
+    }
+}
+
+impl std::ops::DerefMut for Conn {
+    fn deref_mut(&mut self) -> &mut Client {
+        self.0
+            .as_deref_mut()
+            .unwrap_or_else(|| unreachable!("taken only on drop"))
+    }
+}
+
+/// A connection pool that closes its connections off any async runtime when dropped.
+struct OffPool(Option<Pool<Manager>>);
+
+impl std::ops::Deref for OffPool {
+    type Target = Pool<Manager>;
+    fn deref(&self) -> &Pool<Manager> {
+        self.0
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("taken only on drop"))
+    }
+}
+
+impl Drop for OffPool {
+    fn drop(&mut self) {
+        if let Some(pool) = self.0.take() {
+            off_runtime(move || drop(pool));
+        }
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.take() {
+            off_runtime(move || drop(conn));
+        }
+    }
+}
 
 /// Rows fetched per round trip of a scan.
 const PAGE: i64 = 512;
@@ -142,8 +205,8 @@ impl r2d2::CustomizeConnection<Client, postgres::Error> for Setup {
 pub(crate) struct PgRows {
     shown: String,
     names: Arc<Names>,
-    pool: Pool<Manager>,
-    lock_pool: Pool<Manager>,
+    pool: OffPool,
+    lock_pool: OffPool,
     read_only: bool,
     /// Turns lock keys into lock rows (derived from the name key once it is known).
     lock_salt: OnceLock<[u8; 16]>,
@@ -179,16 +242,25 @@ impl PgRows {
         let shown = url.to_string();
         // One connection first, outside the pool: its error says exactly what is wrong
         // (the pool's would only say it timed out), and says it at once.
-        let mut first = config
-            .connect(NoTls)
-            .map_err(|e| server_error(&shown, &e))?;
         let names = Names::new(&url.store);
+        off_runtime(|| Self::check_store(&config, &shown, url, &names))?;
+        Self::assemble(url, config, names, read_only)
+    }
+
+    /// Connects once and checks that the store's tables exist and are a store's.
+    fn check_store(
+        config: &postgres::Config,
+        shown: &str,
+        url: &PgUrl,
+        names: &Names,
+    ) -> Result<()> {
+        let mut first = config.connect(NoTls).map_err(|e| server_error(shown, &e))?;
         let found: Option<String> = first
             .query_typed_one(
                 "SELECT to_regclass($1)::text",
                 &[(&names.plain[1], Type::TEXT)],
             )
-            .map_err(|e| server_error(&shown, &e))?
+            .map_err(|e| server_error(shown, &e))?
             .get(0);
         if found.is_none() {
             return Err(Error::Server {
@@ -208,13 +280,12 @@ impl PgRows {
                  AND column_name IN ('k', 'v') AND data_type = 'bytea'",
                 &[(&names.plain[..2].to_vec(), Type::TEXT_ARRAY)],
             )
-            .map_err(|e| server_error(&shown, &e))?
+            .map_err(|e| server_error(shown, &e))?
             .get(0);
         if ours != 4 {
             return Err(Error::NotSealkv(shown.into()));
         }
-        drop(first);
-        Self::assemble(url, config, names, read_only)
+        Ok(())
     }
 
     /// Creates the store's tables at `url` and runs `initial` (the meta records, or a
@@ -226,9 +297,13 @@ impl PgRows {
     ) -> Result<Self> {
         let config = config_of(url)?;
         let shown = url.to_string();
-        let mut client = config
-            .connect(NoTls)
-            .map_err(|e| server_error(&shown, &e))?;
+        let client = off_runtime(|| config.connect(NoTls)).map_err(|e| server_error(&shown, &e))?;
+        // Closed off any async runtime too, whatever happens below.
+        let mut client = Closing(Some(client));
+        let client = client
+            .0
+            .as_mut()
+            .unwrap_or_else(|| unreachable!("just set"));
         let names = Names::new(&url.store);
         let ddl = format!(
             "BEGIN;
@@ -238,17 +313,16 @@ impl PgRows {
              CREATE TABLE {} (k bytea PRIMARY KEY);",
             names.data, names.meta, names.expiry, names.locks
         );
-        if let Err(e) = client.batch_execute(&ddl) {
-            let _ = client.batch_execute("ROLLBACK");
+        if let Err(e) = off_runtime(|| client.batch_execute(&ddl)) {
+            let _ = off_runtime(|| client.batch_execute("ROLLBACK"));
             if e.code() == Some(&SqlState::DUPLICATE_TABLE) {
                 return Err(Error::AlreadyExists(shown.into()));
             }
             return Err(server_error(&shown, &e));
         }
-        let mut w = PgWrite::new(&mut client, &names, &shown, None);
+        let mut w = PgWrite::new(client, &names, &shown, None);
         initial(&mut w)?;
         w.commit()?;
-        drop(client);
         Self::assemble(url, config, names, false)
     }
 
@@ -270,8 +344,8 @@ impl PgRows {
         Ok(Self {
             shown: url.to_string(),
             names: Arc::new(names),
-            pool: build(POOL),
-            lock_pool: build(LOCK_POOL),
+            pool: OffPool(Some(build(POOL))),
+            lock_pool: OffPool(Some(build(LOCK_POOL))),
             read_only,
             lock_salt: OnceLock::new(),
         })
@@ -286,11 +360,13 @@ impl PgRows {
     }
 
     fn conn(&self, pool: &Pool<Manager>) -> Result<Conn> {
-        pool.get().map_err(|e| Error::Server {
-            what: format!("{}: no connection to the server: {e}", self.shown),
-            hint: "is PostgreSQL running and reachable?",
-            transient: true,
-        })
+        pool.get()
+            .map(|c| Conn(Some(c)))
+            .map_err(|e| Error::Server {
+                what: format!("{}: no connection to the server: {e}", self.shown),
+                hint: "is PostgreSQL running and reachable?",
+                transient: true,
+            })
     }
 
     fn lock_row(&self, session: Option<&str>, lock_key: &str) -> Vec<u8> {
@@ -311,7 +387,7 @@ impl RowStore for PgRows {
 
     fn snapshot(&self) -> Result<View> {
         let mut conn = self.conn(&self.pool)?;
-        conn.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        off_runtime(|| conn.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"))
             .map_err(|e| server_error(&self.shown, &e))?;
         Ok(Arc::new(PgView {
             conn: Mutex::new(conn),
@@ -343,7 +419,7 @@ impl RowStore for PgRows {
             self.names.meta,
             hex(META_KEYRING.as_bytes())
         );
-        let opened = conn.simple_query(&begin);
+        let opened = off_runtime(|| conn.simple_query(&begin));
         let state = match opened {
             Ok(messages) => messages.into_iter().find_map(|m| match m {
                 SimpleQueryMessage::Row(row) => {
@@ -352,7 +428,7 @@ impl RowStore for PgRows {
                 _ => None,
             }),
             Err(e) => {
-                let _ = conn.batch_execute("ROLLBACK");
+                let _ = off_runtime(|| conn.batch_execute("ROLLBACK"));
                 return Err(server_error(shown, &e));
             }
         };
@@ -392,22 +468,49 @@ impl RowStore for PgRows {
         let row = hex(&self.lock_row(session, lock_key));
         let started = Instant::now();
         let mut conn = self.conn(&self.lock_pool)?;
-        let shown = &self.shown;
         // One round trip: a transaction that waits up to `timeout` for the row lock.
         let take = format!(
             "BEGIN; SET LOCAL lock_timeout = {}; SELECT 1 FROM {} WHERE k = '\\x{row}' FOR UPDATE",
             timeout.as_millis().clamp(1, i32::MAX as u128),
             self.names.locks
         );
+        let taken = off_runtime(|| self.take_lock(&mut conn, &take, &row, started));
+        taken.map(|()| Some(Box::new(PgLock { conn }) as LockGuard<'_>))
+    }
+
+    fn size(&self) -> u64 {
+        off_runtime(|| self.size_now())
+    }
+
+    fn compact(&self) -> Result<()> {
+        if self.read_only {
+            return Err(Error::ReadOnly);
+        }
+        off_runtime(|| {
+            let mut conn = self.conn(&self.pool)?;
+            let n = &self.names;
+            conn.batch_execute(&format!(
+                "VACUUM {}, {}, {}, {}",
+                n.data, n.meta, n.expiry, n.locks
+            ))
+            .map_err(|e| server_error(&self.shown, &e))
+        })
+    }
+}
+
+impl PgRows {
+    /// Takes the lock row `row` with the statements `take` on `conn`.
+    fn take_lock(&self, conn: &mut Client, take: &str, row: &str, started: Instant) -> Result<()> {
+        let shown = &self.shown;
         for _ in 0..2 {
-            let taken = conn.simple_query(&take);
+            let taken = conn.simple_query(take);
             match taken {
                 Ok(messages) => {
                     if messages
                         .iter()
                         .any(|m| matches!(m, SimpleQueryMessage::Row(_)))
                     {
-                        return Ok(Some(Box::new(PgLock { conn })));
+                        return Ok(());
                     }
                     // The lock key's first use: make its row (committed, so it stays
                     // for the next time) and take it again.
@@ -437,8 +540,11 @@ impl RowStore for PgRows {
             transient: true,
         })
     }
+}
 
-    fn size(&self) -> u64 {
+impl PgRows {
+    /// Bytes the store's tables take.
+    fn size_now(&self) -> u64 {
         let Ok(mut conn) = self.conn(&self.pool) else {
             return 0;
         };
@@ -452,18 +558,16 @@ impl RowStore for PgRows {
         .map(|row| row.get::<_, i64>(0).max(0) as u64)
         .unwrap_or(0)
     }
+}
 
-    fn compact(&self) -> Result<()> {
-        if self.read_only {
-            return Err(Error::ReadOnly);
+/// A client connected outside the pool, closed off any async runtime when dropped.
+struct Closing(Option<Client>);
+
+impl Drop for Closing {
+    fn drop(&mut self) {
+        if let Some(client) = self.0.take() {
+            off_runtime(move || drop(client));
         }
-        let mut conn = self.conn(&self.pool)?;
-        let n = &self.names;
-        conn.batch_execute(&format!(
-            "VACUUM {}, {}, {}, {}",
-            n.data, n.meta, n.expiry, n.locks
-        ))
-        .map_err(|e| server_error(&self.shown, &e))
     }
 }
 
@@ -476,13 +580,14 @@ impl Drop for PgLock {
     fn drop(&mut self) {
         // A connection that cannot roll back is broken: the server ends its
         // transaction (and the lock) when it notices, and the pool discards it.
-        let _ = self.conn.batch_execute("ROLLBACK");
+        let conn = &mut self.conn;
+        let _ = off_runtime(|| conn.batch_execute("ROLLBACK"));
     }
 }
 
 /// Reads one row.
 fn get_row(
-    client: &mut impl GenericClient,
+    client: &mut (impl GenericClient + Send),
     names: &Names,
     shown: &str,
     table: Table,
@@ -492,8 +597,7 @@ fn get_row(
         Table::Expiry => format!("SELECT ''::bytea FROM {} WHERE k = $1", names.expiry),
         t => format!("SELECT v FROM {} WHERE k = $1", names.of(t)),
     };
-    client
-        .query_typed_opt(&sql, &[(&key, Type::BYTEA)])
+    off_runtime(|| client.query_typed_opt(&sql, &[(&key, Type::BYTEA)]))
         .map(|row| row.map(|r| r.get::<_, Vec<u8>>(0)))
         .map_err(|e| server_error(shown, &e))
 }
@@ -522,7 +626,7 @@ fn typed<'a>(params: &'a [&'a [u8]]) -> Vec<(&'a (dyn ToSql + Sync), Type)> {
 
 /// Visits a key range in pages of [`PAGE`] rows, each page one statement.
 fn scan_rows(
-    client: &mut impl GenericClient,
+    client: &mut (impl GenericClient + Send),
     names: &Names,
     shown: &str,
     table: Table,
@@ -546,8 +650,7 @@ fn scan_rows(
             "SELECT k, {value} FROM {} WHERE {cond} ORDER BY k LIMIT {PAGE}",
             names.of(table)
         );
-        let rows = client
-            .query_typed(&sql, &typed(&params))
+        let rows = off_runtime(|| client.query_typed(&sql, &typed(&params)))
             .map_err(|e| server_error(shown, &e))?;
         let full = rows.len() as i64 == PAGE;
         for row in &rows {
@@ -564,28 +667,25 @@ fn scan_rows(
 }
 
 fn count_rows(
-    client: &mut impl GenericClient,
+    client: &mut (impl GenericClient + Send),
     names: &Names,
     shown: &str,
     table: Table,
 ) -> Result<u64> {
-    client
-        .query_typed_one(&format!("SELECT count(*) FROM {}", names.of(table)), &[])
+    let sql = format!("SELECT count(*) FROM {}", names.of(table));
+    off_runtime(|| client.query_typed_one(&sql, &[]))
         .map(|r| r.get::<_, i64>(0).max(0) as u64)
         .map_err(|e| server_error(shown, &e))
 }
 
 fn has_rows(
-    client: &mut impl GenericClient,
+    client: &mut (impl GenericClient + Send),
     names: &Names,
     shown: &str,
     table: Table,
 ) -> Result<bool> {
-    client
-        .query_typed_one(
-            &format!("SELECT EXISTS (SELECT 1 FROM {})", names.of(table)),
-            &[],
-        )
+    let sql = format!("SELECT EXISTS (SELECT 1 FROM {})", names.of(table));
+    off_runtime(|| client.query_typed_one(&sql, &[]))
         .map(|r| r.get::<_, bool>(0))
         .map_err(|e| server_error(shown, &e))
 }
@@ -602,7 +702,9 @@ struct PgView {
 impl Drop for PgView {
     fn drop(&mut self) {
         if self.in_txn {
-            let _ = lock(&self.conn).batch_execute("ROLLBACK");
+            let mut conn = lock(&self.conn);
+            let conn = &mut **conn;
+            let _ = off_runtime(|| conn.batch_execute("ROLLBACK"));
         }
     }
 }
@@ -772,20 +874,17 @@ impl<'c> PgWrite<'c> {
             .iter()
             .map(|a| (a as &(dyn ToSql + Sync), Type::BYTEA_ARRAY))
             .collect();
-        self.client
-            .borrow_mut()
-            .query_typed(&sql, &params)
-            .map_err(|e| self.fail(&e))?;
+        let mut client = self.client.borrow_mut();
+        let client = &mut **client;
+        off_runtime(|| client.query_typed(&sql, &params)).map_err(|e| self.fail(&e))?;
         Ok(())
     }
 
     fn commit(mut self) -> Result<()> {
         self.flush()?;
         self.done = true;
-        self.client
-            .get_mut()
-            .batch_execute("COMMIT")
-            .map_err(|e| server_error(self.shown, &e))
+        let client = &mut **self.client.get_mut();
+        off_runtime(|| client.batch_execute("COMMIT")).map_err(|e| server_error(self.shown, &e))
     }
 }
 
@@ -794,7 +893,8 @@ impl Drop for PgWrite<'_> {
         if !self.done {
             // A connection that cannot roll back is broken; the server rolls back when
             // it notices, and the pool discards the connection.
-            let _ = self.client.get_mut().batch_execute("ROLLBACK");
+            let client = &mut **self.client.get_mut();
+            let _ = off_runtime(|| client.batch_execute("ROLLBACK"));
         }
     }
 }
@@ -899,12 +999,9 @@ impl RowWrite for PgWrite<'_> {
         }
         let mut params = Vec::new();
         let cond = range_sql(range, &mut params);
-        self.client
-            .get_mut()
-            .query_typed(
-                &format!("DELETE FROM {} WHERE {cond}", self.names.of(table)),
-                &typed(&params),
-            )
+        let sql = format!("DELETE FROM {} WHERE {cond}", self.names.of(table));
+        let client = &mut **self.client.get_mut();
+        off_runtime(|| client.query_typed(&sql, &typed(&params)))
             .map_err(|e| server_error(self.shown, &e))?;
         Ok(())
     }
