@@ -306,7 +306,8 @@ impl PgRows {
             .unwrap_or_else(|| unreachable!("just set"));
         let names = Names::new(&url.store);
         let ddl = format!(
-            "BEGIN;
+            "SET synchronous_commit TO on;
+             BEGIN;
              CREATE TABLE {} (k bytea PRIMARY KEY, v bytea NOT NULL);
              CREATE TABLE {} (k bytea PRIMARY KEY, v bytea NOT NULL);
              CREATE TABLE {} (k bytea PRIMARY KEY);
