@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url'
 import { join } from 'node:path'
 import * as baileys from 'baileys'
 import { makeLibSignalRepository } from 'baileys/lib/Signal/libsignal.js'
-import { party, addPreKeys, bundle, silent, tempDir, PASSPHRASE } from './helpers.mjs'
+import { party, addPreKeys, bundle, silent, talk, tempDir, PASSPHRASE } from './helpers.mjs'
 
 const ALICE = '15550001111@s.whatsapp.net'
 const BOB = '15550002222@s.whatsapp.net'
@@ -24,13 +24,6 @@ async function folderParty(dir, jid) {
   await auth.saveCreds()
   const keys = baileys.addTransactionCapability(auth.state.keys, silent, { maxCommitRetries: 3, delayBetweenTriesMs: 10 })
   return { ...auth, jid, keys, repository: makeLibSignalRepository({ creds: auth.state.creds, keys }, silent), close: async () => {} }
-}
-
-async function talk(from, to, text) {
-  const m = await from.repository.encryptMessage({ jid: to.jid, data: Buffer.from(text) })
-  const plain = await to.repository.decryptMessage({ jid: from.jid, type: m.type, ciphertext: m.ciphertext })
-  assert.equal(Buffer.from(plain).toString(), text)
-  return m.type
 }
 
 test('folder → import-baileys → useSealedAuthState → export-baileys → folder, mid-conversation', async (t) => {

@@ -2,6 +2,7 @@
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import assert from 'node:assert/strict'
 import * as baileys from 'baileys'
 import { makeLibSignalRepository } from 'baileys/lib/Signal/libsignal.js'
 import { useSealedAuthState } from '../lib/index.mjs'
@@ -74,4 +75,12 @@ export async function bundle(p, preKeyId) {
     },
     preKey: { keyId: preKeyId, publicKey: baileys.generateSignalPubKey(preKey.public) },
   }
+}
+
+/** Sends `text` from one party to the other and checks it decrypts; returns the type. */
+export async function talk(from, to, text) {
+  const m = await from.repository.encryptMessage({ jid: to.jid, data: Buffer.from(text) })
+  const plain = await to.repository.decryptMessage({ jid: from.jid, type: m.type, ciphertext: m.ciphertext })
+  assert.equal(Buffer.from(plain).toString(), text)
+  return m.type
 }

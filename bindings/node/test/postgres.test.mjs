@@ -3,7 +3,7 @@
 // (scripts/test starts a server); skipped without it unless SEALKV_REQUIRE_PG is set.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { party, addPreKeys, bundle } from './helpers.mjs'
+import { party, addPreKeys, bundle, talk } from './helpers.mjs'
 import { Store } from '../lib/index.mjs'
 
 const ALICE = '15550001111@s.whatsapp.net'
@@ -17,13 +17,6 @@ function serverUrl(name) {
     return null
   }
   return `${base}?store=node_${process.pid}_${name}`
-}
-
-async function talk(from, to, text) {
-  const m = await from.repository.encryptMessage({ jid: to.jid, data: Buffer.from(text) })
-  const plain = await to.repository.decryptMessage({ jid: from.jid, type: m.type, ciphertext: m.ciphertext })
-  assert.equal(Buffer.from(plain).toString(), text)
-  return m.type
 }
 
 test('two bots in one PostgreSQL store talk, reopen and go on', async (t) => {
