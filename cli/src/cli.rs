@@ -159,7 +159,7 @@ pub enum Command {
         /// Store: a file path, or a postgres://user@host:port/db?store=NAME URL.
         db: PathBuf,
     },
-    /// Entries and bytes per namespace, data keys and their states, file size.
+    /// Entries and bytes per namespace, data keys and their states, file (or table) size.
     Stats {
         /// Store: a file path, or a postgres://user@host:port/db?store=NAME URL.
         db: PathBuf,

@@ -221,8 +221,13 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
             let store = open_ro(&db, s)?;
             let st = store.stats()?;
             let mut out = String::new();
+            // On a server the size is that of the store's tables and their indexes.
+            let what = match sealkv::Location::parse(&db)? {
+                sealkv::Location::File(_) => "file size",
+                sealkv::Location::Postgres(_) => "table size",
+            };
             out.push_str(&format!(
-                "file size: {} bytes\nrows: {}\n",
+                "{what}: {} bytes\nrows: {}\n",
                 st.file_size, st.entries
             ));
             for (ns, n) in &st.namespaces {

@@ -163,7 +163,8 @@ pub struct Stats {
     pub keys: Vec<sealkv_crypto::KeyInfo>,
     /// Values sealed under each key id (catalog entries included).
     pub values_per_key: BTreeMap<u32, u64>,
-    /// Size of the store file in bytes.
+    /// Size of the store in bytes: the file, or on PostgreSQL its tables with their
+    /// indexes (0 where the server cannot say).
     pub file_size: u64,
     /// Rows in the data table (values and catalog entries).
     pub entries: u64,
