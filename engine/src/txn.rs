@@ -227,7 +227,7 @@ impl Store {
         self.check_writable()?;
         let _lock = self.inner.locks.lock(name.clone());
         // In shared mode the lock key excludes other processes too.
-        let _file_lock = self.rows().lock(
+        let mut held = self.rows().lock(
             scope.session.as_deref(),
             lock_key,
             self.inner.opts.lock_timeout,
@@ -246,8 +246,12 @@ impl Store {
         };
         let writes = std::mem::take(&mut state.borrow_mut().writes);
         if !writes.is_empty() {
+            if let Some(lock) = held.as_mut() {
+                lock.still_held()?;
+            }
             self.set_in(scope, &writes)?;
         }
+        drop(held);
         Ok(value)
     }
 

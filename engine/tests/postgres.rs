@@ -21,7 +21,10 @@ fn admin(url: &str) -> postgres::Client {
 /// Every row of a store's data and meta tables, to check that nothing changed.
 fn table_rows(client: &mut postgres::Client, store: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
     let mut rows = Vec::new();
-    for table in [format!("sealkv_{store}"), format!("sealkv_{store}_meta")] {
+    for table in [
+        format!("sealkv_{store}_data"),
+        format!("sealkv_{store}_meta"),
+    ] {
         for row in client
             .query(&format!("SELECT k, v FROM \"{table}\" ORDER BY k"), &[])
             .unwrap()
@@ -119,15 +122,16 @@ fn backup_moves_a_store_between_engines_both_ways() {
     assert_eq!(contents(&again), want);
 }
 
-/// Waits until a backend of the store's pool waits for a lock, and terminates it.
-fn terminate_waiting_backend(admin: &mut postgres::Client) {
+/// Waits until a backend of the store's pool waits for a lock in a statement on
+/// `table`, and terminates it (tests of other stores run at the same time).
+fn terminate_waiting_backend(admin: &mut postgres::Client, table: &str) {
     let started = Instant::now();
     loop {
         let rows = admin
             .query(
                 "SELECT pid FROM pg_stat_activity WHERE application_name = 'sealkv' \
-                 AND wait_event_type = 'Lock'",
-                &[],
+                 AND wait_event_type = 'Lock' AND strpos(query, $1) > 0",
+                &[&table],
             )
             .unwrap();
         if let Some(row) = rows.first() {
@@ -150,7 +154,7 @@ fn a_connection_killed_mid_commit_applies_all_or_nothing() {
     let Some(url) = test_pg() else { return };
     let pg = Place::new(Some(url.clone()));
     let addr = pg.addr("killed");
-    let table = format!("sealkv_{}", store_name(&addr));
+    let table = format!("sealkv_{}_data", store_name(&addr));
     let once = Options {
         commit_retries: 0,
         ..fast_opts()
@@ -176,7 +180,7 @@ fn a_connection_killed_mid_commit_applies_all_or_nothing() {
         let store = store.clone();
         std::thread::spawn(move || store.set(&batch()))
     };
-    terminate_waiting_backend(&mut admin(&url));
+    terminate_waiting_backend(&mut admin(&url), &table);
     let failed = writer.join().unwrap();
     assert!(
         matches!(failed, Err(Error::CommitFailed { .. })),
@@ -205,7 +209,7 @@ fn a_connection_killed_mid_commit_applies_all_or_nothing() {
         let store = patient.clone();
         std::thread::spawn(move || store.set(&batch()))
     };
-    terminate_waiting_backend(&mut admin(&url));
+    terminate_waiting_backend(&mut admin(&url), &table);
     // Let the retry queue up behind the lock again, then release it.
     std::thread::sleep(Duration::from_millis(300));
     held.rollback().unwrap();
@@ -274,7 +278,7 @@ fn pg_dump_shows_no_name_and_no_value() {
         String::from_utf8_lossy(&out.stderr)
     );
     let dump = String::from_utf8_lossy(&out.stdout).to_lowercase();
-    assert!(dump.contains(&format!("sealkv_{}", store_name(&pg.addr("dumped")))));
+    assert!(dump.contains(&format!("sealkv_{}_data", store_name(&pg.addr("dumped")))));
     for secret in secrets {
         let hex: String = secret.bytes().map(|b| format!("{b:02x}")).collect();
         assert!(!dump.contains(secret), "{secret} in the dump");
@@ -328,7 +332,7 @@ fn bad_addresses_and_servers_get_clear_errors_and_nothing_is_written() {
     let other = pg.addr("other");
     client
         .batch_execute(&format!(
-            "CREATE TABLE \"sealkv_{0}\" (id int); CREATE TABLE \"sealkv_{0}_meta\" (id int)",
+            "CREATE TABLE \"sealkv_{0}_data\" (id int); CREATE TABLE \"sealkv_{0}_meta\" (id int)",
             store_name(&other)
         ))
         .unwrap();
@@ -429,4 +433,46 @@ fn a_store_on_the_server_works_from_inside_async_runtimes() {
             drop(store);
         });
     }
+}
+
+#[test]
+fn a_lock_key_lost_with_its_session_fails_the_transaction_and_writes_nothing() {
+    let Some(url) = test_pg() else { return };
+    let pg = Place::new(Some(url.clone()));
+    let addr = pg.addr("lapse");
+    let locks = format!("sealkv_{}_locks", store_name(&addr));
+    let store = Store::create(&addr, key(), fast_opts()).unwrap();
+    let result = store.transaction("4915550001", |tx| {
+        tx.put("n", "k", b"v".to_vec());
+        // The server ends the session holding the lock key (a restart, a failover, an
+        // administrator): another host could now take it.
+        let mut admin = admin(&url);
+        let ended: i64 = admin
+            .query_one(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                 WHERE application_name = 'sealkv' AND state = 'idle in transaction' \
+                 AND strpos(query, $1) > 0",
+                &[&locks],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(ended, 1, "the lock key's session");
+        Ok::<_, Error>(())
+    });
+    match result {
+        Err(Error::Server { what, .. }) => assert!(what.contains("lock key"), "{what}"),
+        other => panic!("the transaction committed without its lock: {other:?}"),
+    }
+    assert!(
+        store.get_one("n", "k").unwrap().is_none(),
+        "nothing written"
+    );
+    // The store goes on: the next transaction takes the lock afresh.
+    store
+        .transaction("4915550001", |tx| {
+            tx.put("n", "k", b"v".to_vec());
+            Ok::<_, Error>(())
+        })
+        .unwrap();
+    assert!(store.get_one("n", "k").unwrap().is_some());
 }

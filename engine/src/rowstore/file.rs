@@ -416,10 +416,24 @@ pub(crate) type ReadTables = Tables<
 >;
 
 impl ReadTables {
+    /// Opens the tables of a read transaction. A file without a meta table of ours is
+    /// not a store (its meta reads as empty, and opening says so); a store's file must
+    /// have its data table too. Stores older than expiry have no expiry index.
     pub(crate) fn open(txn: &redb::ReadTransaction) -> Result<Self> {
+        let meta = open_read(txn, META)?;
+        let data = match meta {
+            None => None,
+            Some(_) => Some(txn.open_table(DATA).map_err(|e| match e {
+                redb::TableError::TableDoesNotExist(_)
+                | redb::TableError::TableTypeMismatch { .. } => {
+                    Error::Corrupt(format!("the data table cannot be opened: {e}"))
+                }
+                other => other.into(),
+            })?),
+        };
         Ok(Tables {
-            data: open_read(txn, DATA)?,
-            meta: open_read(txn, META)?,
+            data,
+            meta,
             expiry: open_read(txn, EXPIRY)?,
         })
     }

@@ -103,7 +103,16 @@ pub(crate) trait RowWrite: RowRead {
 pub(crate) type View = Arc<dyn RowRead + Send + Sync>;
 
 /// A held lock key; dropping it releases the lock.
-pub(crate) type LockGuard<'a> = Box<dyn Send + 'a>;
+pub(crate) trait HeldLock: Send {
+    /// Checks, before the transaction holding it commits, that the lock is still held
+    /// (a server may have ended the session that held it).
+    fn still_held(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// A held lock key, boxed.
+pub(crate) type LockGuard<'a> = Box<dyn HeldLock + 'a>;
 
 /// A storage engine holding one store's rows.
 pub(crate) trait RowStore: Send + Sync {

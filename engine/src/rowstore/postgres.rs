@@ -4,7 +4,7 @@
 //!
 //! | table                | rows                                              |
 //! |----------------------|---------------------------------------------------|
-//! | `sealkv_NAME`        | `(k, v)`: tag of namespace ‖ tag of key, envelope |
+//! | `sealkv_NAME_data`   | `(k, v)`: tag of namespace ‖ tag of key, envelope |
 //! | `sealkv_NAME_meta`   | `(k, v)`: meta record name, record                |
 //! | `sealkv_NAME_expiry` | `(k)`: bucket end ‖ row key                       |
 //! | `sealkv_NAME_locks`  | `(k)`: keyed hash of a transaction's lock key     |
@@ -104,24 +104,21 @@ impl PgUrl {
             format!("{base}?{}", rest.join("&"))
         };
         // Shown without the password: `scheme://user:password@host` → `scheme://user@host`.
+        // The credentials end at the first `@` after the scheme, as rust-postgres reads
+        // them (a password may hold a `/`).
         let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
-        let authority_end = base[scheme_end..]
-            .find('/')
-            .map(|i| scheme_end + i)
-            .unwrap_or(base.len());
-        let authority = &base[scheme_end..authority_end];
-        let authority = match authority.rsplit_once('@') {
-            Some((user, host)) => {
-                let user = user.split_once(':').map(|(u, _)| u).unwrap_or(user);
-                format!("{user}@{host}")
+        let after = &base[scheme_end..];
+        let mut shown = base[..scheme_end].to_string();
+        match after.find('@') {
+            Some(at) => {
+                let credentials = &after[..at];
+                let user = credentials.split_once(':').map_or(credentials, |(u, _)| u);
+                shown.push_str(user);
+                shown.push_str(&after[at..]);
             }
-            None => authority.to_string(),
-        };
-        let mut shown = format!(
-            "{}{authority}{}?store={store}",
-            &base[..scheme_end],
-            &base[authority_end..]
-        );
+            None => shown.push_str(after),
+        }
+        shown.push_str(&format!("?store={store}"));
         for pair in &rest {
             if !pair.starts_with("password=") {
                 shown.push('&');
@@ -219,6 +216,9 @@ mod tests {
 
     #[test]
     fn urls_parse_and_hide_passwords() {
+        let u = PgUrl::parse("postgres://bot:ab/cd@db:5432/farm?store=x").unwrap();
+        assert_eq!(u.to_string(), "postgres://bot@db:5432/farm?store=x");
+        assert!(!format!("{u:?}").contains("ab/cd"));
         let u = PgUrl::parse("postgres://bot:s3cret@db.example:5433/farm?store=auth_1").unwrap();
         assert_eq!(u.store(), "auth_1");
         assert_eq!(

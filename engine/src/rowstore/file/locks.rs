@@ -128,6 +128,9 @@ impl FileLocks {
     }
 }
 
+/// A file lock is the process's own: it cannot be lost while held.
+impl crate::rowstore::HeldLock for FileLockGuard<'_> {}
+
 impl Drop for FileLockGuard<'_> {
     fn drop(&mut self) {
         let mut held = lock(&self.locks.held);

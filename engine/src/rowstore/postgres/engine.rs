@@ -107,7 +107,7 @@ struct Names {
 impl Names {
     fn new(store: &str) -> Self {
         let plain = [
-            format!("sealkv_{store}"),
+            format!("sealkv_{store}_data"),
             format!("sealkv_{store}_meta"),
             format!("sealkv_{store}_expiry"),
             format!("sealkv_{store}_locks"),
@@ -208,6 +208,8 @@ pub(crate) struct PgRows {
     pool: OffPool,
     lock_pool: OffPool,
     read_only: bool,
+    /// Longest wait for the store's commit lock (the keyring row) and for a lock key.
+    lock_timeout: Duration,
     /// Turns lock keys into lock rows (derived from the name key once it is known).
     lock_salt: OnceLock<[u8; 16]>,
 }
@@ -228,6 +230,9 @@ fn config_of(url: &PgUrl) -> Result<postgres::Config> {
             .unwrap_or_else(|_| "postgres".into());
         config.user(&user);
     }
+    // A half-open connection (a host gone silent) is noticed in about a minute rather
+    // than the system's two hours, so the locks its session holds are freed.
+    config.keepalives_idle(Duration::from_secs(30));
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_secs(10));
     }
@@ -237,14 +242,14 @@ fn config_of(url: &PgUrl) -> Result<postgres::Config> {
 
 impl PgRows {
     /// Connects to the store at `url`, which must exist.
-    pub(crate) fn open(url: &PgUrl, _opts: &Options, read_only: bool) -> Result<Self> {
+    pub(crate) fn open(url: &PgUrl, opts: &Options, read_only: bool) -> Result<Self> {
         let config = config_of(url)?;
         let shown = url.to_string();
         // One connection first, outside the pool: its error says exactly what is wrong
         // (the pool's would only say it timed out), and says it at once.
         let names = Names::new(&url.store);
         off_runtime(|| Self::check_store(&config, &shown, url, &names))?;
-        Self::assemble(url, config, names, read_only)
+        Self::assemble(url, config, names, opts, read_only)
     }
 
     /// Connects once and checks that the store's tables exist and are a store's.
@@ -255,14 +260,14 @@ impl PgRows {
         names: &Names,
     ) -> Result<()> {
         let mut first = config.connect(NoTls).map_err(|e| server_error(shown, &e))?;
-        let found: Option<String> = first
+        let found: i64 = first
             .query_typed_one(
-                "SELECT to_regclass($1)::text",
-                &[(&names.plain[1], Type::TEXT)],
+                "SELECT count(to_regclass(n)) FROM unnest($1::text[]) AS n",
+                &[(&names.plain.to_vec(), Type::TEXT_ARRAY)],
             )
             .map_err(|e| server_error(shown, &e))?
             .get(0);
-        if found.is_none() {
+        if found == 0 {
             return Err(Error::Server {
                 what: format!(
                     "{shown}: the database has no sealkv store named {}",
@@ -282,7 +287,8 @@ impl PgRows {
             )
             .map_err(|e| server_error(shown, &e))?
             .get(0);
-        if ours != 4 {
+        // All four tables, with the data and meta tables of a store's shape.
+        if ours != 4 || found != 4 {
             return Err(Error::NotSealkv(shown.into()));
         }
         Ok(())
@@ -292,7 +298,7 @@ impl PgRows {
     /// whole copied store) in the same transaction: a failure leaves no tables.
     pub(crate) fn create(
         url: &PgUrl,
-        _opts: &Options,
+        opts: &Options,
         initial: &mut dyn FnMut(&mut dyn RowWrite) -> Result<()>,
     ) -> Result<Self> {
         let config = config_of(url)?;
@@ -324,13 +330,14 @@ impl PgRows {
         let mut w = PgWrite::new(client, &names, &shown, None);
         initial(&mut w)?;
         w.commit()?;
-        Self::assemble(url, config, names, false)
+        Self::assemble(url, config, names, opts, false)
     }
 
     fn assemble(
         url: &PgUrl,
         config: postgres::Config,
         names: Names,
+        opts: &Options,
         read_only: bool,
     ) -> Result<Self> {
         let build = |max: u32| {
@@ -348,6 +355,7 @@ impl PgRows {
             pool: OffPool(Some(build(POOL))),
             lock_pool: OffPool(Some(build(LOCK_POOL))),
             read_only,
+            lock_timeout: opts.lock_timeout,
             lock_salt: OnceLock::new(),
         })
     }
@@ -411,37 +419,55 @@ impl RowStore for PgRows {
         // One round trip opens the transaction and takes the keyring record's row lock:
         // commits to this store, from any process on any host, run one at a time from
         // here to their commit. It also says whether any value expires (exact while the
-        // lock is held: every writer takes it first). Simple-query text, so the record
-        // comes as hex.
+        // lock is held: every writer takes it first), in a statement of its own, which
+        // under read committed sees every commit made before the lock was granted (one
+        // statement's snapshot would be as old as the moment it began waiting).
+        // Simple-query text, so the record comes as hex.
         let begin = format!(
-            "BEGIN; SELECT encode(v, 'hex'), EXISTS (SELECT 1 FROM {}) FROM {} \
-             WHERE k = '\\x{}' FOR UPDATE",
-            self.names.expiry,
+            "BEGIN; SET LOCAL lock_timeout = {}; \
+             SELECT encode(v, 'hex') AS keyring FROM {} WHERE k = '\\x{}' FOR UPDATE; \
+             SELECT EXISTS (SELECT 1 FROM {}) AS expiring",
+            self.lock_timeout.as_millis().clamp(1, i32::MAX as u128),
             self.names.meta,
-            hex(META_KEYRING.as_bytes())
+            hex(META_KEYRING.as_bytes()),
+            self.names.expiry,
         );
         let opened = off_runtime(|| conn.simple_query(&begin));
-        let state = match opened {
-            Ok(messages) => messages.into_iter().find_map(|m| match m {
-                SimpleQueryMessage::Row(row) => {
-                    Some((row.get(0).and_then(unhex), row.get(1) == Some("t")))
+        // A keyring record that is absent (only while a store is created) or did not
+        // decode is read as the engine would, through `get`.
+        let (mut keyring, mut expiring) = (None, None);
+        match opened {
+            Ok(messages) => {
+                for m in messages {
+                    if let SimpleQueryMessage::Row(row) = m {
+                        match row.columns().first().map(|c| c.name()) {
+                            Some("keyring") => keyring = row.get(0).and_then(unhex),
+                            Some("expiring") => expiring = Some(row.get(0) == Some("t")),
+                            _ => {}
+                        }
+                    }
                 }
-                _ => None,
-            }),
+            }
             Err(e) => {
                 let _ = off_runtime(|| conn.batch_execute("ROLLBACK"));
-                return Err(server_error(shown, &e));
+                return Err(if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) {
+                    Error::Server {
+                        what: format!(
+                            "{shown}: another writer held the store's commit lock for over {} ms",
+                            self.lock_timeout.as_millis()
+                        ),
+                        hint: "a stalled writer on another host? the commit is retried",
+                        transient: true,
+                    }
+                } else {
+                    server_error(shown, &e)
+                });
             }
-        };
-        let (keyring, expiring) = match state {
-            Some((Some(record), expiring)) => (Some(record), Some(expiring)),
-            // A store without a keyring record (only while it is created) or one whose
-            // record did not decode: read it as the engine would, through `get`.
-            _ => (None, None),
-        };
+        }
         let mut w = PgWrite::new(&mut conn, &self.names, shown, keyring);
         w.expiry_empty = expiring.map(|e| !e);
         f(&mut w)?;
+        w.flush()?;
         *committing = true;
         w.commit()
     }
@@ -466,12 +492,18 @@ impl RowStore for PgRows {
         lock_key: &str,
         timeout: Duration,
     ) -> Result<Option<LockGuard<'_>>> {
+        if self.read_only {
+            // Nothing can be written through this store: nothing to exclude (the
+            // server would refuse `FOR UPDATE` on a read-only connection anyway).
+            return Ok(None);
+        }
         let row = hex(&self.lock_row(session, lock_key));
         let started = Instant::now();
         let mut conn = self.conn(&self.lock_pool)?;
         // One round trip: a transaction that waits up to `timeout` for the row lock.
         let take = format!(
-            "BEGIN; SET LOCAL lock_timeout = {}; SELECT 1 FROM {} WHERE k = '\\x{row}' FOR UPDATE",
+            "BEGIN; SET LOCAL lock_timeout = {}; SET LOCAL idle_in_transaction_session_timeout = 0; \
+             SELECT 1 FROM {} WHERE k = '\\x{row}' FOR UPDATE",
             timeout.as_millis().clamp(1, i32::MAX as u128),
             self.names.locks
         );
@@ -575,6 +607,19 @@ impl Drop for Closing {
 /// A held lock key: a transaction holding the lock row, rolled back on drop.
 struct PgLock {
     conn: Conn,
+}
+
+impl crate::rowstore::HeldLock for PgLock {
+    /// The lock lives as long as the session that holds it: a session the server
+    /// ended (a restart, a failover, an administrator) let it go.
+    fn still_held(&mut self) -> Result<()> {
+        let conn = &mut self.conn;
+        off_runtime(|| conn.batch_execute("SELECT 1")).map_err(|e| Error::Server {
+            what: format!("a lock key's hold was lost with its connection: {e}"),
+            hint: "nothing of the transaction was written; run it again",
+            transient: false,
+        })
+    }
 }
 
 impl Drop for PgLock {
@@ -770,6 +815,11 @@ struct PgWrite<'c> {
     keyring: Option<Vec<u8>>,
     /// Whether the expiry index is empty, while known.
     expiry_empty: Option<bool>,
+    /// Bytes of values waiting in `pending`.
+    pending_bytes: usize,
+    /// Set when a statement failed: the server has aborted the transaction, and a
+    /// `COMMIT` would only roll it back, so `commit` refuses.
+    failed: std::cell::Cell<bool>,
     done: bool,
 }
 
@@ -788,12 +838,39 @@ impl<'c> PgWrite<'c> {
             pending: RefCell::new(BTreeMap::new()),
             keyring,
             expiry_empty: None,
+            pending_bytes: 0,
+            failed: std::cell::Cell::new(false),
             done: false,
         }
     }
 
     fn fail(&self, e: &postgres::Error) -> Error {
+        self.failed.set(true);
         server_error(self.shown, e)
+    }
+
+    /// Notes a failed statement of a read helper (see `failed`).
+    fn noted<T>(&self, result: Result<T>) -> Result<T> {
+        if result.is_err() {
+            self.failed.set(true);
+        }
+        result
+    }
+
+    /// Sends the pending changes once they hold this many bytes of values (a backup
+    /// into the server copies a whole store in one transaction).
+    const FLUSH_BYTES: usize = 32 << 20;
+
+    fn queue(&mut self, table: Table, key: &[u8], change: Change) -> Result<()> {
+        if let Change::Put(v) | Change::PutIfAbsent(v) = &change {
+            self.pending_bytes += v.len() + key.len();
+        }
+        self.pending.get_mut().insert((table, key.to_vec()), change);
+        if self.pending_bytes >= Self::FLUSH_BYTES {
+            self.pending_bytes = 0;
+            self.flush()?;
+        }
+        Ok(())
     }
 
     /// Sends the pending changes in one statement: per table, a delete of every
@@ -883,6 +960,13 @@ impl<'c> PgWrite<'c> {
 
     fn commit(mut self) -> Result<()> {
         self.flush()?;
+        if self.failed.get() {
+            return Err(Error::Server {
+                what: format!("{}: a statement of the transaction failed", self.shown),
+                hint: "nothing of it was written",
+                transient: true,
+            });
+        }
         self.done = true;
         let client = &mut **self.client.get_mut();
         off_runtime(|| client.batch_execute("COMMIT")).map_err(|e| server_error(self.shown, &e))
@@ -917,21 +1001,25 @@ impl RowRead for PgWrite<'_> {
             return Ok(Some(Found::Owned(known.clone())));
         }
         let mut client = self.client.borrow_mut();
-        Ok(get_row(&mut **client, self.names, self.shown, table, key)?.map(Found::Owned))
+        let row = self.noted(get_row(&mut **client, self.names, self.shown, table, key))?;
+        Ok(row.map(Found::Owned))
     }
     fn scan(&self, table: Table, range: Range<'_>, visit: Visit<'_>) -> Result<()> {
         self.flush()?;
         let mut client = self.client.borrow_mut();
-        scan_rows(&mut **client, self.names, self.shown, table, range, visit)
-    }
-    fn len(&self, table: Table) -> Result<u64> {
-        self.flush()?;
-        count_rows(
-            &mut **self.client.borrow_mut(),
+        self.noted(scan_rows(
+            &mut **client,
             self.names,
             self.shown,
             table,
-        )
+            range,
+            visit,
+        ))
+    }
+    fn len(&self, table: Table) -> Result<u64> {
+        self.flush()?;
+        let mut client = self.client.borrow_mut();
+        self.noted(count_rows(&mut **client, self.names, self.shown, table))
     }
     fn is_empty(&self, table: Table) -> Result<bool> {
         if table == Table::Expiry
@@ -940,13 +1028,9 @@ impl RowRead for PgWrite<'_> {
             return Ok(known);
         }
         self.flush()?;
-        has_rows(
-            &mut **self.client.borrow_mut(),
-            self.names,
-            self.shown,
-            table,
-        )
-        .map(|has| !has)
+        let mut client = self.client.borrow_mut();
+        self.noted(has_rows(&mut **client, self.names, self.shown, table))
+            .map(|has| !has)
     }
 }
 
@@ -958,10 +1042,7 @@ impl RowWrite for PgWrite<'_> {
         if table == Table::Expiry {
             self.expiry_empty = Some(false);
         }
-        self.pending
-            .get_mut()
-            .insert((table, key.to_vec()), Change::Put(value.to_vec()));
-        Ok(())
+        self.queue(table, key, Change::Put(value.to_vec()))
     }
     fn put_if_absent(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<()> {
         let change = match self.pending.get_mut().get(&(table, key.to_vec())) {
@@ -975,8 +1056,10 @@ impl RowWrite for PgWrite<'_> {
             // Which value wins is the server's to say: read it back when asked.
             self.keyring = None;
         }
-        self.pending.get_mut().insert((table, key.to_vec()), change);
-        Ok(())
+        if table == Table::Expiry {
+            self.expiry_empty = Some(false);
+        }
+        self.queue(table, key, change)
     }
     fn delete(&mut self, table: Table, key: &[u8]) -> Result<()> {
         if table == Table::Meta && key == META_KEYRING.as_bytes() {
@@ -985,10 +1068,7 @@ impl RowWrite for PgWrite<'_> {
         if table == Table::Expiry {
             self.expiry_empty = None;
         }
-        self.pending
-            .get_mut()
-            .insert((table, key.to_vec()), Change::Delete);
-        Ok(())
+        self.queue(table, key, Change::Delete)
     }
     fn delete_range(&mut self, table: Table, range: Range<'_>) -> Result<()> {
         self.flush()?;
@@ -1002,8 +1082,7 @@ impl RowWrite for PgWrite<'_> {
         let cond = range_sql(range, &mut params);
         let sql = format!("DELETE FROM {} WHERE {cond}", self.names.of(table));
         let client = &mut **self.client.get_mut();
-        off_runtime(|| client.query_typed(&sql, &typed(&params)))
-            .map_err(|e| server_error(self.shown, &e))?;
+        off_runtime(|| client.query_typed(&sql, &typed(&params))).map_err(|e| self.fail(&e))?;
         Ok(())
     }
 }
