@@ -312,41 +312,42 @@ fn meta_bounds(range: Range<'_>) -> Result<(Bound<&str>, Bound<&str>)> {
     Ok((one(range.0)?, one(range.1)?))
 }
 
-/// The three tables as a read or write transaction has them open; a table a file
-/// lacks (an old store without an expiry index) reads as empty.
-pub(crate) struct Tables<D, M, E> {
-    data: Option<D>,
-    meta: Option<M>,
-    expiry: Option<E>,
+/// The three tables of a transaction, borrowed; a table a file lacks (an old store
+/// without an expiry index) reads as empty. Reads of snapshots and of write
+/// transactions alike go through it.
+pub(crate) struct Tables<'a, D, M, E> {
+    data: Option<&'a D>,
+    meta: Option<&'a M>,
+    expiry: Option<&'a E>,
 }
 
-impl<D, M, E> RowRead for Tables<D, M, E>
+impl<'a, D, M, E> Tables<'a, D, M, E>
 where
     D: ReadableTable<RowKey, &'static [u8]>,
     M: ReadableTable<&'static str, &'static [u8]>,
     E: ReadableTable<&'static [u8], ()>,
 {
-    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Found<'_>>> {
+    fn get(self, table: Table, key: &[u8]) -> Result<Option<Found<'a>>> {
         Ok(match table {
-            Table::Data => match (&self.data, <&[u8; 32]>::try_from(key)) {
+            Table::Data => match (self.data, <&[u8; 32]>::try_from(key)) {
                 (Some(t), Ok(k)) => t.get(k)?.map(Found::Page),
                 _ => None,
             },
-            Table::Meta => match (&self.meta, std::str::from_utf8(key)) {
+            Table::Meta => match (self.meta, std::str::from_utf8(key)) {
                 (Some(t), Ok(k)) => t.get(k)?.map(Found::Page),
                 _ => None,
             },
-            Table::Expiry => match &self.expiry {
+            Table::Expiry => match self.expiry {
                 Some(t) => t.get(key)?.map(|_| Found::Owned(Vec::new())),
                 None => None,
             },
         })
     }
 
-    fn scan(&self, table: Table, range: Range<'_>, visit: Visit<'_>) -> Result<()> {
+    fn scan(self, table: Table, range: Range<'_>, visit: Visit<'_>) -> Result<()> {
         match table {
             Table::Data => {
-                if let Some(t) = &self.data {
+                if let Some(t) = self.data {
                     for row in t.range::<&[u8; 32]>(data_bounds(range)?)? {
                         let (k, v) = row?;
                         if !visit(k.value(), v.value())? {
@@ -356,7 +357,7 @@ where
                 }
             }
             Table::Meta => {
-                if let Some(t) = &self.meta {
+                if let Some(t) = self.meta {
                     for row in t.range::<&str>(meta_bounds(range)?)? {
                         let (k, v) = row?;
                         if !visit(k.value().as_bytes(), v.value())? {
@@ -366,7 +367,7 @@ where
                 }
             }
             Table::Expiry => {
-                if let Some(t) = &self.expiry {
+                if let Some(t) = self.expiry {
                     for row in t.range::<&[u8]>(range)? {
                         let (k, _) = row?;
                         if !visit(k.value(), &[])? {
@@ -379,17 +380,13 @@ where
         Ok(())
     }
 
-    fn len(&self, table: Table) -> Result<u64> {
+    fn len(self, table: Table) -> Result<u64> {
         Ok(match table {
-            Table::Data => self.data.as_ref().map(|t| t.len()).transpose()?,
-            Table::Meta => self.meta.as_ref().map(|t| t.len()).transpose()?,
-            Table::Expiry => self.expiry.as_ref().map(|t| t.len()).transpose()?,
+            Table::Data => self.data.map(|t| t.len()).transpose()?,
+            Table::Meta => self.meta.map(|t| t.len()).transpose()?,
+            Table::Expiry => self.expiry.map(|t| t.len()).transpose()?,
         }
         .unwrap_or(0))
-    }
-
-    fn is_empty(&self, table: Table) -> Result<bool> {
-        Ok(self.len(table)? == 0)
     }
 }
 
@@ -408,63 +405,88 @@ fn open_read<K: redb::Key + 'static, V: redb::Value + 'static>(
     }
 }
 
-/// A read transaction's tables, opened once.
-pub(crate) type ReadTables = Tables<
-    redb::ReadOnlyTable<RowKey, &'static [u8]>,
-    redb::ReadOnlyTable<&'static str, &'static [u8]>,
-    redb::ReadOnlyTable<&'static [u8], ()>,
->;
+pub(crate) type DataTable = redb::ReadOnlyTable<RowKey, &'static [u8]>;
+pub(crate) type MetaTable = redb::ReadOnlyTable<&'static str, &'static [u8]>;
+pub(crate) type ExpiryTable = redb::ReadOnlyTable<&'static [u8], ()>;
 
-impl ReadTables {
-    /// Opens the tables of a read transaction. A file without a meta table of ours is
-    /// not a store (its meta reads as empty, and opening says so); a store's file must
-    /// have its data table too. Stores older than expiry have no expiry index.
-    pub(crate) fn open(txn: &redb::ReadTransaction) -> Result<Self> {
-        let meta = open_read(txn, META)?;
-        let data = match meta {
-            None => None,
-            Some(_) => Some(txn.open_table(DATA).map_err(|e| match e {
-                redb::TableError::TableDoesNotExist(_)
-                | redb::TableError::TableTypeMismatch { .. } => {
-                    Error::Corrupt(format!("the data table cannot be opened: {e}"))
+impl Snapshot {
+    /// A snapshot of `txn`: the data table is opened now (every point get needs it),
+    /// the meta and expiry tables on first use.
+    pub(crate) fn open(epoch: u64, txn: redb::ReadTransaction) -> Result<Self> {
+        Ok(Self {
+            epoch,
+            data: open_read(&txn, DATA)?,
+            meta: std::sync::OnceLock::new(),
+            expiry: std::sync::OnceLock::new(),
+            expiry_empty: std::sync::OnceLock::new(),
+            txn,
+        })
+    }
+
+    /// The tables a read of `table` needs.
+    fn tables(&self, table: Table) -> Result<Tables<'_, DataTable, MetaTable, ExpiryTable>> {
+        let meta = if table == Table::Meta {
+            if self.meta.get().is_none() {
+                let opened = open_read(&self.txn, META)?;
+                // A file whose meta table is ours must have its data table too.
+                if opened.is_some() && self.data.is_none() {
+                    return Err(Error::Corrupt("the data table is missing".into()));
                 }
-                other => other.into(),
-            })?),
+                let _ = self.meta.set(opened);
+            }
+            self.meta.get().and_then(Option::as_ref)
+        } else {
+            None
+        };
+        let expiry = if table == Table::Expiry {
+            if self.expiry.get().is_none() {
+                let _ = self.expiry.set(open_read(&self.txn, EXPIRY)?);
+            }
+            self.expiry.get().and_then(Option::as_ref)
+        } else {
+            None
         };
         Ok(Tables {
-            data,
+            data: self.data.as_ref(),
             meta,
-            expiry: open_read(txn, EXPIRY)?,
+            expiry,
         })
     }
 }
 
 impl RowRead for Snapshot {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Found<'_>>> {
-        self.rows.get(table, key)
+        self.tables(table)?.get(table, key)
     }
     fn scan(&self, table: Table, range: Range<'_>, visit: Visit<'_>) -> Result<()> {
-        self.rows.scan(table, range, visit)
+        self.tables(table)?.scan(table, range, visit)
     }
     fn len(&self, table: Table) -> Result<u64> {
-        self.rows.len(table)
+        self.tables(table)?.len(table)
     }
     /// Whether the expiry index is empty is looked up once per snapshot (counting
     /// opens rows only when it is not); a point get never asks.
     fn is_empty(&self, table: Table) -> Result<bool> {
         if table != Table::Expiry {
-            return self.rows.is_empty(table);
+            return Ok(self.len(table)? == 0);
         }
         if let Some(&known) = self.expiry_empty.get() {
             return Ok(known);
         }
-        let known = self.rows.is_empty(table)?;
+        let known = self.len(table)? == 0;
         Ok(*self.expiry_empty.get_or_init(|| known))
     }
 }
 
 /// A redb write transaction with the three tables open.
-pub(crate) type RedbWrite<'t> = Tables<
+pub(crate) struct RedbWrite<'t> {
+    data: redb::Table<'t, RowKey, &'static [u8]>,
+    meta: redb::Table<'t, &'static str, &'static [u8]>,
+    expiry: redb::Table<'t, &'static [u8], ()>,
+}
+
+type WriteTables<'a, 't> = Tables<
+    'a,
     redb::Table<'t, RowKey, &'static [u8]>,
     redb::Table<'t, &'static str, &'static [u8]>,
     redb::Table<'t, &'static [u8], ()>,
@@ -472,77 +494,85 @@ pub(crate) type RedbWrite<'t> = Tables<
 
 impl<'t> RedbWrite<'t> {
     pub(crate) fn open(txn: &'t WriteTransaction) -> Result<Self> {
-        Ok(Tables {
-            data: Some(txn.open_table(DATA)?),
-            meta: Some(txn.open_table(META)?),
-            expiry: Some(txn.open_table(EXPIRY)?),
+        Ok(Self {
+            data: txn.open_table(DATA)?,
+            meta: txn.open_table(META)?,
+            expiry: txn.open_table(EXPIRY)?,
         })
+    }
+
+    fn tables(&self) -> WriteTables<'_, 't> {
+        Tables {
+            data: Some(&self.data),
+            meta: Some(&self.meta),
+            expiry: Some(&self.expiry),
+        }
     }
 }
 
-fn missing() -> Error {
-    Error::Corrupt("a table is missing from the write transaction".into())
+impl RowRead for RedbWrite<'_> {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Found<'_>>> {
+        self.tables().get(table, key)
+    }
+    fn scan(&self, table: Table, range: Range<'_>, visit: Visit<'_>) -> Result<()> {
+        self.tables().scan(table, range, visit)
+    }
+    fn len(&self, table: Table) -> Result<u64> {
+        self.tables().len(table)
+    }
+    fn is_empty(&self, table: Table) -> Result<bool> {
+        Ok(self.len(table)? == 0)
+    }
 }
 
 impl RowWrite for RedbWrite<'_> {
     fn put(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<()> {
-        let t = self;
         match table {
             Table::Data => {
                 let k = <&[u8; 32]>::try_from(key)
                     .map_err(|_| Error::Corrupt("a data row key is not 32 bytes".into()))?;
-                t.data.as_mut().ok_or_else(missing)?.insert(k, value)?;
+                self.data.insert(k, value)?;
             }
             Table::Meta => {
                 let k = std::str::from_utf8(key)
                     .map_err(|_| Error::Corrupt("a meta name is not UTF-8".into()))?;
-                t.meta.as_mut().ok_or_else(missing)?.insert(k, value)?;
+                self.meta.insert(k, value)?;
             }
             Table::Expiry => {
-                t.expiry.as_mut().ok_or_else(missing)?.insert(key, ())?;
+                self.expiry.insert(key, ())?;
             }
         }
         Ok(())
     }
 
     fn delete(&mut self, table: Table, key: &[u8]) -> Result<()> {
-        let t = self;
         match table {
             Table::Data => {
                 if let Ok(k) = <&[u8; 32]>::try_from(key) {
-                    t.data.as_mut().ok_or_else(missing)?.remove(k)?;
+                    self.data.remove(k)?;
                 }
             }
             Table::Meta => {
                 if let Ok(k) = std::str::from_utf8(key) {
-                    t.meta.as_mut().ok_or_else(missing)?.remove(k)?;
+                    self.meta.remove(k)?;
                 }
             }
             Table::Expiry => {
-                t.expiry.as_mut().ok_or_else(missing)?.remove(key)?;
+                self.expiry.remove(key)?;
             }
         }
         Ok(())
     }
 
     fn delete_range(&mut self, table: Table, range: Range<'_>) -> Result<()> {
-        let t = self;
         match table {
-            Table::Data => t
+            Table::Data => self
                 .data
-                .as_mut()
-                .ok_or_else(missing)?
                 .retain_in::<&[u8; 32], _>(data_bounds(range)?, |_, _| false)?,
-            Table::Meta => t
+            Table::Meta => self
                 .meta
-                .as_mut()
-                .ok_or_else(missing)?
                 .retain_in::<&str, _>(meta_bounds(range)?, |_, _| false)?,
-            Table::Expiry => t
-                .expiry
-                .as_mut()
-                .ok_or_else(missing)?
-                .retain_in::<&[u8], _>(range, |_, _| false)?,
+            Table::Expiry => self.expiry.retain_in::<&[u8], _>(range, |_, _| false)?,
         }
         Ok(())
     }
@@ -563,7 +593,7 @@ fn file_mode(path: &Path) -> Result<u32> {
 
 /// Copies a read snapshot of `db` into a new redb file at `dest`, created with `mode`.
 fn copy_snapshot(db: &Handle, dest: &Path, mode: u32) -> Result<()> {
-    let snapshot = ReadTables::open(&db.begin_read()?)?;
+    let snapshot = Snapshot::open(0, db.begin_read()?)?;
     FileRows::write_new(dest, mode, &snapshot)
 }
 

@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock};
 
 use redb::{Database, ReadableDatabase};
 
-use super::ReadTables;
+use super::{DataTable, ExpiryTable, MetaTable};
 use crate::error::{Error, Result};
 use crate::store::{read_lock, write_lock};
 
@@ -43,10 +43,16 @@ pub(crate) enum HandleKind {
 
 /// A read snapshot: one redb read transaction with its tables open.
 pub(crate) struct Snapshot {
-    epoch: u64,
-    pub(crate) rows: ReadTables,
+    pub(crate) epoch: u64,
+    /// The data table (opened with the snapshot: every get needs it).
+    pub(crate) data: Option<DataTable>,
+    /// The meta and expiry tables, opened on first use.
+    pub(crate) meta: std::sync::OnceLock<Option<MetaTable>>,
+    pub(crate) expiry: std::sync::OnceLock<Option<ExpiryTable>>,
     /// Whether the expiry index is empty, once looked up.
     pub(crate) expiry_empty: std::sync::OnceLock<bool>,
+    /// The read transaction the tables belong to.
+    pub(crate) txn: redb::ReadTransaction,
 }
 
 impl Handle {
@@ -149,12 +155,7 @@ impl Handle {
 
 impl Handle {
     fn fresh_snapshot(&self, epoch: u64) -> Result<Snapshot> {
-        let rows = ReadTables::open(&self.begin_read()?)?;
-        Ok(Snapshot {
-            epoch,
-            rows,
-            expiry_empty: std::sync::OnceLock::new(),
-        })
+        Snapshot::open(epoch, self.begin_read()?)
     }
 }
 
