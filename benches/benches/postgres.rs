@@ -9,8 +9,8 @@
 //! The raw peers, per durable set:
 //! - `raw-pg-minimal`: `BEGIN`, one `INSERT … ON CONFLICT DO UPDATE`, `COMMIT`;
 //! - `raw-pg-same-statements`: what the engine sends for one put, on plain bytes (see
-//!   docs/POSTGRES.md): `BEGIN` with the keyring row's `SELECT … FOR UPDATE` (one round
-//!   trip), one statement holding the `unnest` upsert of the value and the `unnest`
+//!   docs/POSTGRES.md): `BEGIN`, `SET LOCAL lock_timeout`, the keyring row's
+//!   `SELECT … FOR UPDATE` and the expiry check (one round trip), one statement holding the `unnest` upsert of the value and the `unnest`
 //!   insert-if-absent of its catalog entry, `COMMIT`.
 
 use std::sync::Arc;
@@ -80,8 +80,10 @@ fn raw_minimal_set(client: &mut Client, k: &[u8], v: &[u8]) {
 fn raw_same_statements_set(client: &mut Client, k: &[u8], v: &[u8]) {
     client
         .simple_query(
-            "BEGIN; SELECT encode(v, 'hex'), EXISTS (SELECT 1 FROM raw_expiry) FROM raw_meta \
-             WHERE k = '\\x6b657972696e67' FOR UPDATE",
+            "BEGIN; SET LOCAL lock_timeout = 30000; \
+             SELECT encode(v, 'hex') AS keyring FROM raw_meta \
+             WHERE k = '\\x6b657972696e67' FOR UPDATE; \
+             SELECT EXISTS (SELECT 1 FROM raw_expiry) AS expiring",
         )
         .expect("begin, keyring lock");
     let (keys, values) = (vec![k], vec![v]);
