@@ -4,6 +4,8 @@
 //! authenticated: their digest ([`sealkv_crypto::bind_meta`]) is sealed inside the
 //! keyring record under the master key, and checked at every open.
 
+use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::path::Path;
 
 use sealkv_crypto::{
@@ -74,10 +76,26 @@ pub(crate) fn seal_keyring_into(
     master: &MasterKey,
     db_id: &[u8; 16],
 ) -> Result<SealedKeyring> {
-    let digest = governing_digest(|k| meta_record(&*txn, k))?;
+    let records = meta_records(&*txn)?;
+    let digest = governing_digest(|k| Ok(records.get(k.as_bytes()).cloned()))?;
     let sealed = ring.seal(master, db_id, &digest).map_err(Error::Key)?;
     txn.put(Table::Meta, META_KEYRING.as_bytes(), sealed.record())?;
     Ok(sealed)
+}
+
+/// Every meta record, copied out: one scan (one round trip on a server) rather than a
+/// read per record.
+fn meta_records(rows: &dyn RowRead) -> Result<BTreeMap<Vec<u8>, Vec<u8>>> {
+    let mut records = BTreeMap::new();
+    rows.scan(
+        Table::Meta,
+        (Bound::Unbounded, Bound::Unbounded),
+        &mut |k, v| {
+            records.insert(k.to_vec(), v.to_vec());
+            Ok(true)
+        },
+    )?;
+    Ok(records)
 }
 
 /// One meta record, copied out.
@@ -236,7 +254,8 @@ impl Meta {
 /// is not ours) is [`Error::NotSealkv`] naming `path`.
 pub(crate) fn read_meta(rows: &dyn RowRead, path: &Path) -> Result<Meta> {
     let not_ours = || Error::NotSealkv(path.to_path_buf());
-    let get = |k: &str| meta_record(rows, k);
+    let records = meta_records(rows)?;
+    let get = |k: &str| -> Result<Option<Vec<u8>>> { Ok(records.get(k.as_bytes()).cloned()) };
     let format = get(META_FORMAT)?.ok_or_else(not_ours)?;
     let format = <[u8; 4]>::try_from(format.as_slice()).map_err(|_| not_ours())?;
     let found = u32::from_le_bytes(format);
