@@ -118,10 +118,7 @@ impl Store {
                 if fs::metadata(&dest).is_ok() {
                     return Err(Error::AlreadyExists(dest));
                 }
-                self.contained(|| match source.as_file() {
-                    Some(file) => file.copy_to(&dest, PRIVATE_MODE),
-                    None => FileRows::write_new(&dest, PRIVATE_MODE, &*source.snapshot()?),
-                })
+                self.contained(|| FileRows::write_new(&dest, PRIVATE_MODE, &*source.snapshot()?))
             }
             Location::Postgres(url) => self.contained(|| {
                 PgRows::create(&url, &self.inner.opts, &mut |w| {
@@ -143,8 +140,10 @@ impl Store {
         }
         let _commit = self.commit_lock();
         let result = self.rows().compact();
-        if let Some(file) = self.rows().as_file() {
-            crate::rowstore::file::check_handle(file, &self.inner.poisoned);
+        if self.rows().lost() {
+            self.inner
+                .poisoned
+                .store(true, std::sync::atomic::Ordering::Release);
         }
         result
     }

@@ -13,7 +13,6 @@ pub(crate) mod recover;
 use std::fs;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -134,11 +133,6 @@ impl FileRows {
                 }
             }
         }
-    }
-
-    /// Copies a consistent snapshot of the file into a new redb file at `dest`.
-    pub(crate) fn copy_to(&self, dest: &Path, mode: u32) -> Result<()> {
-        copy_snapshot(&*self.handle()?, dest, mode)
     }
 
     /// Writes `rows` (a store's three tables) into a new redb file at `dest`, created
@@ -273,8 +267,9 @@ impl RowStore for FileRows {
         swapped
     }
 
-    fn as_file(&self) -> Option<&FileRows> {
-        Some(self)
+    /// A compaction that could not reopen the file leaves no handle.
+    fn lost(&self) -> bool {
+        read_lock(&self.slot).is_none()
     }
 }
 
@@ -601,12 +596,5 @@ fn sync_dir(path: &Path) -> std::io::Result<()> {
     match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => fs::File::open(dir)?.sync_all(),
         _ => fs::File::open(".")?.sync_all(),
-    }
-}
-
-/// Marks `poisoned` when a compaction left no handle (the file could not be reopened).
-pub(crate) fn check_handle(rows: &FileRows, poisoned: &AtomicBool) {
-    if read_lock(&rows.slot).is_none() {
-        poisoned.store(true, Ordering::Release);
     }
 }

@@ -166,9 +166,10 @@ pub(crate) trait RowStore: Send + Sync {
     /// commit lock while this runs.
     fn compact(&self) -> Result<()>;
 
-    /// For the file engine's own paths (copying a snapshot, compaction).
-    fn as_file(&self) -> Option<&file::FileRows> {
-        None
+    /// True when a failure (a compaction that could not reopen a file) left the
+    /// engine without a usable handle: the store then refuses writes until reopened.
+    fn lost(&self) -> bool {
+        false
     }
 }
 
