@@ -250,9 +250,8 @@ pub fn test_pg() -> Option<String> {
 
 /// Runs `test` on every engine: a file, then PostgreSQL when a test server is set.
 pub fn each_engine(test: impl Fn(&Place)) {
-    test(&Place::new(None));
-    if let Some(url) = test_pg() {
-        test(&Place::new(Some(url)));
+    for place in engines() {
+        test(&place);
     }
 }
 

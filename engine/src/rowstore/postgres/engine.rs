@@ -712,16 +712,28 @@ fn scan_rows(
     }
 }
 
+/// The one value of a one-row, one-column query about `table` (`{}` names it).
+fn scalar<T: for<'r> postgres::types::FromSql<'r>>(
+    client: &mut (impl GenericClient + Send),
+    names: &Names,
+    shown: &str,
+    sql: &str,
+    table: Table,
+) -> Result<T> {
+    let sql = sql.replace("{}", names.of(table));
+    off_runtime(|| client.query_typed_one(&sql, &[]))
+        .map(|r| r.get::<_, T>(0))
+        .map_err(|e| server_error(shown, &e))
+}
+
 fn count_rows(
     client: &mut (impl GenericClient + Send),
     names: &Names,
     shown: &str,
     table: Table,
 ) -> Result<u64> {
-    let sql = format!("SELECT count(*) FROM {}", names.of(table));
-    off_runtime(|| client.query_typed_one(&sql, &[]))
-        .map(|r| r.get::<_, i64>(0).max(0) as u64)
-        .map_err(|e| server_error(shown, &e))
+    let n: i64 = scalar(client, names, shown, "SELECT count(*) FROM {}", table)?;
+    Ok(n.max(0) as u64)
 }
 
 fn has_rows(
@@ -730,10 +742,13 @@ fn has_rows(
     shown: &str,
     table: Table,
 ) -> Result<bool> {
-    let sql = format!("SELECT EXISTS (SELECT 1 FROM {})", names.of(table));
-    off_runtime(|| client.query_typed_one(&sql, &[]))
-        .map(|r| r.get::<_, bool>(0))
-        .map_err(|e| server_error(shown, &e))
+    scalar(
+        client,
+        names,
+        shown,
+        "SELECT EXISTS (SELECT 1 FROM {})",
+        table,
+    )
 }
 
 /// A read view on one pooled connection: statements in autocommit (each sees every
