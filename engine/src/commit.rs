@@ -24,6 +24,7 @@ use crate::error::{Error, Result};
 use crate::expiry::{AUTO_SWEEP_PER_COMMIT, expires_at, index_key};
 use crate::meta::{META_KEYRING, seal_keyring_into};
 use crate::options::Concurrency;
+use crate::outcome::{Commits, Outcome, TOKEN_BYTES, Token};
 use crate::rows::{check_name, encode_plain, ns_has_rows, row_key, split_row};
 use crate::rowstore::{RowWrite, Table};
 use crate::scope::{Scope, sessions_catalog_tag};
@@ -518,13 +519,22 @@ impl Store {
     /// Runs one write transaction with the retry policy: on failure the database is
     /// reopened (redb recovers) and `f` runs again; after the last attempt the store is
     /// poisoned. Write paths call it through [`Store::write_with_keyring`].
+    ///
+    /// Exactly once: every commit carries a token in the commit record
+    /// ([`crate::outcome`]). An attempt that failed after its commit began may have
+    /// taken effect: the next attempt looks for the token under the commit lock before
+    /// writing anything, and writes the batch again only when the record proves the
+    /// earlier attempt did not commit. When it cannot tell, the commit fails with
+    /// `outcome_unknown` and nothing is replayed.
     fn write_with_retry(&self, f: &mut dyn FnMut(&mut dyn RowWrite) -> Result<()>) -> Result<()> {
         self.check_writable()?;
         let attempts = self.inner.opts.commit_retries + 1;
+        let mut token: Token = [0; TOKEN_BYTES];
+        sealkv_crypto::fill_random(&mut token).map_err(Error::Key)?;
         let mut last = None;
-        // Whether some attempt failed while writing or syncing its commit: it may have
-        // reached the disk, or not.
-        let mut outcome_unknown = false;
+        // The commit count read by the last attempt that failed after its commit began
+        // (it may have reached the disk, or the server, or not).
+        let mut uncertain: Option<u64> = None;
         for attempt in 0..attempts {
             if attempt > 0 {
                 std::thread::sleep(self.inner.opts.commit_retry_delay);
@@ -538,32 +548,70 @@ impl Store {
                     continue;
                 }
             }
+            let mut committing = false;
+            let mut read_count = None;
+            let mut resolved = None;
             // redb can panic on a damaged page (its allocator state, say): contained
             // here it becomes Error::Corrupt and poisons the store, instead of
             // unwinding through the group-commit leader and stranding its callers.
-            let mut committing = false;
-            let result = self.contained(|| self.rows().write(f, &mut committing));
-            match result {
-                Ok(()) => return Ok(()),
+            let result = self.contained(|| {
+                self.rows().write(
+                    &mut |txn| {
+                        let commits = Commits::read(&*txn)?;
+                        if let Some(before) = uncertain {
+                            match commits.outcome(&token, before) {
+                                // Settled: from here on this attempt is like a first.
+                                Outcome::NotCommitted => uncertain = None,
+                                decided => {
+                                    // Nothing of this attempt is written: it rolls back.
+                                    resolved = Some(decided);
+                                    return Err(Error::Poisoned);
+                                }
+                            }
+                        }
+                        read_count = Some(commits.count);
+                        f(txn)?;
+                        commits.push(token, txn)
+                    },
+                    &mut committing,
+                )
+            });
+            match (resolved, result) {
+                (Some(Outcome::Committed), _) => return Ok(()),
+                (Some(_), _) => {
+                    return Err(self.commit_failed(attempt + 1, true, last));
+                }
+                (None, Ok(())) => return Ok(()),
                 // Only storage failures are worth another attempt; anything else is final.
-                Err(e) if e.is_io() || matches!(e, Error::Storage(_)) => {
-                    outcome_unknown |= committing && e.is_io();
+                (None, Err(e)) if e.is_io() || matches!(e, Error::Storage(_)) => {
+                    if committing {
+                        uncertain = read_count;
+                    }
                     last = Some(e);
                 }
-                Err(e) => return Err(e),
+                (None, Err(e)) if uncertain.is_some() => {
+                    // The earlier attempt's outcome was never looked up.
+                    return Err(self.commit_failed(attempt + 1, true, Some(e)));
+                }
+                (None, Err(e)) => return Err(e),
             }
         }
-        // Leave a usable handle behind if we can. A file refuses writes from now on; a
-        // server keeps nothing in memory that the failure could have left wrong.
+        Err(self.commit_failed(attempts, uncertain.is_some(), last))
+    }
+
+    /// Gives up on a commit: leaves a usable handle behind if it can (a file refuses
+    /// writes from now on; a server keeps nothing in memory that the failure could have
+    /// left wrong).
+    fn commit_failed(&self, attempts: u32, outcome_unknown: bool, last: Option<Error>) -> Error {
         let _ = self.contained(|| self.rows().recover());
         if self.rows().poison_on_failure() {
             self.inner.poisoned.store(true, Ordering::Release);
         }
-        Err(Error::CommitFailed {
+        Error::CommitFailed {
             attempts,
             outcome_unknown,
             source: Box::new(last.unwrap_or(Error::Poisoned)),
-        })
+        }
     }
 }
 

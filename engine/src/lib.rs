@@ -37,6 +37,7 @@ mod fuzz;
 mod maintenance;
 mod meta;
 mod options;
+mod outcome;
 mod read;
 mod rotate;
 mod rows;

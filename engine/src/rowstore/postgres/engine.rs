@@ -18,6 +18,7 @@ use super::PgUrl;
 use crate::error::{Error, Result};
 use crate::meta::META_KEYRING;
 use crate::options::Options;
+use crate::outcome::META_COMMITS;
 use crate::rowstore::{Found, LockGuard, Range, RowRead, RowStore, RowWrite, Table, View, Visit};
 use crate::store::lock;
 
@@ -425,17 +426,21 @@ impl RowStore for PgRows {
         // Simple-query text, so the record comes as hex.
         let begin = format!(
             "BEGIN; SET LOCAL lock_timeout = {}; \
-             SELECT encode(v, 'hex') AS keyring FROM {} WHERE k = '\\x{}' FOR UPDATE; \
-             SELECT EXISTS (SELECT 1 FROM {}) AS expiring",
+             SELECT encode(v, 'hex') AS keyring FROM {meta} WHERE k = '\\x{}' FOR UPDATE; \
+             SELECT EXISTS (SELECT 1 FROM {}) AS expiring; \
+             SELECT encode(v, 'hex') AS commits FROM {meta} WHERE k = '\\x{}'",
             self.lock_timeout.as_millis().clamp(1, i32::MAX as u128),
-            self.names.meta,
             hex(META_KEYRING.as_bytes()),
             self.names.expiry,
+            hex(META_COMMITS.as_bytes()),
+            meta = self.names.meta,
         );
         let opened = off_runtime(|| conn.simple_query(&begin));
         // A keyring record that is absent (only while a store is created) or did not
         // decode is read as the engine would, through `get`.
-        let (mut keyring, mut expiring) = (None, None);
+        // The commit record is read here too (the engine reads it first in every commit):
+        // absent, it is known to be absent.
+        let (mut keyring, mut expiring, mut commits) = (None, None, None);
         match opened {
             Ok(messages) => {
                 for m in messages {
@@ -443,6 +448,7 @@ impl RowStore for PgRows {
                         match row.columns().first().map(|c| c.name()) {
                             Some("keyring") => keyring = row.get(0).and_then(unhex),
                             Some("expiring") => expiring = Some(row.get(0) == Some("t")),
+                            Some("commits") => commits = row.get(0).and_then(unhex),
                             _ => {}
                         }
                     }
@@ -466,6 +472,7 @@ impl RowStore for PgRows {
         }
         let mut w = PgWrite::new(&mut conn, &self.names, shown, keyring);
         w.expiry_empty = expiring.map(|e| !e);
+        w.known.insert(META_COMMITS.as_bytes().to_vec(), commits);
         f(&mut w)?;
         w.flush()?;
         *committing = true;
@@ -826,8 +833,10 @@ struct PgWrite<'c> {
     names: &'c Names,
     shown: &'c str,
     pending: RefCell<Pending>,
-    /// The keyring record as read under its row lock, when it was.
-    keyring: Option<Vec<u8>>,
+    /// Meta records as read under the keyring row lock (the keyring, when it was read
+    /// and decoded; the commit record, present or not), kept up to date by this
+    /// transaction's writes: reads of them need no round trip.
+    known: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     /// Whether the expiry index is empty, while known.
     expiry_empty: Option<bool>,
     /// Bytes of values waiting in `pending`.
@@ -851,7 +860,10 @@ impl<'c> PgWrite<'c> {
             names,
             shown,
             pending: RefCell::new(BTreeMap::new()),
-            keyring,
+            known: keyring
+                .map(|k| (META_KEYRING.as_bytes().to_vec(), Some(k)))
+                .into_iter()
+                .collect(),
             expiry_empty: None,
             pending_bytes: 0,
             failed: std::cell::Cell::new(false),
@@ -1010,10 +1022,9 @@ impl RowRead for PgWrite<'_> {
             None => {}
         }
         if table == Table::Meta
-            && key == META_KEYRING.as_bytes()
-            && let Some(known) = &self.keyring
+            && let Some(known) = self.known.get(key)
         {
-            return Ok(Some(Found::Owned(known.clone())));
+            return Ok(known.clone().map(Found::Owned));
         }
         let mut client = self.client.borrow_mut();
         let row = self.noted(get_row(&mut **client, self.names, self.shown, table, key))?;
@@ -1051,8 +1062,10 @@ impl RowRead for PgWrite<'_> {
 
 impl RowWrite for PgWrite<'_> {
     fn put(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<()> {
-        if table == Table::Meta && key == META_KEYRING.as_bytes() {
-            self.keyring = Some(value.to_vec());
+        if table == Table::Meta
+            && let Some(known) = self.known.get_mut(key)
+        {
+            *known = Some(value.to_vec());
         }
         if table == Table::Expiry {
             self.expiry_empty = Some(false);
@@ -1067,9 +1080,9 @@ impl RowWrite for PgWrite<'_> {
             Some(Change::Delete) => Change::Put(value.to_vec()),
             None => Change::PutIfAbsent(value.to_vec()),
         };
-        if table == Table::Meta && key == META_KEYRING.as_bytes() {
+        if table == Table::Meta {
             // Which value wins is the server's to say: read it back when asked.
-            self.keyring = None;
+            self.known.remove(key);
         }
         if table == Table::Expiry {
             self.expiry_empty = Some(false);
@@ -1077,8 +1090,10 @@ impl RowWrite for PgWrite<'_> {
         self.queue(table, key, change)
     }
     fn delete(&mut self, table: Table, key: &[u8]) -> Result<()> {
-        if table == Table::Meta && key == META_KEYRING.as_bytes() {
-            self.keyring = None;
+        if table == Table::Meta
+            && let Some(known) = self.known.get_mut(key)
+        {
+            *known = None;
         }
         if table == Table::Expiry {
             self.expiry_empty = None;
@@ -1091,7 +1106,7 @@ impl RowWrite for PgWrite<'_> {
             self.expiry_empty = None;
         }
         if table == Table::Meta {
-            self.keyring = None;
+            self.known.clear();
         }
         let mut params = Vec::new();
         let cond = range_sql(range, &mut params);
