@@ -162,11 +162,17 @@ pub(crate) struct Sealed {
     shrinking: BTreeSet<Shrinking>,
     /// Delete every row of the store.
     clear: bool,
+    /// The held lock key's proof ([`crate::rowstore::HeldLock::proof`]) of a
+    /// transaction's changes, checked by the commit that writes them.
+    proof: Option<String>,
 }
 
 struct Request {
     sealed: Sealed,
     result: Mutex<Option<Result<()>>>,
+    /// Set by the commit that found this request's lock key lost: its changes were
+    /// left out, and it fails alone.
+    lock_lost: std::sync::atomic::AtomicBool,
     /// Order of arrival in the queue.
     ticket: u64,
 }
@@ -217,12 +223,24 @@ impl Store {
     }
 
     pub(crate) fn set_in(&self, scope: &Scope, batch: &Batch) -> Result<()> {
+        self.set_holding(scope, batch, None)
+    }
+
+    /// [`Store::set_in`] for a transaction holding a lock key: the batch is written only
+    /// if the commit finds the lock behind `proof` still held.
+    pub(crate) fn set_holding(
+        &self,
+        scope: &Scope,
+        batch: &Batch,
+        proof: Option<&str>,
+    ) -> Result<()> {
         self.check_writable()?;
         // Sealed again under the fresh keyring if another process changed the keys
         // between sealing and committing (its commit saw another keyring record).
         self.with_fresh_keyring(|| {
             let ring = self.ring();
-            let sealed = self.seal_batch(&ring, scope, batch)?;
+            let mut sealed = self.seal_batch(&ring, scope, batch)?;
+            sealed.proof = proof.map(str::to_string);
             self.commit_sealed(&ring, sealed)
         })?;
         // The batch is committed; a failed automatic rotation must not report it as
@@ -361,6 +379,7 @@ impl Store {
         let request = Arc::new(Request {
             sealed,
             result: Mutex::new(None),
+            lock_lost: std::sync::atomic::AtomicBool::new(false),
             ticket: q.next_ticket,
         });
         q.next_ticket += 1;
@@ -441,6 +460,7 @@ impl Store {
         q.released_at = q.next_ticket;
         for r in &batch {
             *lock(&r.result) = Some(match &outcome {
+                Ok(()) if r.lock_lost.load(Ordering::Acquire) => Err(Error::LockLost),
                 Ok(()) => Ok(()),
                 Err(e) => Err(e.duplicate()),
             });
@@ -638,8 +658,25 @@ fn apply(
     let all = (std::ops::Bound::Unbounded, std::ops::Bound::Unbounded);
     let mut shrinking = BTreeSet::new();
     let mut expiring = Vec::new();
+    // Transactions whose lock key was lost (its server session ended) write nothing;
+    // the answer holds until this commit (see `RowWrite::locks_held`).
+    let proofs: Vec<&str> = batch
+        .iter()
+        .filter_map(|r| r.sealed.proof.as_deref())
+        .collect();
+    let mut held = if proofs.is_empty() {
+        Vec::new()
+    } else {
+        txn.locks_held(&proofs)?
+    }
+    .into_iter();
     for r in batch {
         let s = &r.sealed;
+        let lost = s.proof.is_some() && !held.next().unwrap_or(false);
+        r.lock_lost.store(lost, Ordering::Release);
+        if lost {
+            continue;
+        }
         if s.clear {
             txn.delete_range(Table::Data, all)?;
             txn.delete_range(Table::Expiry, all)?;

@@ -88,6 +88,11 @@ pub enum Error {
         /// How long it waited.
         waited: std::time::Duration,
     },
+    /// A transaction's lock key was lost before it committed (the server ended the
+    /// session that held it: a restart, a failover, a stalled connection ended by its
+    /// timeout), so another writer may have taken it. Nothing of the transaction was
+    /// written; run it again.
+    LockLost,
     /// Compaction (and so the CLI's `rotate`, which ends with it) needs the store to
     /// itself, and another process or a transaction in progress has it. Nothing was
     /// changed; compact later.
@@ -175,6 +180,10 @@ impl fmt::Display for Error {
                 f,
                 "gave up after {:.1} s waiting for a transaction lock key that another process holds",
                 waited.as_secs_f64()
+            ),
+            Self::LockLost => f.write_str(
+                "the transaction's lock key was lost before it committed (the server ended \
+                 the session holding it); nothing of the transaction was written, run it again",
             ),
             Self::NotAlone => f.write_str(
                 "compaction needs the store to itself, and another process (or a transaction \
@@ -310,6 +319,7 @@ impl Error {
             Self::NotAlone => Self::NotAlone,
             Self::KeyringChanged => Self::KeyringChanged,
             Self::LockTimeout { waited } => Self::LockTimeout { waited: *waited },
+            Self::LockLost => Self::LockLost,
             Self::KeyInUse { key_id, values } => Self::KeyInUse {
                 key_id: *key_id,
                 values: *values,

@@ -92,6 +92,12 @@ pub struct Options {
     /// Longest a transaction waits for its lock key while another process holds it,
     /// before giving up with [`crate::Error::LockTimeout`]. Default 30 s.
     pub lock_timeout: Duration,
+    /// On PostgreSQL: the longest the server keeps a commit of this store open while
+    /// its client sends nothing (a host that died or froze mid-commit, holding the
+    /// store's commit lock), and about how long a dead host's connections take to be
+    /// noticed (TCP keepalives and user timeout, both ways, are set from it). Other
+    /// hosts' commits resume within about this plus one commit. Default 30 s.
+    pub stall_timeout: Duration,
     #[doc(hidden)]
     pub backend: Option<BackendFactory>,
 }
@@ -138,6 +144,7 @@ impl Default for Options {
             clock: std::sync::Arc::new(system_clock),
             concurrency: Concurrency::Shared,
             lock_timeout: Duration::from_secs(30),
+            stall_timeout: Duration::from_secs(30),
             backend: None,
         }
     }

@@ -227,7 +227,7 @@ impl Store {
         self.check_writable()?;
         let _lock = self.inner.locks.lock(name.clone());
         // In shared mode the lock key excludes other processes too.
-        let mut held = self.rows().lock(
+        let held = self.rows().lock(
             scope.session.as_deref(),
             lock_key,
             self.inner.opts.lock_timeout,
@@ -246,10 +246,10 @@ impl Store {
         };
         let writes = std::mem::take(&mut state.borrow_mut().writes);
         if !writes.is_empty() {
-            if let Some(lock) = held.as_mut() {
-                lock.still_held()?;
-            }
-            self.set_in(scope, &writes)?;
+            // The commit itself checks that the lock is still held (a server may have
+            // ended the session holding it), in the transaction that writes.
+            let proof = held.as_ref().and_then(|lock| lock.proof());
+            self.set_holding(scope, &writes, proof)?;
         }
         drop(held);
         Ok(value)

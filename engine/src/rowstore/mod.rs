@@ -97,6 +97,14 @@ pub(crate) trait RowWrite: RowRead {
     }
     /// Removes every row whose key falls in `range`.
     fn delete_range(&mut self, table: Table, range: Range<'_>) -> Result<()>;
+    /// Whether each lock key behind `proofs` ([`HeldLock::proof`]) is still held, as
+    /// this transaction sees it: a commit writes the changes of a transaction whose
+    /// lock was lost in the meantime not at all. The answer holds until this
+    /// transaction commits (see the PostgreSQL engine for how). Engines whose locks
+    /// cannot lapse while their holder lives have no proofs to check.
+    fn locks_held(&mut self, proofs: &[&str]) -> Result<Vec<bool>> {
+        Ok(vec![true; proofs.len()])
+    }
 }
 
 /// A read view shared across threads.
@@ -104,10 +112,12 @@ pub(crate) type View = Arc<dyn RowRead + Send + Sync>;
 
 /// A held lock key; dropping it releases the lock.
 pub(crate) trait HeldLock: Send {
-    /// Checks, before the transaction holding it commits, that the lock is still held
-    /// (a server may have ended the session that held it).
-    fn still_held(&mut self) -> Result<()> {
-        Ok(())
+    /// For a lock that can lapse while its holder lives (a server may end the session
+    /// that holds it), what the commit of the transaction holding it checks, in the
+    /// commit's own write transaction ([`RowWrite::locks_held`]). `None`: the lock
+    /// lasts as long as this process, like the transaction itself.
+    fn proof(&self) -> Option<&str> {
+        None
     }
 }
 

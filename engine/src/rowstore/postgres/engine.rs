@@ -185,21 +185,58 @@ fn server_error(shown: &str, e: &postgres::Error) -> Error {
     }
 }
 
-/// Sets every pooled connection up: commits wait for the WAL flush, and a read-only
-/// store cannot write even by mistake.
+/// Sets every pooled connection up, in one round trip: commits wait for the WAL
+/// flush; a read-only store cannot write even by mistake; the server notices a dead
+/// client within about the stall timeout (TCP keepalives and user timeout); and on
+/// the connections that commit, a transaction whose client went silent mid-commit is
+/// ended after the stall timeout, freeing the store's commit lock for other hosts.
+/// (Lock-key connections are idle in their transaction by design, for as long as the
+/// caller's closure runs: there the TCP settings bound a dead host.)
 #[derive(Debug)]
 struct Setup {
     read_only: bool,
+    stall: Duration,
+    /// Set `idle_in_transaction_session_timeout` to the stall timeout.
+    end_stalled: bool,
 }
 
 impl r2d2::CustomizeConnection<Client, postgres::Error> for Setup {
     fn on_acquire(&self, conn: &mut Client) -> std::result::Result<(), postgres::Error> {
-        conn.batch_execute("SET synchronous_commit TO on")?;
-        if self.read_only {
-            conn.batch_execute("SET default_transaction_read_only TO on")?;
+        let (idle, interval, user) = tcp_timeouts(self.stall);
+        let mut setup = format!(
+            "SET synchronous_commit TO on; SET tcp_keepalives_idle = {}; \
+             SET tcp_keepalives_interval = {}; SET tcp_keepalives_count = {KEEPALIVE_PROBES}; \
+             SET tcp_user_timeout = {};",
+            idle.as_secs(),
+            interval.as_secs(),
+            user.as_millis(),
+        );
+        if self.end_stalled {
+            setup.push_str(&format!(
+                " SET idle_in_transaction_session_timeout = {};",
+                self.stall.as_millis().clamp(1, i32::MAX as u128)
+            ));
         }
-        Ok(())
+        if self.read_only {
+            setup.push_str(" SET default_transaction_read_only TO on;");
+        }
+        conn.batch_execute(&setup)
     }
+}
+
+/// Keepalive probes before a silent peer counts as dead.
+const KEEPALIVE_PROBES: u32 = 3;
+
+/// TCP keepalive idle time, probe interval and user timeout for a stall timeout: a
+/// dead peer is noticed within about two thirds of it (idle + probes), and data left
+/// unacknowledged for the whole of it ends the connection.
+fn tcp_timeouts(stall: Duration) -> (Duration, Duration, Duration) {
+    let secs = stall.as_secs().max(3);
+    (
+        Duration::from_secs(secs / 3),
+        Duration::from_secs((secs / 9).max(1)),
+        Duration::from_secs(secs),
+    )
 }
 
 /// A store's rows in PostgreSQL.
@@ -215,7 +252,7 @@ pub(crate) struct PgRows {
     lock_salt: OnceLock<[u8; 16]>,
 }
 
-fn config_of(url: &PgUrl) -> Result<postgres::Config> {
+fn config_of(url: &PgUrl, opts: &Options) -> Result<postgres::Config> {
     let mut config: postgres::Config = url
         .connect
         .parse()
@@ -231,9 +268,14 @@ fn config_of(url: &PgUrl) -> Result<postgres::Config> {
             .unwrap_or_else(|_| "postgres".into());
         config.user(&user);
     }
-    // A half-open connection (a host gone silent) is noticed in about a minute rather
-    // than the system's two hours, so the locks its session holds are freed.
-    config.keepalives_idle(Duration::from_secs(30));
+    // A half-open connection (a server gone silent) is noticed within the stall
+    // timeout rather than the system's two hours.
+    let (idle, interval, user) = tcp_timeouts(opts.stall_timeout);
+    config
+        .keepalives_idle(idle)
+        .keepalives_interval(interval)
+        .keepalives_retries(KEEPALIVE_PROBES)
+        .tcp_user_timeout(user);
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_secs(10));
     }
@@ -244,7 +286,7 @@ fn config_of(url: &PgUrl) -> Result<postgres::Config> {
 impl PgRows {
     /// Connects to the store at `url`, which must exist.
     pub(crate) fn open(url: &PgUrl, opts: &Options, read_only: bool) -> Result<Self> {
-        let config = config_of(url)?;
+        let config = config_of(url, opts)?;
         let shown = url.to_string();
         // One connection first, outside the pool: its error says exactly what is wrong
         // (the pool's would only say it timed out), and says it at once.
@@ -302,7 +344,7 @@ impl PgRows {
         opts: &Options,
         initial: &mut dyn FnMut(&mut dyn RowWrite) -> Result<()>,
     ) -> Result<Self> {
-        let config = config_of(url)?;
+        let config = config_of(url, opts)?;
         let shown = url.to_string();
         let client = off_runtime(|| config.connect(NoTls)).map_err(|e| server_error(&shown, &e))?;
         // Closed off any async runtime too, whatever happens below.
@@ -341,20 +383,24 @@ impl PgRows {
         opts: &Options,
         read_only: bool,
     ) -> Result<Self> {
-        let build = |max: u32| {
+        let build = |max: u32, end_stalled: bool| {
             Pool::builder()
                 .max_size(max)
                 .min_idle(Some(0))
                 .test_on_check_out(false)
                 .connection_timeout(Duration::from_secs(10))
-                .connection_customizer(Box::new(Setup { read_only }))
+                .connection_customizer(Box::new(Setup {
+                    read_only,
+                    stall: opts.stall_timeout,
+                    end_stalled,
+                }))
                 .build_unchecked(Manager::new(config.clone(), NoTls))
         };
         Ok(Self {
             shown: url.to_string(),
             names: Arc::new(names),
-            pool: OffPool(Some(build(POOL))),
-            lock_pool: OffPool(Some(build(LOCK_POOL))),
+            pool: OffPool(Some(build(POOL, true))),
+            lock_pool: OffPool(Some(build(LOCK_POOL, false))),
             read_only,
             lock_timeout: opts.lock_timeout,
             lock_salt: OnceLock::new(),
@@ -507,15 +553,25 @@ impl RowStore for PgRows {
         let row = hex(&self.lock_row(session, lock_key));
         let started = Instant::now();
         let mut conn = self.conn(&self.lock_pool)?;
-        // One round trip: a transaction that waits up to `timeout` for the row lock.
+        // One round trip: a transaction that waits up to `timeout` for the row lock and
+        // says its transaction id (the proof its holder's commit checks: the lock lasts
+        // exactly as long as that transaction is in progress). Then, in a savepoint
+        // rolled back at once, it waits for the keyring row: a commit in flight that
+        // checked the previous holder's proof finishes before this holder reads
+        // anything (see `PgWrite::locks_held`).
         let take = format!(
             "BEGIN; SET LOCAL lock_timeout = {}; SET LOCAL idle_in_transaction_session_timeout = 0; \
-             SELECT 1 FROM {} WHERE k = '\\x{row}' FOR UPDATE",
+             SELECT 1 AS held FROM {} WHERE k = '\\x{row}' FOR UPDATE; \
+             SELECT pg_current_xact_id()::text AS xid; \
+             SAVEPOINT barrier; SELECT 1 FROM {} WHERE k = '\\x{}' FOR SHARE; \
+             ROLLBACK TO SAVEPOINT barrier",
             timeout.as_millis().clamp(1, i32::MAX as u128),
-            self.names.locks
+            self.names.locks,
+            self.names.meta,
+            hex(META_KEYRING.as_bytes()),
         );
         let taken = off_runtime(|| self.take_lock(&mut conn, &take, &row, started));
-        taken.map(|()| Some(Box::new(PgLock { conn }) as LockGuard<'_>))
+        taken.map(|xid| Some(Box::new(PgLock { conn, xid }) as LockGuard<'_>))
     }
 
     fn size(&self) -> u64 {
@@ -539,18 +595,38 @@ impl RowStore for PgRows {
 }
 
 impl PgRows {
-    /// Takes the lock row `row` with the statements `take` on `conn`.
-    fn take_lock(&self, conn: &mut Client, take: &str, row: &str, started: Instant) -> Result<()> {
+    /// Takes the lock row `row` with the statements `take` on `conn`; returns the
+    /// holding transaction's id.
+    fn take_lock(
+        &self,
+        conn: &mut Client,
+        take: &str,
+        row: &str,
+        started: Instant,
+    ) -> Result<String> {
         let shown = &self.shown;
         for _ in 0..2 {
             let taken = conn.simple_query(take);
             match taken {
                 Ok(messages) => {
-                    if messages
-                        .iter()
-                        .any(|m| matches!(m, SimpleQueryMessage::Row(_)))
-                    {
-                        return Ok(());
+                    let column = |name: &str| {
+                        messages.iter().find_map(|m| match m {
+                            SimpleQueryMessage::Row(r)
+                                if r.columns().first().map(|c| c.name()) == Some(name) =>
+                            {
+                                Some(r.get(0).map(str::to_string))
+                            }
+                            _ => None,
+                        })
+                    };
+                    if column("held").is_some() {
+                        return column("xid").flatten().ok_or_else(|| Error::Server {
+                            what: format!(
+                                "{shown}: the server did not say the lock's transaction id"
+                            ),
+                            hint: "see the server's log",
+                            transient: true,
+                        });
                     }
                     // The lock key's first use: make its row (committed, so it stays
                     // for the next time) and take it again.
@@ -614,18 +690,15 @@ impl Drop for Closing {
 /// A held lock key: a transaction holding the lock row, rolled back on drop.
 struct PgLock {
     conn: Conn,
+    /// The holding transaction's id (`pg_current_xact_id()` as text).
+    xid: String,
 }
 
 impl crate::rowstore::HeldLock for PgLock {
-    /// The lock lives as long as the session that holds it: a session the server
-    /// ended (a restart, a failover, an administrator) let it go.
-    fn still_held(&mut self) -> Result<()> {
-        let conn = &mut self.conn;
-        off_runtime(|| conn.batch_execute("SELECT 1")).map_err(|e| Error::Server {
-            what: format!("a lock key's hold was lost with its connection: {e}"),
-            hint: "nothing of the transaction was written; run it again",
-            transient: false,
-        })
+    /// The lock lives as long as the transaction that holds it: a session the server
+    /// ended (a restart, a failover, an administrator, the stall timeout) let it go.
+    fn proof(&self) -> Option<&str> {
+        Some(&self.xid)
     }
 }
 
@@ -1099,6 +1172,26 @@ impl RowWrite for PgWrite<'_> {
             self.expiry_empty = None;
         }
         self.queue(table, key, Change::Delete)
+    }
+    /// One statement: whether each lock's holding transaction is still in progress. It
+    /// runs under the keyring row lock, which this transaction keeps until it commits,
+    /// so no window is left: a holder that dies after the check lets its lock go to a
+    /// new holder, whose lock statement then waits for the keyring row (see
+    /// `PgRows::lock`), so it reads only after this commit.
+    fn locks_held(&mut self, proofs: &[&str]) -> Result<Vec<bool>> {
+        let xids: Vec<&str> = proofs.to_vec();
+        let client = &mut **self.client.get_mut();
+        let rows = off_runtime(|| {
+            client.query_typed(
+                "SELECT COALESCE(pg_xact_status(x::xid8) = 'in progress', false) \
+                 FROM unnest($1::text[]) WITH ORDINALITY AS t(x, i) ORDER BY i",
+                &[(&xids, Type::TEXT_ARRAY)],
+            )
+        })
+        .map_err(|e| self.fail(&e))?;
+        rows.iter()
+            .map(|r| r.try_get::<_, bool>(0).map_err(|e| self.fail(&e)))
+            .collect()
     }
     fn delete_range(&mut self, table: Table, range: Range<'_>) -> Result<()> {
         self.flush()?;
