@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::meta::{Kdf, META_KDF, META_STORE_KEY};
 use crate::options::Secret;
 use crate::rows::{MAX_NAME_LEN, split_row};
-use crate::rowstore::Table;
+use crate::rowstore::{RowWrite, Table};
 use crate::store::{Store, read_lock, write_lock};
 
 pub(crate) const META_CURSOR: &str = "reencrypt_cursor";
@@ -40,34 +40,44 @@ impl Store {
     /// [`Store::reencrypt`] runs.
     pub fn rotate(&self) -> Result<u32> {
         self.check_writable()?;
-        self.change_keyring(
-            |ring| {
-                ring.rotate(self.inner.opts.cipher, (self.inner.opts.clock)())
-                    .map_err(Error::Key)
-            },
-            true,
-        )
+        let made = self.change_keyring(|ring| self.new_primary(ring).map(Some), true)?;
+        // The change above always makes a key, so `made` is never None; were it to be,
+        // the keyring's primary would still be the right answer.
+        Ok(match made {
+            Some(id) => id,
+            None => self.ring().primary().id(),
+        })
     }
 
-    /// Applies `change` to the keyring and persists it, with the commit path held. If
-    /// another process changed the keyring meanwhile, the change is made again on the
-    /// fresh one; if the commit fails, the keyring goes back to what the file holds.
+    /// Makes a new primary key in `ring` (not yet persisted).
+    fn new_primary(&self, ring: &mut Keyring) -> Result<u32> {
+        ring.rotate(self.inner.opts.cipher, (self.inner.opts.clock)())
+            .map_err(Error::Key)
+    }
+
+    /// Applies `change` to the keyring and persists it, with the commit path held.
+    /// `change` returns None when the keyring needs no change: then nothing is written.
+    /// If another process changed the keyring meanwhile, `change` runs again on the
+    /// fresh one, and decides again whether to change anything; if the commit fails,
+    /// the keyring goes back to what the file holds.
     fn change_keyring<T>(
         &self,
-        mut change: impl FnMut(&mut Keyring) -> Result<T>,
+        mut change: impl FnMut(&mut Keyring) -> Result<Option<T>>,
         reset_cursor: bool,
-    ) -> Result<T> {
+    ) -> Result<Option<T>> {
         let mut ring = write_lock(&self.inner.keyring);
         let _commit = self.commit_lock();
         for _ in 0..16 {
-            let value = change(&mut ring)?;
+            let Some(value) = change(&mut ring)? else {
+                return Ok(None);
+            };
             match self.write_with_keyring(&ring, KeyringWrite::Always, |txn| {
                 if reset_cursor {
                     txn.delete(Table::Meta, META_CURSOR.as_bytes())?;
                 }
                 Ok(())
             }) {
-                Ok(()) => return Ok(value),
+                Ok(()) => return Ok(Some(value)),
                 Err(Error::KeyringChanged) => self.reload_into(&mut ring)?,
                 Err(e) => {
                     // Nothing was committed: go back to the keyring on disk.
@@ -84,6 +94,13 @@ impl Store {
     /// at most the batch in flight and calling this again resumes after the last
     /// committed batch. Readers are never blocked; writers wait at most one batch.
     /// `progress` is called after every batch.
+    ///
+    /// One call makes one pass over the values, from the cursor to the end: each batch
+    /// is sealed under the primary key when it commits. A rotation during the pass (by
+    /// `progress`, another thread or another process) does not start it over, so the
+    /// values it already passed stay under the key that was primary then, which the
+    /// job does not destroy. The rotation deletes the cursor, and the pass no longer
+    /// writes it: the next call makes a whole pass under the new primary.
     pub fn reencrypt(
         &self,
         batch: usize,
@@ -91,20 +108,31 @@ impl Store {
     ) -> Result<ReencryptProgress> {
         self.check_writable()?;
         let batch = batch.max(1);
-        let total = self.rows().view()?.len(Table::Data)?;
+        let (total, resume) = {
+            let snapshot = self.rows().snapshot()?;
+            let total = snapshot.len(Table::Data)?;
+            let cursor = snapshot
+                .get(Table::Meta, META_CURSOR.as_bytes())?
+                .and_then(|v| <[u8; 32]>::try_from(&*v).ok());
+            (total, cursor)
+        };
         let mut report = ReencryptProgress {
             scanned: 0,
             total,
             resealed: 0,
         };
+        // Where the pass is: it only moves forward, whatever the cursor says meanwhile.
+        let mut position = resume;
+        // The cursor as this pass last saw or wrote it. Every rotation deletes the
+        // cursor, as values before it are no longer under the primary: once the cursor
+        // is not this one, the pass goes on without writing it.
+        let mut expected = resume;
+        let mut owns_cursor = true;
         loop {
             let ring = self.ring();
             let primary = ring.primary().id();
             let snapshot = self.rows().snapshot()?;
-            let cursor: Option<[u8; 32]> = snapshot
-                .get(Table::Meta, META_CURSOR.as_bytes())?
-                .and_then(|v| <[u8; 32]>::try_from(&*v).ok());
-            let from = match &cursor {
+            let from = match &position {
                 Some(c) => Bound::Excluded(&c[..]),
                 None => Bound::Unbounded,
             };
@@ -140,10 +168,12 @@ impl Store {
             // waits for every handle to be released: ours included.
             drop(snapshot);
             let Some(last) = last else {
-                // Finished: drop the cursor.
+                // Finished: drop the cursor, if it is still this pass's.
                 let _commit = self.commit_lock();
                 let done = self.write_with_keyring(&ring, KeyringWrite::IfNeeded, |txn| {
-                    txn.delete(Table::Meta, META_CURSOR.as_bytes())?;
+                    if owns_cursor && cursor_is(&*txn, expected.as_ref())? {
+                        txn.delete(Table::Meta, META_CURSOR.as_bytes())?;
+                    }
                     Ok(())
                 });
                 match done {
@@ -157,6 +187,7 @@ impl Store {
                 }
             };
             let mut applied = 0;
+            let mut wrote_cursor = false;
             {
                 let _commit = self.commit_lock();
                 let committed = self.write_with_keyring(&ring, KeyringWrite::IfNeeded, |txn| {
@@ -169,7 +200,10 @@ impl Store {
                             applied += 1;
                         }
                     }
-                    txn.put(Table::Meta, META_CURSOR.as_bytes(), &last)?;
+                    wrote_cursor = owns_cursor && cursor_is(&*txn, expected.as_ref())?;
+                    if wrote_cursor {
+                        txn.put(Table::Meta, META_CURSOR.as_bytes(), &last)?;
+                    }
                     Ok(())
                 });
                 // Another process changed the keys: this batch was sealed under a stale
@@ -182,8 +216,16 @@ impl Store {
                 }
                 committed?;
             }
+            position = Some(last);
+            if wrote_cursor {
+                expected = Some(last);
+            } else {
+                owns_cursor = false;
+            }
             report.scanned += scanned;
             report.resealed += applied;
+            // Rows that writers added during the pass are counted too.
+            report.total = report.total.max(report.scanned);
             // With no lock held: the callback may rotate, write, or anything else.
             drop(ring);
             progress(report);
@@ -203,10 +245,11 @@ impl Store {
                         values: in_use,
                     });
                 }
-                ring.destroy(key_id).map_err(Error::Key)
+                ring.destroy(key_id).map(Some).map_err(Error::Key)
             },
             false,
         )
+        .map(drop)
     }
 
     /// Destroys every decrypt-only key that no value uses; returns their ids.
@@ -279,7 +322,11 @@ impl Store {
     /// True when the primary key is due for rotation: older than `rotate_after`, or an
     /// AES-256-GCM key that has spent its seal budget.
     pub fn rotation_due(&self) -> bool {
-        let ring = self.ring();
+        self.rotation_due_in(&self.ring())
+    }
+
+    /// [`Store::rotation_due`] for the primary of `ring`.
+    fn rotation_due_in(&self, ring: &Keyring) -> bool {
         let opts = &self.inner.opts;
         let aged = opts.rotate_after.is_some_and(|max| {
             (opts.clock)().saturating_sub(ring.primary().created()) >= max.as_secs()
@@ -288,10 +335,28 @@ impl Store {
     }
 
     /// Rotates if [`Store::rotation_due`]; called at open and after each commit.
+    ///
+    /// Asked again with the keyring locked, and again on the fresh keyring after
+    /// another process changed it: handles, threads or processes that cross the
+    /// threshold together make one key, as the first one's new primary is not due.
     pub(crate) fn maybe_auto_rotate(&self) -> Result<Option<u32>> {
         if self.is_poisoned() || !self.rotation_due() {
             return Ok(None);
         }
-        self.rotate().map(Some)
+        self.change_keyring(
+            |ring| {
+                if !self.rotation_due_in(ring) {
+                    return Ok(None);
+                }
+                self.new_primary(ring).map(Some)
+            },
+            true,
+        )
     }
+}
+
+/// True when the re-encryption cursor in `txn` is `expected` (both absent, or equal).
+fn cursor_is(txn: &dyn RowWrite, expected: Option<&[u8; 32]>) -> Result<bool> {
+    let current = txn.get(Table::Meta, META_CURSOR.as_bytes())?;
+    Ok(current.as_deref() == expected.map(|c| &c[..]))
 }

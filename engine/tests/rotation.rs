@@ -261,3 +261,117 @@ fn automatic_rotation_by_age_and_by_aes_budget() {
         assert!(store.verify().unwrap().is_empty());
     });
 }
+
+#[test]
+fn handles_crossing_the_rotation_threshold_together_add_one_key() {
+    each_engine(|place| {
+        let now = Arc::new(AtomicU64::new(1_000_000));
+        let clock_now = now.clone();
+        let opts = Options {
+            rotate_after: Some(Duration::from_secs(30 * 86400)),
+            clock: Arc::new(move || clock_now.load(Ordering::SeqCst)),
+            ..fast_opts()
+        };
+        let path = place.addr("t.sealkv");
+        let a = Store::create(&path, key(), opts.clone()).unwrap();
+        a.put("n", "k", b"v".to_vec()).unwrap();
+        assert_eq!(a.stats().unwrap().keys.len(), 1);
+        now.fetch_add(31 * 86400, Ordering::SeqCst);
+        // B opens once key 1 is past due. Its first clock reading is the automatic
+        // rotation's question "is it due?" at open, with key 1 read as primary: at
+        // that moment handle A writes, and its own automatic rotation makes key 2. B
+        // then holds a stale keyring whose primary is due.
+        let first = Arc::new(std::sync::Mutex::new(Some(a.clone())));
+        let b_now = now.clone();
+        let b_opts = Options {
+            clock: Arc::new(move || {
+                if let Some(a) = first.lock().unwrap().take() {
+                    a.put("n", "from-a", b"a".to_vec()).unwrap();
+                    assert_eq!(a.stats().unwrap().keys.len(), 2, "a rotated");
+                }
+                b_now.load(Ordering::SeqCst)
+            }),
+            ..opts
+        };
+        let b = Store::open(&path, key(), b_opts).unwrap();
+        b.put("n", "from-b", b"b".to_vec()).unwrap();
+        a.put("n", "again", b"a".to_vec()).unwrap();
+        for store in [&a, &b] {
+            let keys = store.stats().unwrap().keys;
+            assert_eq!(
+                keys.len(),
+                2,
+                "two handles past the threshold together made {} keys",
+                keys.len()
+            );
+            assert_eq!(keys[1].state, KeyState::Primary);
+            assert!(store.verify().unwrap().is_empty());
+        }
+        assert_eq!(&b.get_one("n", "from-a").unwrap().unwrap()[..], b"a");
+        assert_eq!(&a.get_one("n", "from-b").unwrap().unwrap()[..], b"b");
+    });
+}
+
+#[test]
+fn reencryption_ends_after_one_pass_while_the_callback_rotates() {
+    each_engine(|place| {
+        let store = place.new_store();
+        let values = 50;
+        let mut b = Batch::new();
+        for i in 0..values {
+            b.put("n", &format!("k{i}"), format!("value-{i}").into_bytes());
+        }
+        store.set(&b).unwrap();
+        store.rotate().unwrap();
+        let batch = 10;
+        // One pass is values / batch batches and a final scan; a re-encryption that
+        // starts over after each rotation would go on for as long as they come.
+        let bound = values / batch + 2;
+        let mut calls = 0;
+        let report = store
+            .reencrypt(batch, |p| {
+                calls += 1;
+                assert!(
+                    p.scanned <= p.total,
+                    "call {calls}: scanned {} of {}",
+                    p.scanned,
+                    p.total
+                );
+                assert!(calls <= bound, "call {calls}: still re-encrypting ({p:?})");
+                if calls <= 2000 {
+                    store.rotate().unwrap();
+                }
+            })
+            .unwrap();
+        assert!(calls <= bound, "{calls} batches");
+        assert!(report.scanned <= report.total, "{report:?}");
+        assert_eq!(report.resealed, report.total, "{report:?}");
+        // Each batch went to the primary of its commit: key 1, which every value used
+        // before the run, is no longer used, and the keys made during the run are kept.
+        let stats = store.stats().unwrap();
+        assert_eq!(stats.keys.len(), 2 + calls, "{:?}", stats.keys);
+        assert_eq!(
+            stats.values_per_key.get(&1),
+            None,
+            "{:?}",
+            stats.values_per_key
+        );
+        for i in 0..values {
+            let k = format!("k{i}");
+            assert_eq!(
+                &store.get_one("n", &k).unwrap().unwrap()[..],
+                format!("value-{i}").as_bytes()
+            );
+        }
+        assert!(store.verify().unwrap().is_empty());
+        // A rotation made during the run deleted the cursor: the next run is a whole
+        // pass, which brings every value under the current primary.
+        let primary = stats.keys.last().unwrap().id;
+        store
+            .reencrypt(batch, |p| assert!(p.scanned <= p.total))
+            .unwrap();
+        let per_key = store.stats().unwrap().values_per_key;
+        assert_eq!(per_key.keys().copied().collect::<Vec<_>>(), vec![primary]);
+        assert!(store.verify().unwrap().is_empty());
+    });
+}
