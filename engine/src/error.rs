@@ -93,6 +93,10 @@ pub enum Error {
     /// timeout), so another writer may have taken it. Nothing of the transaction was
     /// written; run it again.
     LockLost,
+    /// A copy to PostgreSQL of a store of the first file format, opened read-only (so
+    /// not upgraded): a server holds only stores of the current format. Nothing was
+    /// written.
+    NeedsUpgrade,
     /// Compaction (and so the CLI's `rotate`, which ends with it) needs the store to
     /// itself, and another process or a transaction in progress has it. Nothing was
     /// changed; compact later.
@@ -180,6 +184,10 @@ impl fmt::Display for Error {
                 f,
                 "gave up after {:.1} s waiting for a transaction lock key that another process holds",
                 waited.as_secs_f64()
+            ),
+            Self::NeedsUpgrade => f.write_str(
+                "this store is of the first file format, which a server cannot hold; open it \
+                 for writing once (that upgrades it), then copy it; nothing was written",
             ),
             Self::LockLost => f.write_str(
                 "the transaction's lock key was lost before it committed (the server ended \
@@ -320,6 +328,7 @@ impl Error {
             Self::KeyringChanged => Self::KeyringChanged,
             Self::LockTimeout { waited } => Self::LockTimeout { waited: *waited },
             Self::LockLost => Self::LockLost,
+            Self::NeedsUpgrade => Self::NeedsUpgrade,
             Self::KeyInUse { key_id, values } => Self::KeyInUse {
                 key_id: *key_id,
                 values: *values,

@@ -8,13 +8,14 @@ use std::path::Path;
 use sealkv_crypto::Header;
 
 use crate::error::{Error, Result};
+use crate::meta::{META_MODE, encode_mode, open_keyring, read_meta, seal_keyring_into};
 use crate::options::Concurrency;
 use crate::read::RowKind;
 use crate::rows::{Row, hex_tag, split_row};
 use crate::rowstore::file::FileRows;
 use crate::rowstore::postgres::PgRows;
 use crate::rowstore::{Location, Table, copy_rows};
-use crate::store::{PRIVATE_MODE, Store};
+use crate::store::{PRIVATE_MODE, Store, read_lock};
 
 impl Store {
     /// Opens every value and reports each one that fails, without stopping at the first.
@@ -121,8 +122,27 @@ impl Store {
                 self.contained(|| FileRows::write_new(&dest, PRIVATE_MODE, &*source.snapshot()?))
             }
             Location::Postgres(url) => self.contained(|| {
+                let snapshot = source.snapshot()?;
+                let meta = read_meta(&*snapshot, self.path())?;
+                if meta.store_key.is_none() {
+                    return Err(Error::NeedsUpgrade);
+                }
                 PgRows::create(&url, &self.inner.opts, &mut |w| {
-                    copy_rows(&*source.snapshot()?, w)
+                    copy_rows(&*snapshot, w)?;
+                    if meta.mode != Concurrency::Shared {
+                        // A store on a server is shared by nature (any process on any
+                        // host may open it): the copy records so, and its keyring,
+                        // which authenticates the mode, is sealed again to match.
+                        w.put(
+                            Table::Meta,
+                            META_MODE.as_bytes(),
+                            &encode_mode(Concurrency::Shared),
+                        )?;
+                        let key = read_lock(&self.inner.master);
+                        let ring = open_keyring(&key, &meta.db_id, &meta.keyring)?;
+                        seal_keyring_into(w, &ring, &key, &meta.db_id)?;
+                    }
+                    Ok(())
                 })
                 .map(drop)
             }),

@@ -46,7 +46,11 @@ fn a_lost_commit_reply_is_looked_up_not_replayed_over_a_newer_commit() {
     let pg = Place::new(Some(url.clone()));
     let proxy = Proxy::start(pg_port(&url));
     for other_deletes in [false, true] {
-        let addr = pg.addr(if other_deletes { "lost_del" } else { "lost_put" });
+        let addr = pg.addr(if other_deletes {
+            "lost_del"
+        } else {
+            "lost_put"
+        });
         let b = Store::create(&addr, key(), fast_opts()).unwrap();
         let a = Store::open(through(&proxy, &addr), key(), patient()).unwrap();
         let cuts = proxy.cuts();
@@ -114,7 +118,13 @@ fn a_lock_key_lost_while_its_commit_waits_writes_nothing() {
     let Some(url) = test_pg() else { return };
     let pg = Place::new(Some(url.clone()));
     let addr = pg.addr("lapse_wait");
-    let store_name = addr.to_str().unwrap().rsplit_once("store=").unwrap().1.to_string();
+    let store_name = addr
+        .to_str()
+        .unwrap()
+        .rsplit_once("store=")
+        .unwrap()
+        .1
+        .to_string();
     let a = Store::create(&addr, key(), fast_opts()).unwrap();
     a.put("n", "counter", b"0".to_vec()).unwrap();
     let b = Store::open(&addr, key(), fast_opts()).unwrap();
@@ -185,7 +195,10 @@ fn a_lock_key_lost_while_its_commit_waits_writes_nothing() {
     holder.batch_execute("ROLLBACK").unwrap();
     let (_a, ra) = t.join().unwrap();
     let (b, rb) = t2.join().unwrap();
-    assert!(matches!(ra, Err(Error::LockLost)), "A committed on a lost lock: {ra:?}");
+    assert!(
+        matches!(ra, Err(Error::LockLost)),
+        "A committed on a lost lock: {ra:?}"
+    );
     rb.unwrap();
     assert_eq!(
         b.get_one("n", "counter").unwrap().unwrap().to_vec(),

@@ -476,3 +476,63 @@ fn a_lock_key_lost_with_its_session_fails_the_transaction_and_writes_nothing() {
         .unwrap();
     assert!(store.get_one("n", "k").unwrap().is_some());
 }
+
+#[test]
+fn backup_between_every_engine_and_mode_opens_and_round_trips() {
+    use sealkv_engine::Concurrency;
+    let Some(url) = test_pg() else { return };
+    let pg = Place::new(Some(url));
+    let origins = [
+        (
+            "exclusive file",
+            pg.dir.path().join("exclusive.sealkv"),
+            Concurrency::Exclusive,
+        ),
+        (
+            "shared file",
+            pg.dir.path().join("shared.sealkv"),
+            Concurrency::Shared,
+        ),
+        ("server", pg.addr("origin"), Concurrency::Shared),
+    ];
+    for (i, (what, addr, mode)) in origins.iter().enumerate() {
+        let origin = Store::create(
+            addr,
+            key(),
+            Options {
+                concurrency: *mode,
+                ..fast_opts()
+            },
+        )
+        .unwrap();
+        origin.put("pre-key", "1", b"one".to_vec()).unwrap();
+        origin
+            .session("4915550001")
+            .unwrap()
+            .put("session", "s", b"two".to_vec())
+            .unwrap();
+        let expected = contents(&origin);
+        let to_file = pg.dir.path().join(format!("copy{i}.sealkv"));
+        let to_server = pg.addr(&format!("copy{i}"));
+        for (j, dest) in [&to_file, &to_server].into_iter().enumerate() {
+            origin.backup(dest).unwrap();
+            let copy = Store::open(dest, key(), fast_opts())
+                .unwrap_or_else(|e| panic!("a copy of the {what} at {dest:?} opens: {e}"));
+            assert_eq!(contents(&copy), expected, "{what} -> {dest:?}");
+            assert!(copy.verify().unwrap().is_empty());
+            copy.put("n", "after", b"writable".to_vec()).unwrap();
+            // And back again, into each engine.
+            let back_file = pg.dir.path().join(format!("back{i}-{j}.sealkv"));
+            copy.backup(&back_file).unwrap();
+            let back = Store::open(&back_file, key(), fast_opts()).unwrap();
+            assert_eq!(
+                back.get_one("n", "after").unwrap().unwrap().to_vec(),
+                b"writable"
+            );
+        }
+        // The origin is untouched and still opens in its own mode.
+        drop(origin);
+        let again = Store::open(addr, key(), fast_opts()).unwrap();
+        assert_eq!(again.concurrency(), *mode, "{what}");
+    }
+}

@@ -52,7 +52,11 @@ impl Proxy {
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { continue };
-                let refused = st.refuse_until.lock().unwrap().is_some_and(|t| Instant::now() < t);
+                let refused = st
+                    .refuse_until
+                    .lock()
+                    .unwrap()
+                    .is_some_and(|t| Instant::now() < t);
                 if refused {
                     let _ = client.shutdown(Shutdown::Both);
                     continue;
@@ -142,7 +146,8 @@ fn serve(mut client: TcpStream, mut server: TcpStream, st: Arc<State>) {
         sockets.push(server.try_clone().unwrap());
     }
     let conn = Arc::new(Conn::default());
-    let (mut from_server, mut to_client) = (server.try_clone().unwrap(), client.try_clone().unwrap());
+    let (mut from_server, mut to_client) =
+        (server.try_clone().unwrap(), client.try_clone().unwrap());
     let (c, s) = (conn.clone(), st.clone());
     let (close_client, close_server) = (client.try_clone().unwrap(), server.try_clone().unwrap());
     std::thread::spawn(move || {
@@ -173,7 +178,9 @@ fn serve(mut client: TcpStream, mut server: TcpStream, st: Arc<State>) {
     // The client's side, message by message. First the startup message (after any
     // SSL or GSS encryption requests, which the server answers with one byte).
     loop {
-        let Some(msg) = read_untyped(&mut client) else { return end(&client, &server) };
+        let Some(msg) = read_untyped(&mut client) else {
+            return end(&client, &server);
+        };
         if server.write_all(&msg).is_err() {
             return end(&client, &server);
         }
@@ -183,7 +190,9 @@ fn serve(mut client: TcpStream, mut server: TcpStream, st: Arc<State>) {
         }
     }
     loop {
-        let Some(msg) = read_typed(&mut client) else { return end(&client, &server) };
+        let Some(msg) = read_typed(&mut client) else {
+            return end(&client, &server);
+        };
         let query = (msg[0] == b'Q').then(|| String::from_utf8_lossy(&msg[5..]).to_string());
         let mut freeze = false;
         if let Some(q) = &query {
