@@ -78,11 +78,22 @@ impl Store {
         let ns_tag = scope.ns_tag(ring.name_key(), namespace);
         let snap = self.rows().view()?;
         let now = self.now();
-        let mut out = BTreeMap::new();
+        let mut rows = Vec::with_capacity(keys.len());
         for key in keys {
+            check_name(key.as_ref())?;
+            let key_tag = scope.key_tag(ring.name_key(), namespace, key.as_ref());
+            rows.push((key_tag, row_key(&ns_tag, &key_tag)));
+        }
+        // One read for all of them: one point in time, whatever the engine (on a server,
+        // one statement), so a batch another writer committed is seen whole or not at all.
+        let row_keys: Vec<&[u8]> = rows.iter().map(|(_, row)| row.as_slice()).collect();
+        let found = snap.get_many(Table::Data, &row_keys)?;
+        let mut out = BTreeMap::new();
+        for ((key, (key_tag, _)), sealed) in keys.iter().zip(&rows).zip(found) {
             let key = key.as_ref();
-            if let Some(value) =
-                self.read_row(&ring, &*snap, scope, namespace, &ns_tag, key, now)?
+            if let Some(sealed) = sealed
+                && let Some(value) =
+                    self.open_row(&ring, scope, namespace, &ns_tag, key, key_tag, &sealed, now)?
             {
                 out.insert(key.to_string(), value);
             }
@@ -120,10 +131,26 @@ impl Store {
         let Some(sealed) = snap.get(Table::Data, &row_key(ns_tag, &key_tag))? else {
             return Ok(None);
         };
+        self.open_row(ring, scope, namespace, ns_tag, key, &key_tag, &sealed, now)
+    }
+
+    /// Opens the sealed value found under `key` (whose tag is `key_tag`).
+    #[allow(clippy::too_many_arguments)]
+    fn open_row(
+        &self,
+        ring: &Keyring,
+        scope: &Scope,
+        namespace: &str,
+        ns_tag: &[u8; TAG_BYTES],
+        key: &str,
+        key_tag: &[u8; TAG_BYTES],
+        sealed: &[u8],
+        now: u64,
+    ) -> Result<Option<Value>> {
         let row = Row {
             ns_tag,
-            key_tag: &key_tag,
-            sealed: &sealed,
+            key_tag,
+            sealed,
         };
         let label = || scope.label(namespace);
         let opened = self.open_sealed(ring, &row, &label(), || key.to_string())?;
@@ -215,7 +242,7 @@ impl Store {
         check_name(namespace)?;
         let ring = self.ring();
         let ns_tag = scope.ns_tag(ring.name_key(), namespace);
-        let snap = self.rows().view()?;
+        let snap = self.rows().snapshot()?;
         let (now, label) = (self.now(), scope.label(namespace));
         let kind = RowKind::Value(scope, namespace);
         let mut names = Vec::new();
@@ -234,7 +261,7 @@ impl Store {
     /// The namespaces of a scope that hold at least one live value, sorted.
     pub(crate) fn namespaces_in(&self, scope: &Scope) -> Result<Vec<String>> {
         let ring = self.ring();
-        let snap = self.rows().view()?;
+        let snap = self.rows().snapshot()?;
         let now = self.now();
         let mut names = Vec::new();
         for (name, ns_tag) in self.catalog(&ring, &*snap, scope)? {
@@ -294,7 +321,7 @@ impl Store {
         check_name(namespace)?;
         let ring = self.ring();
         let ns_tag = scope.ns_tag(ring.name_key(), namespace);
-        let snap = self.rows().view()?;
+        let snap = self.rows().snapshot()?;
         let (now, label) = (self.now(), scope.label(namespace));
         let kind = RowKind::Value(scope, namespace);
         let mut n = 0;

@@ -55,7 +55,7 @@ impl Store {
             self.with_fresh_keyring(|| {
                 let scopes = {
                     let ring = self.ring();
-                    let snap = self.rows().view()?;
+                    let snap = self.rows().snapshot()?;
                     self.session_scopes(&ring, &*snap)?
                 };
                 // With no keyring guard held: `namespaces_in` takes its own, and a second

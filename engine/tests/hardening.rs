@@ -456,8 +456,8 @@ fn the_reencryption_callback_may_rotate_and_write() {
         store.put("n", &i.to_string(), vec![i as u8]).unwrap();
     }
     store.rotate().unwrap();
-    // A rotation restarts the re-encryption (values before the cursor are under the
-    // old primary now), so the callback rotates once.
+    // A rotation during the run does not restart it (the run ends after one pass; the
+    // next run does a whole pass); the callback rotates once.
     let s = store.clone();
     let keys = finishes("reencrypt with a rotating callback", move || {
         let mut rotated = false;

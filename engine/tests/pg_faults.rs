@@ -229,6 +229,7 @@ fn a_host_frozen_holding_the_commit_lock_blocks_others_only_for_the_stall_timeou
     proxy.freeze_after("AS keyring");
     let writer = std::thread::spawn(move || a.put("n", "a", b"from A".to_vec()));
     assert!(proxy.wait_for(Duration::from_secs(10), |p| p.freezes() > 0));
+    drop(b);
     let b = Store::open(
         &addr,
         key(),
@@ -239,10 +240,6 @@ fn a_host_frozen_holding_the_commit_lock_blocks_others_only_for_the_stall_timeou
             ..fast_opts()
         },
     )
-    .map(|fresh| {
-        drop(b);
-        fresh
-    })
     .unwrap();
     let started = Instant::now();
     b.put("n", "b", b"from B".to_vec()).unwrap();

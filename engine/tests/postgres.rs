@@ -536,3 +536,90 @@ fn backup_between_every_engine_and_mode_opens_and_round_trips() {
         assert_eq!(again.concurrency(), *mode, "{what}");
     }
 }
+
+#[test]
+fn multi_key_reads_and_listings_see_another_hosts_batch_whole_or_not_at_all() {
+    let Some(url) = test_pg() else { return };
+    let pg = Place::new(Some(url));
+    let addr = pg.addr("flip");
+    let writer = Store::create(&addr, key(), fast_opts()).unwrap();
+    let mut b = Batch::new();
+    b.put("n", "a", b"0".to_vec()).put("n", "b", b"0".to_vec());
+    // Values that move between two sets of keys together, more than a page of a scan
+    // (512 rows): a listing sees one set whole.
+    const MOVING: usize = 600;
+    for k in 0..MOVING {
+        b.put("m", &format!("x{k}"), b"here".to_vec());
+    }
+    writer.set(&b).unwrap();
+    let reader = Store::open(&addr, key(), fast_opts()).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flips = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut i = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                i += 1;
+                let v = i.to_string().into_bytes();
+                let mut b = Batch::new();
+                b.put("n", "a", v.clone()).put("n", "b", v);
+                if i % 8 == 0 {
+                    let (from, to) = if i % 16 == 0 { ("y", "x") } else { ("x", "y") };
+                    for k in 0..MOVING {
+                        b.put("m", &format!("{to}{k}"), b"here".to_vec());
+                        b.delete("m", &format!("{from}{k}"));
+                    }
+                }
+                writer.set(&b).unwrap();
+            }
+            i
+        })
+    };
+    for i in 0..400 {
+        let got = reader.get("n", &["a", "b"]).unwrap();
+        assert_eq!(got["a"], got["b"], "half of a batch seen");
+        if i % 10 == 0 {
+            assert_eq!(
+                reader.list("m").unwrap().len(),
+                MOVING,
+                "a move seen half done"
+            );
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(flips.join().unwrap() > 10, "the writer kept writing");
+}
+
+#[test]
+fn null_values_behind_the_stores_back_are_errors_not_panics_and_such_tables_are_refused() {
+    let Some(url) = test_pg() else { return };
+    let pg = Place::new(Some(url.clone()));
+    let addr = pg.addr("nulls");
+    let data = format!("sealkv_{}_data", store_name(&addr));
+    let store = Store::create(&addr, key(), fast_opts()).unwrap();
+    let mut b = Batch::new();
+    b.put("n", "a", b"1".to_vec()).put("n", "b", b"2".to_vec());
+    store.set(&b).unwrap();
+    let mut admin = admin(&url);
+    admin
+        .batch_execute(&format!(
+            "ALTER TABLE \"{data}\" ALTER COLUMN v DROP NOT NULL; UPDATE \"{data}\" SET v = NULL"
+        ))
+        .unwrap();
+    // Every read path meets a NULL: an error naming the store, never a panic, and the
+    // store is not poisoned by it.
+    assert!(matches!(store.get_one("n", "a"), Err(Error::Corrupt(_))));
+    assert!(matches!(
+        store.get("n", &["a", "b"]),
+        Err(Error::Corrupt(_))
+    ));
+    assert!(matches!(store.list("n"), Err(Error::Corrupt(_))));
+    assert!(store.verify().is_err());
+    assert!(!store.is_poisoned());
+    drop(store);
+    // A table that allows NULL is not a store's.
+    assert!(matches!(
+        Store::open(&addr, key(), fast_opts()),
+        Err(Error::NotSealkv(_))
+    ));
+}

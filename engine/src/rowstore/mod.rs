@@ -72,6 +72,12 @@ pub(crate) type Range<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
 pub(crate) trait RowRead {
     /// The value under `key`, if any.
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Found<'_>>>;
+    /// The values under `keys`, in their order, all from one point in time (a view
+    /// that is not one snapshot, as a server's autocommit view, reads them in one
+    /// statement).
+    fn get_many(&self, table: Table, keys: &[&[u8]]) -> Result<Vec<Option<Found<'_>>>> {
+        keys.iter().map(|k| self.get(table, k)).collect()
+    }
     /// Visits the rows whose keys fall in `range`, in ascending key order.
     fn scan(&self, table: Table, range: Range<'_>, visit: Visit<'_>) -> Result<()>;
     /// Number of rows in `table`.

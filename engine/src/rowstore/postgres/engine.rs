@@ -320,18 +320,25 @@ impl PgRows {
                 transient: false,
             });
         }
-        // Tables of that name that are not a store's (other columns) are not ours.
+        // Tables of that name that are not a store's (other columns, or columns that
+        // allow NULL) are not ours: every table has a non-null bytea key `k`, and the
+        // data and meta tables a non-null bytea value `v`.
         let ours: i64 = first
             .query_typed_one(
                 "SELECT count(*) FROM information_schema.columns \
                  WHERE table_schema = current_schema() AND table_name = ANY($1) \
-                 AND column_name IN ('k', 'v') AND data_type = 'bytea'",
-                &[(&names.plain[..2].to_vec(), Type::TEXT_ARRAY)],
+                 AND data_type = 'bytea' AND is_nullable = 'NO' \
+                 AND (column_name = 'k' OR (column_name = 'v' AND table_name = ANY($2)))",
+                &[
+                    (&names.plain.to_vec(), Type::TEXT_ARRAY),
+                    (&names.plain[..2].to_vec(), Type::TEXT_ARRAY),
+                ],
             )
             .map_err(|e| server_error(shown, &e))?
-            .get(0);
-        // All four tables, with the data and meta tables of a store's shape.
-        if ours != 4 || found != 4 {
+            .try_get(0)
+            .map_err(|e| Error::Corrupt(format!("{shown}: {e}")))?;
+        // All four tables, of a store's shape.
+        if ours != 6 || found != 4 {
             return Err(Error::NotSealkv(shown.into()));
         }
         Ok(())
@@ -724,8 +731,43 @@ fn get_row(
         t => format!("SELECT v FROM {} WHERE k = $1", names.of(t)),
     };
     off_runtime(|| client.query_typed_opt(&sql, &[(&key, Type::BYTEA)]))
-        .map(|row| row.map(|r| r.get::<_, Vec<u8>>(0)))
-        .map_err(|e| server_error(shown, &e))
+        .map_err(|e| server_error(shown, &e))?
+        .map(|r| column(shown, &r, 0))
+        .transpose()
+}
+
+/// Reads the rows under `keys` in one statement (one snapshot).
+fn get_rows(
+    client: &mut (impl GenericClient + Send),
+    names: &Names,
+    shown: &str,
+    table: Table,
+    keys: &[&[u8]],
+) -> Result<BTreeMap<Vec<u8>, Vec<u8>>> {
+    let value = if table == Table::Expiry {
+        "''::bytea"
+    } else {
+        "v"
+    };
+    let sql = format!(
+        "SELECT k, {value} FROM {} WHERE k = ANY($1)",
+        names.of(table)
+    );
+    let rows = off_runtime(|| client.query_typed(&sql, &[(&keys, Type::BYTEA_ARRAY)]))
+        .map_err(|e| server_error(shown, &e))?;
+    rows.iter()
+        .map(|r| Ok((column(shown, r, 0)?, column(shown, r, 1)?)))
+        .collect()
+}
+
+/// Column `i` of `row` as bytes: a NULL or a value of another type (a table changed
+/// behind the store's back) is an error, never a panic.
+fn column(shown: &str, row: &postgres::Row, i: usize) -> Result<Vec<u8>> {
+    row.try_get::<_, Vec<u8>>(i).map_err(|e| {
+        Error::Corrupt(format!(
+            "{shown}: a row of the store's tables is not what sealkv wrote: {e}"
+        ))
+    })
 }
 
 /// `WHERE` conditions for a key range, with its parameters.
@@ -780,13 +822,13 @@ fn scan_rows(
             .map_err(|e| server_error(shown, &e))?;
         let full = rows.len() as i64 == PAGE;
         for row in &rows {
-            let (k, v): (&[u8], &[u8]) = (row.get(0), row.get(1));
-            if !visit(k, v)? {
+            let (k, v) = (column(shown, row, 0)?, column(shown, row, 1)?);
+            if !visit(&k, &v)? {
                 return Ok(());
             }
         }
         match rows.last() {
-            Some(last) if full => after = Some(last.get::<_, Vec<u8>>(0)),
+            Some(last) if full => after = Some(column(shown, last, 0)?),
             _ => return Ok(()),
         }
     }
@@ -802,8 +844,13 @@ fn scalar<T: for<'r> postgres::types::FromSql<'r>>(
 ) -> Result<T> {
     let sql = sql.replace("{}", names.of(table));
     off_runtime(|| client.query_typed_one(&sql, &[]))
-        .map(|r| r.get::<_, T>(0))
-        .map_err(|e| server_error(shown, &e))
+        .map_err(|e| server_error(shown, &e))?
+        .try_get::<_, T>(0)
+        .map_err(|e| {
+            Error::Corrupt(format!(
+                "{shown}: an unexpected answer from the server: {e}"
+            ))
+        })
 }
 
 fn count_rows(
@@ -854,6 +901,17 @@ impl RowRead for PgView {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Found<'_>>> {
         let mut conn = lock(&self.conn);
         Ok(get_row(&mut **conn, &self.names, &self.shown, table, key)?.map(Found::Owned))
+    }
+    fn get_many(&self, table: Table, keys: &[&[u8]]) -> Result<Vec<Option<Found<'_>>>> {
+        if let [one] = keys {
+            return Ok(vec![self.get(table, one)?]);
+        }
+        let mut conn = lock(&self.conn);
+        let mut found = get_rows(&mut **conn, &self.names, &self.shown, table, keys)?;
+        Ok(keys
+            .iter()
+            .map(|k| found.remove(*k).map(Found::Owned))
+            .collect())
     }
     fn scan(&self, table: Table, range: Range<'_>, visit: Visit<'_>) -> Result<()> {
         let mut conn = lock(&self.conn);
