@@ -51,6 +51,12 @@ impl Store {
         let mut failures = Vec::new();
         table.scan(Table::Data, ALL, &mut |k, v| {
             let Ok(k) = <&[u8; 32]>::try_from(k) else {
+                // Not a row sealkv wrote (its keys are two 16-byte tags): put there
+                // behind the store's back.
+                failures.push(Error::Corrupt(format!(
+                    "a data row whose key is {} bytes, not 32: not written by sealkv",
+                    k.len()
+                )));
                 return Ok(true);
             };
             let (ns_tag, key_tag) = split_row(k);
@@ -66,6 +72,15 @@ impl Store {
             };
             if let Err(e) = opened {
                 failures.push(e);
+            }
+            Ok(true)
+        })?;
+        table.scan(Table::Expiry, ALL, &mut |k, _| {
+            if k.len() != 40 {
+                failures.push(Error::Corrupt(format!(
+                    "an expiry index row whose key is {} bytes, not 40: not written by sealkv",
+                    k.len()
+                )));
             }
             Ok(true)
         })?;

@@ -623,3 +623,23 @@ fn null_values_behind_the_stores_back_are_errors_not_panics_and_such_tables_are_
         Err(Error::NotSealkv(_))
     ));
 }
+
+#[test]
+fn verify_reports_rows_of_foreign_shape_put_in_behind_the_stores_back() {
+    let Some(url) = test_pg() else { return };
+    let pg = Place::new(Some(url.clone()));
+    let addr = pg.addr("foreign");
+    let name = store_name(&addr);
+    let store = Store::create(&addr, key(), fast_opts()).unwrap();
+    store.put("n", "a", b"1".to_vec()).unwrap();
+    assert!(store.verify().unwrap().is_empty());
+    admin(&url)
+        .batch_execute(&format!(
+            "INSERT INTO \"sealkv_{name}_data\" VALUES ('\\x0102'::bytea, '\\x00'::bytea); \
+             INSERT INTO \"sealkv_{name}_expiry\" VALUES ('\\x03'::bytea)"
+        ))
+        .unwrap();
+    let failures = store.verify().unwrap();
+    assert_eq!(failures.len(), 2, "{failures:?}");
+    assert!(failures.iter().all(|e| matches!(e, Error::Corrupt(_))));
+}
