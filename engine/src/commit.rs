@@ -555,6 +555,8 @@ impl Store {
         // The commit count read by the last attempt that failed after its commit began
         // (it may have reached the disk, or the server, or not).
         let mut uncertain: Option<u64> = None;
+        // A file's state in memory is suspect after a failed write (see below).
+        let rewrite_own = self.rows().poison_on_failure();
         for attempt in 0..attempts {
             if attempt > 0 {
                 std::thread::sleep(self.inner.opts.commit_retry_delay);
@@ -582,6 +584,17 @@ impl Store {
                             match commits.outcome(&token, before) {
                                 // Settled: from here on this attempt is like a first.
                                 Outcome::NotCommitted => uncertain = None,
+                                // On a file whose fsync failed, the commit can be visible
+                                // (in the page cache) and yet not on the disk: Linux may
+                                // mark pages whose write-back failed clean. While it is
+                                // still the last commit, writing it again is safe (there
+                                // is nothing newer to undo) and puts its pages behind a
+                                // sync that succeeded.
+                                Outcome::Committed
+                                    if rewrite_own && commits.count == before.wrapping_add(1) =>
+                                {
+                                    uncertain = None;
+                                }
                                 decided => {
                                     // Nothing of this attempt is written: it rolls back.
                                     resolved = Some(decided);
