@@ -563,8 +563,8 @@ fn multi_key_reads_and_listings_see_another_hosts_batch_whole_or_not_at_all() {
                 let v = i.to_string().into_bytes();
                 let mut b = Batch::new();
                 b.put("n", "a", v.clone()).put("n", "b", v);
-                if i % 8 == 0 {
-                    let (from, to) = if i % 16 == 0 { ("y", "x") } else { ("x", "y") };
+                if i.is_multiple_of(8) {
+                    let (from, to) = if i.is_multiple_of(16) { ("y", "x") } else { ("x", "y") };
                     for k in 0..MOVING {
                         b.put("m", &format!("{to}{k}"), b"here".to_vec());
                         b.delete("m", &format!("{from}{k}"));
