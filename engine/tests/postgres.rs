@@ -564,7 +564,11 @@ fn multi_key_reads_and_listings_see_another_hosts_batch_whole_or_not_at_all() {
                 let mut b = Batch::new();
                 b.put("n", "a", v.clone()).put("n", "b", v);
                 if i.is_multiple_of(8) {
-                    let (from, to) = if i.is_multiple_of(16) { ("y", "x") } else { ("x", "y") };
+                    let (from, to) = if i.is_multiple_of(16) {
+                        ("y", "x")
+                    } else {
+                        ("x", "y")
+                    };
                     for k in 0..MOVING {
                         b.put("m", &format!("{to}{k}"), b"here".to_vec());
                         b.delete("m", &format!("{from}{k}"));
