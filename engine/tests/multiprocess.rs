@@ -335,3 +335,59 @@ fn compaction_waits_for_the_store_to_itself() {
     assert_eq!(a.count("n").unwrap(), 52);
     assert!(a.verify().unwrap().is_empty());
 }
+
+/// A commit whose last fsync failed is visible after the file is reopened. Its retry
+/// must find it, not write it again over a newer commit another process made meanwhile.
+#[test]
+fn a_commit_whose_fsync_failed_is_not_replayed_over_another_processs_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.sealkv");
+    let state = std::sync::Arc::new(FaultState::default());
+    let a = Store::create(
+        &path,
+        passphrase("pw"),
+        Options {
+            commit_retries: 2,
+            commit_retry_delay: Duration::from_millis(1500),
+            ..faulty_opts(state.clone())
+        },
+    )
+    .unwrap();
+    // How many writes and syncs a commit takes: in redb's shared mode, the one before
+    // the last is the sync that makes the commit durable (checked below).
+    state.arm(u64::MAX, false);
+    a.put("n", "warm-up", b"x".to_vec()).unwrap();
+    let per_commit = state.ops.load(std::sync::atomic::Ordering::SeqCst);
+    state.arm(per_commit - 1, false);
+    let writer = std::thread::spawn(move || {
+        let r = a.put("n", "k0", b"from A".to_vec());
+        (a, r)
+    });
+    let end = Instant::now() + Duration::from_secs(10);
+    while state.failures.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < end, "the fault never fired");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    state.disarm();
+    assert_eq!(
+        state.first_kind.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "a sync failed"
+    );
+    // While A waits to retry, another process writes k0 and is acknowledged.
+    let mut child = spawn(
+        "writer",
+        &path,
+        &[("SEALKV_MP_PREFIX", "k"), ("SEALKV_MP_COUNT", "1")],
+    );
+    assert!(child.wait().unwrap().success());
+    let (a, result) = writer.join().unwrap();
+    result.unwrap();
+    assert_eq!(
+        a.get_one("n", "k0").unwrap().unwrap().to_vec(),
+        b"k0".to_vec(),
+        "the other process's acknowledged write survives"
+    );
+    assert!(!a.is_poisoned());
+    assert!(a.verify().unwrap().is_empty());
+}
