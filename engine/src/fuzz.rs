@@ -244,3 +244,138 @@ pub fn fuzz_ops(data: &[u8]) {
     );
     assert!(store.verify().is_ok_and(|f| f.is_empty()), "verify failed");
 }
+
+/// Fuzz body: two threads drive handles of one in-memory store at once. `data` is
+/// split into two scripts; each thread puts and deletes in a namespace of its own
+/// (checked against its own model) and increments a shared counter in transactions
+/// under one lock key. Whatever the interleaving, each namespace must match its model,
+/// the counter must equal the increments made, and after a reopen `verify` is clean.
+pub fn fuzz_concurrent(data: &[u8]) {
+    let Some(key) = fuzz_key() else { return };
+    let disk = FaultyMemory::default();
+    let factory_disk = disk.clone();
+    let factory: crate::rowstore::file::backend::BackendFactory =
+        Arc::new(move |_: &Path, _| Ok(Box::new(factory_disk.clone()) as Box<dyn StorageBackend>));
+    let opts = Options {
+        backend: Some(factory),
+        ..fuzz_options()
+    };
+    let path = Path::new("fuzz-memory");
+    let store = match Store::create(path, key.clone(), opts.clone()) {
+        Ok(s) => s,
+        Err(e) => panic!("a store on a healthy in-memory disk must be created: {e}"),
+    };
+    let half = data.len() / 2;
+    let scripts = [&data[..half], &data[half..]];
+    let results: Vec<(Model, u64)> = std::thread::scope(|s| {
+        let handles: Vec<_> = scripts
+            .iter()
+            .enumerate()
+            .map(|(t, script)| {
+                let store = store.clone();
+                s.spawn(move || run_script(&store, t, script))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| match h.join() {
+                Ok(r) => r,
+                Err(p) => std::panic::resume_unwind(p),
+            })
+            .collect()
+    });
+    let check = |store: &Store| {
+        let increments: u64 = results.iter().map(|(_, n)| n).sum();
+        assert_eq!(counter(store), increments, "an increment was lost");
+        for (t, (model, _)) in results.iter().enumerate() {
+            let ns = format!("t{t}");
+            let keys = store.list(&ns).unwrap_or_else(|e| panic!("list: {e}"));
+            let got: Model = store
+                .get(&ns, &keys)
+                .unwrap_or_else(|e| panic!("get: {e}"))
+                .into_iter()
+                .map(|(k, v)| ((ns.clone(), k), v.to_vec()))
+                .collect();
+            assert!(
+                &got == model,
+                "thread {t}'s namespace differs from its model"
+            );
+        }
+    };
+    check(&store);
+    drop(store);
+    let store = Store::open(path, key, opts).unwrap_or_else(|e| panic!("reopen failed: {e}"));
+    check(&store);
+    assert!(store.verify().is_ok_and(|f| f.is_empty()), "verify failed");
+}
+
+/// The shared counter of [`fuzz_concurrent`].
+fn counter(store: &Store) -> u64 {
+    match store.get_one("shared", "counter") {
+        Ok(Some(v)) => v
+            .as_slice()
+            .try_into()
+            .map(u64::from_le_bytes)
+            .unwrap_or_else(|_| panic!("the counter is not 8 bytes")),
+        Ok(None) => 0,
+        Err(e) => panic!("counter: {e}"),
+    }
+}
+
+/// One thread of [`fuzz_concurrent`]: returns its namespace's model and its increments.
+fn run_script(store: &Store, t: usize, script: &[u8]) -> (Model, u64) {
+    let ns = format!("t{t}");
+    let mut model = Model::new();
+    let mut increments = 0;
+    for chunk in script.chunks(2).take(48) {
+        let [op, a] = match chunk {
+            [op, a] => [*op, *a],
+            _ => break,
+        };
+        let k = format!("k{}", a % 8);
+        match op % 4 {
+            0 => {
+                let value = vec![a; usize::from(op) * 3];
+                store
+                    .put(&ns, &k, value.clone())
+                    .unwrap_or_else(|e| panic!("put: {e}"));
+                model.insert((ns.clone(), k), value);
+            }
+            1 => {
+                store
+                    .delete(&ns, &k)
+                    .unwrap_or_else(|e| panic!("delete: {e}"));
+                model.remove(&(ns.clone(), k));
+            }
+            2 => {
+                let value = vec![a ^ 0x5a; usize::from(a)];
+                store
+                    .transaction("counter", |tx| {
+                        let n = tx
+                            .get("shared", &["counter"])?
+                            .get("counter")
+                            .and_then(|v| v.as_slice().try_into().ok())
+                            .map(u64::from_le_bytes)
+                            .unwrap_or(0);
+                        tx.put("shared", "counter", (n + 1).to_le_bytes().to_vec());
+                        tx.put(&ns, &k, value.clone());
+                        Ok::<_, Error>(())
+                    })
+                    .unwrap_or_else(|e| panic!("transaction: {e}"));
+                increments += 1;
+                model.insert((ns.clone(), k), value);
+            }
+            _ => {
+                let got = store
+                    .get_one(&ns, &k)
+                    .unwrap_or_else(|e| panic!("get: {e}"));
+                let want = model.get(&(ns.clone(), k));
+                assert_eq!(
+                    got.as_deref().map(|v| v.as_slice()),
+                    want.map(Vec::as_slice)
+                );
+            }
+        }
+    }
+    (model, increments)
+}

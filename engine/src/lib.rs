@@ -68,6 +68,6 @@ pub use txn::Tx;
 #[doc(hidden)]
 pub mod internal {
     #[cfg(feature = "test-internals")]
-    pub use crate::fuzz::{fuzz_open, fuzz_ops, fuzz_options, write_seed_store};
+    pub use crate::fuzz::{fuzz_concurrent, fuzz_open, fuzz_ops, fuzz_options, write_seed_store};
     pub use crate::rowstore::file::backend::BackendFactory;
 }

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use rand::{Rng, SeedableRng};
-use sealkv_engine::internal::{fuzz_open, fuzz_ops, write_seed_store};
+use sealkv_engine::internal::{fuzz_concurrent, fuzz_open, fuzz_ops, write_seed_store};
 
 fn seeds(target: &str) -> Vec<Vec<u8>> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -26,6 +26,15 @@ fn store_ops_seeds_hold_the_model() {
     assert!(!seeds.is_empty());
     for s in &seeds {
         fuzz_ops(s);
+    }
+}
+
+#[test]
+fn store_concurrent_seeds_hold_the_models() {
+    let seeds = seeds("store_concurrent");
+    assert!(!seeds.is_empty());
+    for s in &seeds {
+        fuzz_concurrent(s);
     }
 }
 
