@@ -80,20 +80,47 @@ function nativeOptions(opts, mode) {
   }
 }
 
-/** Normalizes `set`'s argument: an array of changes, or `{ namespace: { key: value | null } }`. */
+/**
+ * A change's time to live, checked here so that a bad one fails its own call before it
+ * joins a combined commit: a value napi cannot convert would fail the whole commit with
+ * napi's own error, and every call in it. Out-of-range numbers get the code the native
+ * half gives them.
+ */
+function ttlOf(ttlMs, what) {
+  if (ttlMs == null) return undefined
+  if (typeof ttlMs !== 'number') {
+    throw new SealkvError('SEALKV_BAD_ARGUMENT', `${what}: ttlMs must be a number of milliseconds, not a ${typeof ttlMs}`)
+  }
+  if (!Number.isFinite(ttlMs) || ttlMs < 1000) {
+    throw new SealkvError('SEALKV_INVALID_TTL', `${what}: time to live of ${ttlMs} ms: give at least 1000 ms`)
+  }
+  return ttlMs
+}
+
+/**
+ * Normalizes `set`'s argument: an array of changes, or `{ namespace: { key: value | null } }`.
+ * Every field is checked or converted here, so what reaches the native half always
+ * converts (see `Writer`).
+ */
 function changesOf(changes) {
   const out = []
   const push = (namespace, key, value, ttlMs) => {
+    const what = `${namespace}/${key}`
     out.push({
       namespace: String(namespace),
       key: String(key),
       // undefined, not null: napi reads an absent optional field, not a null one.
-      value: value == null ? undefined : toBuffer(value, `${namespace}/${key}`),
-      ttlMs: ttlMs ?? undefined,
+      value: value == null ? undefined : toBuffer(value, what),
+      ttlMs: ttlOf(ttlMs, what),
     })
   }
   if (Array.isArray(changes)) {
-    for (const c of changes) push(c.namespace, c.key, c.value, c.ttlMs)
+    for (const c of changes) {
+      if (c === null || typeof c !== 'object') {
+        throw new SealkvError('SEALKV_BAD_ARGUMENT', 'each change must be an object { namespace, key, value, ttlMs? }')
+      }
+      push(c.namespace, c.key, c.value, c.ttlMs)
+    }
   } else if (changes && typeof changes === 'object') {
     for (const namespace of Object.keys(changes)) {
       const entries = changes[namespace] || {}
@@ -118,9 +145,12 @@ function changesOf(changes) {
  * (`npm run bench`, 10 workers, 12,000 sets: 7,216 sets/s with one in flight, 5,847
  * with four, since each commit then carries fewer calls).
  *
- * If a combined commit fails because of one call's content (a name too long, a value too
- * large), each call in it is retried alone, so the bad call fails only itself; any other
- * failure (an fsync error, say, where the outcome is unknown) goes to every caller.
+ * Each call's arguments are checked before it is queued (`changesOf`), so a call of the
+ * wrong shape rejects alone, with `SEALKV_BAD_ARGUMENT`, and never joins a commit. If a
+ * combined commit still fails because of one call's content (a name too long, a value
+ * too large, or anything napi refuses to convert), each call in it is retried alone, so
+ * the bad call fails only itself; any other failure (an fsync error, say, where the
+ * outcome is unknown) goes to every caller.
  */
 class Writer {
   #native
@@ -178,7 +208,21 @@ class Writer {
   }
 
   async #commit(changes) {
-    await call(() => this.#native.set(this.#session, changes))
+    let pending
+    try {
+      pending = this.#native.set(this.#session, changes)
+    } catch (err) {
+      // Thrown, not rejected: napi refused an argument before any work started, so
+      // nothing was written. Its message may quote the argument: not passed on.
+      const coded = translate(err)
+      throw Object.assign(
+        coded instanceof SealkvError
+          ? coded
+          : new SealkvError('SEALKV_BAD_ARGUMENT', `the native half cannot take this change (napi: ${err?.code ?? 'error'})`),
+        { [NOT_STARTED]: true },
+      )
+    }
+    await call(() => pending)
   }
 
   async #run(group) {
@@ -198,7 +242,7 @@ class Writer {
       // Only an error about one call's content (nothing written) is worth retrying
       // call by call; any other (a failed or uncertain commit, a closed or poisoned
       // store) is every caller's answer as it is.
-      if (group.length === 1 || !PER_CALL_ERRORS.has(err.code)) {
+      if (group.length === 1 || !(err[NOT_STARTED] || PER_CALL_ERRORS.has(err.code))) {
         for (const g of group) g.reject(err)
         return
       }
@@ -216,6 +260,9 @@ class Writer {
 
 /** Errors a combined commit can get from one call's content alone. */
 const PER_CALL_ERRORS = new Set(['SEALKV_INVALID_NAME', 'SEALKV_TOO_LARGE', 'SEALKV_INVALID_TTL'])
+
+/** Marks an error the native half threw before starting a commit: nothing was written. */
+const NOT_STARTED = Symbol('sealkv.notStarted')
 
 /** The writers of each open native handle, by session. */
 const writers = new WeakMap()
@@ -270,7 +317,10 @@ class Store {
     return Store.#open(path, opts, 'create')
   }
 
-  /** Opens the store, creating it when the file does not exist. */
+  /**
+   * Opens the store, creating it when it does not exist (on PostgreSQL: open first,
+   * create only when absent; a lost race to create opens the winner's store).
+   */
   static openOrCreate(path, opts = {}) {
     return Store.#open(path, opts, 'openOrCreate')
   }

@@ -26,6 +26,10 @@ export type SealkvErrorCode =
   | 'SEALKV_SERVER'
   | 'SEALKV_CLOSED'
   | 'SEALKV_INVALID_ARGUMENT'
+  /** A write's argument of the wrong type (a `ttlMs` that is not a number, a change that is not an object); that call alone fails. */
+  | 'SEALKV_BAD_ARGUMENT'
+  /** A bug: the native half panicked. The call did not finish; the message says nothing of the data. */
+  | 'SEALKV_INTERNAL'
   | 'SEALKV_SERIALIZE'
   | 'SEALKV_BAD_VALUE'
   | 'SEALKV_NO_BAILEYS'
@@ -67,8 +71,8 @@ export interface Change {
   namespace: string
   key: string
   value?: Uint8Array | string | null
-  /** Time to live in milliseconds (at least 1000). */
-  ttlMs?: number
+  /** Time to live in milliseconds (at least 1000); another type rejects with `SEALKV_BAD_ARGUMENT`. */
+  ttlMs?: number | null
 }
 
 /** A problem `verify` found. */
@@ -87,7 +91,12 @@ export declare class Store {
   static open(path: string, options: OpenOptions): Promise<Store>
   /** Creates a new store; rejects with `SEALKV_EXISTS` when the file exists. */
   static create(path: string, options: OpenOptions): Promise<Store>
-  /** Opens the store, creating it when the file does not exist. */
+  /**
+   * Opens the store, creating it when it does not exist. On PostgreSQL it opens first
+   * and creates only a store the server says is absent, so a role with rights on the
+   * store's tables alone (no CREATE) can use it; processes racing to create one store
+   * all end up opening the one that won.
+   */
   static openOrCreate(path: string, options: OpenOptions): Promise<Store>
   /** The session of this view (null: the default session). */
   readonly sessionId: string | null

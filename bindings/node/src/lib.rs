@@ -6,17 +6,26 @@
 //!
 //! Types and errors are mapped here once; everything else (Baileys' JSON, sessions as
 //! views) lives in the Rust facade or in `lib/`.
+//!
+//! No panic leaves this crate: a panic unwinding into napi's C callbacks aborts Node.
+//! Every entry point (each `#[napi]` function's body, each task's `compute`, the
+//! finalizer) runs under [`guarded`], which turns a panic into `SEALKV_INTERNAL`.
 
+use std::panic::AssertUnwindSafe;
+use std::path::Path;
 use std::sync::RwLock;
 use std::time::Duration;
 
-use napi::bindgen_prelude::{AsyncTask, Buffer, ToNapiValue, TypeName};
+use napi::bindgen_prelude::{AsyncTask, Buffer, ObjectFinalize, ToNapiValue, TypeName};
 use napi::{Env, Error as NapiError, Status, Task};
 use napi_derive::napi;
 use sealkv::{
-    Batch, Concurrency, Error, KdfParams, MasterKey, Options, Passphrase, Secret, Session, Store,
+    Batch, Concurrency, Error, KdfParams, Location, MasterKey, Options, Passphrase, Secret,
+    Session, Store,
 };
 
+/// (Spelled `napi::Result` in the signatures of `#[napi]` functions: napi's type
+/// generator recognizes only that name.)
 type NapiResult<T> = napi::Result<T>;
 
 /// The stable `code` of an engine error, as JavaScript sees it.
@@ -62,6 +71,29 @@ fn closed() -> NapiError {
 
 fn invalid(message: impl std::fmt::Display) -> NapiError {
     js_error("SEALKV_INVALID_ARGUMENT", message)
+}
+
+/// Runs `f`, turning a panic into a `SEALKV_INTERNAL` error. The panic's own message is
+/// not passed on (it could quote a value or a name); Rust's panic hook has printed it
+/// on stderr, for a bug report.
+///
+/// `AssertUnwindSafe`: what a panic can leave half-changed is the store, and the engine
+/// guards that itself (a panic it catches in a read or a commit makes the store refuse
+/// writes until reopened); this only keeps the unwind out of napi.
+fn guarded<T>(f: impl FnOnce() -> NapiResult<T>) -> NapiResult<T> {
+    match std::panic::catch_unwind(AssertUnwindSafe(f)) {
+        Ok(result) => result,
+        Err(payload) => {
+            // A payload whose own drop panics would unwind from here after all: leaked
+            // instead, as napi's own guard does (one small allocation per panic).
+            std::mem::forget(payload);
+            Err(js_error(
+                "SEALKV_INTERNAL",
+                "internal error: sealkv panicked (a bug; its message is on stderr); the call \
+                 did not finish, and reopening the store is the safe course",
+            ))
+        }
+    }
 }
 
 /// How to unlock a store: exactly one of a passphrase or a 32-byte key.
@@ -169,22 +201,20 @@ impl Task for OpenTask {
     type JsValue = NativeStore;
 
     fn compute(&mut self) -> NapiResult<Store> {
-        let (secret, opts) = self.setup.take().ok_or_else(closed)??;
-        let path = std::path::Path::new(&self.path);
-        let result = if self.create_new {
-            Store::create(path, secret, opts.clone())
-        } else if self.read_only {
-            Store::open_read_only(path, secret, opts.clone())
-        } else if self.create && !path.exists() {
-            match Store::create(path, secret.clone(), opts.clone()) {
-                // Another process created it between the check and the create.
-                Err(Error::AlreadyExists(_)) => Store::open(path, secret, opts.clone()),
-                other => other,
-            }
-        } else {
-            Store::open(path, secret, opts.clone())
-        };
-        result.map_err(engine_error)
+        guarded(|| {
+            let (secret, opts) = self.setup.take().ok_or_else(closed)??;
+            let path = Path::new(&self.path);
+            let result = if self.create_new {
+                Store::create(path, secret, opts)
+            } else if self.read_only {
+                Store::open_read_only(path, secret, opts)
+            } else if self.create {
+                open_or_create(path, secret, opts)
+            } else {
+                Store::open(path, secret, opts)
+            };
+            result.map_err(engine_error)
+        })
     }
 
     fn resolve(&mut self, _env: Env, store: Store) -> NapiResult<NativeStore> {
@@ -194,23 +224,101 @@ impl Task for OpenTask {
     }
 }
 
+/// Opens the store at `path`, or creates it when it is absent.
+///
+/// A file is created when it does not exist. A PostgreSQL store is opened first and
+/// created only when the server says it is absent: opening needs no right to create
+/// tables (a role with rights on the store's tables alone can run it), and an existing
+/// store costs one key derivation, not two. Either way, a create that loses a race
+/// with another process's create opens the store that process made.
+fn open_or_create(path: &Path, secret: Secret, opts: Options) -> Result<Store, Error> {
+    if let Location::File(_) = Location::parse(path)? {
+        if path.exists() {
+            return Store::open(path, secret, opts);
+        }
+        return match Store::create(path, secret.clone(), opts.clone()) {
+            Err(Error::AlreadyExists(_)) => Store::open(path, secret, opts),
+            other => other,
+        };
+    }
+    match Store::open(path, secret.clone(), opts.clone()) {
+        Err(e) if is_absent_store(&e) => {}
+        other => return other,
+    }
+    match Store::create(path, secret.clone(), opts.clone()) {
+        Err(e) if lost_create_race(&e) => match Store::open(path, secret, opts) {
+            // The other create did not commit after all: the create's error says more.
+            Err(again) if is_absent_store(&again) => Err(e),
+            other => other,
+        },
+        other => other,
+    }
+}
+
+/// Whether `err` is the engine's "no such store" for a PostgreSQL URL.
+///
+/// The engine has no variant of its own for it: `PgRows::check_store` reports a
+/// database without the store's tables as a non-transient [`Error::Server`] whose
+/// message says "the database has no sealkv store named NAME". That wording is the only
+/// mark, so it is matched here (`postgres.test.mjs`'s openOrCreate tests fail if it
+/// changes). A store whose tables are there but unreadable, or half there, is not
+/// absent: it gives another error, and openOrCreate reports it rather than creating.
+fn is_absent_store(err: &Error) -> bool {
+    matches!(err, Error::Server { what, transient: false, .. }
+        if what.contains(": the database has no sealkv store named "))
+}
+
+/// Whether a create failed because another process created the same store meanwhile.
+///
+/// The engine maps a duplicate table (SQLSTATE 42P07) to [`Error::AlreadyExists`]; a
+/// create racing another one's uncommitted `CREATE TABLE` fails instead on the unique
+/// index of `pg_type` (23505, unique violation), which reaches us as an
+/// [`Error::Server`] whose message ends with the SQLSTATE. Nothing else in a create can
+/// violate a unique constraint: its inserts go into the tables it has just made.
+fn lost_create_race(err: &Error) -> bool {
+    match err {
+        Error::AlreadyExists(_) => true,
+        Error::Server { what, .. } => {
+            what.ends_with("(SQLSTATE 23505)") || what.ends_with("(SQLSTATE 42P07)")
+        }
+        _ => false,
+    }
+}
+
 /// Opens the store at `path`, creating it when absent unless `options.create` is false.
 #[napi]
 pub fn open_store(path: String, secret: SecretInput, options: OpenInput) -> AsyncTask<OpenTask> {
+    let create = options.create.unwrap_or(true);
+    let create_new = options.create_new.unwrap_or(false);
+    let read_only = options.read_only.unwrap_or(false);
+    let setup = guarded(|| options_of(&options).and_then(|opts| Ok((secret_of(secret)?, opts))));
     AsyncTask::new(OpenTask {
         path,
-        setup: Some(options_of(&options).and_then(|opts| Ok((secret_of(secret)?, opts)))),
-        create: options.create.unwrap_or(true),
-        create_new: options.create_new.unwrap_or(false),
-        read_only: options.read_only.unwrap_or(false),
+        setup: Some(setup),
+        create,
+        create_new,
+        read_only,
     })
 }
 
 /// An open store. Methods take the session id (null for the default session) so that
 /// one native handle serves every session view the JavaScript half hands out.
-#[napi]
+#[napi(custom_finalize)]
 pub struct NativeStore {
     store: RwLock<Option<Store>>,
+}
+
+impl ObjectFinalize for NativeStore {
+    /// Drops the store (closing it when no call still holds it) under [`guarded`]: the
+    /// garbage collector runs this, so a panic here would abort Node. There is no one
+    /// to report an error to.
+    fn finalize(self, _env: Env) -> NapiResult<()> {
+        let _ = guarded(|| {
+            drop(self.store.into_inner());
+            Ok(())
+        });
+        Ok(())
+    }
 }
 
 impl NativeStore {
@@ -232,17 +340,16 @@ impl NativeStore {
         }
     }
 
-    /// A task running `job`; an error found before it starts (a closed store, a bad
-    /// argument) rejects the task's promise rather than throwing.
-    fn task<T>(
-        &self,
-        job: NapiResult<impl FnOnce() -> Result<T, Error> + Send + 'static>,
-    ) -> AsyncTask<Work<T>>
+    /// A task running the job `prepare` makes on the calling thread; an error (or a
+    /// panic) in `prepare` (a closed store, a bad argument) rejects the task's promise
+    /// rather than throwing.
+    fn task<T, J>(&self, prepare: impl FnOnce() -> NapiResult<J>) -> AsyncTask<Work<T>>
     where
         T: Send + ToNapiValue + TypeName + 'static,
+        J: FnOnce() -> Result<T, Error> + Send + 'static,
     {
         AsyncTask::new(Work {
-            job: Some(job.map(|job| Box::new(job) as Job<T>)),
+            job: Some(guarded(prepare).map(|job| Box::new(job) as Job<T>)),
         })
     }
 
@@ -254,7 +361,7 @@ impl NativeStore {
     where
         T: Send + ToNapiValue + TypeName + 'static,
     {
-        self.task(self.store().map(|store| move || f(store)))
+        self.task(|| self.store().map(|store| move || f(store)))
     }
 
     /// A task running `f` in session `id`.
@@ -266,7 +373,7 @@ impl NativeStore {
     where
         T: Send + ToNapiValue + TypeName + 'static,
     {
-        self.task(self.session(id).map(|session| move || f(session)))
+        self.task(|| self.session(id).map(|session| move || f(session)))
     }
 }
 
@@ -285,8 +392,10 @@ where
     type JsValue = T;
 
     fn compute(&mut self) -> NapiResult<T> {
-        let job = self.job.take().ok_or_else(closed)??;
-        job().map_err(engine_error)
+        guarded(|| {
+            let job = self.job.take().ok_or_else(closed)??;
+            job().map_err(engine_error)
+        })
     }
 
     fn resolve(&mut self, _env: Env, output: T) -> NapiResult<T> {
@@ -345,10 +454,11 @@ impl NativeStore {
     /// Applies puts and deletes in one atomic, durable transaction.
     #[napi(ts_return_type = "Promise<void>")]
     pub fn set(&self, session: Option<String>, changes: Vec<Change>) -> AsyncTask<Work<()>> {
-        let job = batch_of(changes)
-            .and_then(|batch| Ok((self.session(session)?, batch)))
-            .map(|(s, batch)| move || s.set(&batch));
-        self.task(job)
+        self.task(|| {
+            let batch = batch_of(changes)?;
+            let s = self.session(session)?;
+            Ok(move || s.set(&batch))
+        })
     }
 
     /// The keys of `namespace`, sorted.
@@ -428,17 +538,88 @@ impl NativeStore {
     /// Closes this handle: later calls reject with `SEALKV_CLOSED`. Calls already
     /// running finish first; the file is released when the last of them ends.
     #[napi]
-    pub fn close(&self) {
-        let mut guard = self.store.write().unwrap_or_else(|e| e.into_inner());
-        guard.take();
+    pub fn close(&self) -> napi::Result<()> {
+        guarded(|| {
+            let store = self.store.write().unwrap_or_else(|e| e.into_inner()).take();
+            // Dropped (and the file released, if no call holds it) outside the lock.
+            drop(store);
+            Ok(())
+        })
     }
 
     /// Whether `close` was called.
     #[napi(getter)]
-    pub fn closed(&self) -> bool {
-        self.store
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_none()
+    pub fn closed(&self) -> napi::Result<bool> {
+        guarded(|| {
+            Ok(self
+                .store
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_none())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What napi's `execute` callback gets from a task whose job panics: a rejection,
+    /// not an unwind (which would abort Node), and none of the panic's message.
+    #[test]
+    fn a_panicking_task_rejects_with_sealkv_internal() {
+        let job: Job<u32> = Box::new(|| panic!("secret value 0xDEADBEEF"));
+        let mut work = Work { job: Some(Ok(job)) };
+        let Err(err) = work.compute() else {
+            panic!("a panicking job resolved");
+        };
+        assert!(
+            err.reason.starts_with("SEALKV_INTERNAL: "),
+            "{}",
+            err.reason
+        );
+        assert!(!err.reason.contains("DEADBEEF"), "{}", err.reason);
+    }
+
+    /// The same for the work a call does on the JavaScript thread before its task.
+    #[test]
+    fn a_panic_on_the_calling_thread_becomes_sealkv_internal() {
+        let Err(err) = guarded(|| -> NapiResult<()> { panic!("secret value 0xDEADBEEF") }) else {
+            panic!("a panicking call succeeded");
+        };
+        assert!(
+            err.reason.starts_with("SEALKV_INTERNAL: "),
+            "{}",
+            err.reason
+        );
+        assert!(!err.reason.contains("DEADBEEF"), "{}", err.reason);
+    }
+
+    /// openOrCreate's reading of the engine's errors, on the messages PostgreSQL 15 and
+    /// the engine give today (postgres.test.mjs checks them against a server).
+    #[test]
+    fn absent_stores_and_lost_create_races_are_told_apart() {
+        let server = |what: &str, transient| Error::Server {
+            what: what.into(),
+            hint: "",
+            transient,
+        };
+        let shown = "postgres://bot@db:5432/farm?store=auth";
+        let absent = format!("{shown}: the database has no sealkv store named auth");
+        assert!(is_absent_store(&server(&absent, false)));
+        assert!(!is_absent_store(&server(&absent, true)));
+        let denied =
+            format!("{shown}: permission denied for table sealkv_auth_meta (SQLSTATE 42501)");
+        assert!(!is_absent_store(&server(&denied, false)));
+        assert!(!is_absent_store(&Error::NotSealkv(shown.into())));
+
+        let pg_type = format!(
+            "{shown}: duplicate key value violates unique constraint \"pg_type_typname_nsp_index\" \
+             (SQLSTATE 23505)"
+        );
+        assert!(lost_create_race(&server(&pg_type, false)));
+        assert!(lost_create_race(&Error::AlreadyExists(shown.into())));
+        let no_create = format!("{shown}: permission denied for schema public (SQLSTATE 42501)");
+        assert!(!lost_create_race(&server(&no_create, false)));
     }
 }

@@ -3,7 +3,11 @@
 // (scripts/test starts a server); skipped without it unless SEALKV_REQUIRE_PG is set.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { party, addPreKeys, bundle, talk } from './helpers.mjs'
+import { execFileSync, fork } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { party, addPreKeys, bundle, talk, FAST_KDF, PASSPHRASE } from './helpers.mjs'
 import { Store } from '../lib/index.mjs'
 
 const ALICE = '15550001111@s.whatsapp.net'
@@ -16,7 +20,29 @@ function serverUrl(name) {
     assert.ok(!process.env.SEALKV_REQUIRE_PG, 'SEALKV_REQUIRE_PG is set but SEALKV_TEST_PG names no server')
     return null
   }
-  return `${base}?store=node_${process.pid}_${name}`
+  return `${base}?store=${storeName(name)}`
+}
+
+/** The store name `serverUrl(name)` uses. */
+function storeName(name) {
+  return `node_${process.pid}_${name}`
+}
+
+/**
+ * Runs `sql` on the test server as its owner, with psql (from SEALKV_TEST_PG_BIN when
+ * set); returns what it prints. The password goes in the environment and the SQL on
+ * stdin, so neither shows on a command line.
+ */
+function psql(sql) {
+  const url = new URL(process.env.SEALKV_TEST_PG)
+  const password = decodeURIComponent(url.password)
+  url.password = ''
+  const bin = process.env.SEALKV_TEST_PG_BIN ? join(process.env.SEALKV_TEST_PG_BIN, 'psql') : 'psql'
+  return execFileSync(bin, ['-X', '-q', '-At', '-v', 'ON_ERROR_STOP=1', '-d', url.href, '-f', '-'], {
+    input: sql,
+    env: { ...process.env, PGPASSWORD: password },
+    encoding: 'utf8',
+  })
 }
 
 test('two bots in one PostgreSQL store talk, reopen and go on', async (t) => {
@@ -57,4 +83,63 @@ test('server errors carry SEALKV_SERVER and a wrong passphrase SEALKV_WRONG_KEY'
     assert.match(e.message, /cannot reach/)
     return true
   })
+})
+
+test('openOrCreate opens a store as a role with rights on its tables only (no CREATE)', async (t) => {
+  const url = serverUrl('least')
+  if (!url) return t.skip('no PostgreSQL server')
+  const opts = { passphrase: PASSPHRASE, kdf: FAST_KDF }
+  const owner = await Store.create(url, opts)
+  await owner.put('creds', 'creds', 'saved by the owner')
+  await owner.close()
+
+  const role = `${storeName('bot')}`
+  const password = randomBytes(16).toString('hex')
+  const tables = ['data', 'meta', 'expiry', 'locks'].map((t) => `"sealkv_${storeName('least')}_${t}"`)
+  // PostgreSQL 15 grants PUBLIC no CREATE on schema public; older servers did.
+  psql(`CREATE ROLE ${role} LOGIN PASSWORD '${password}';
+        REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+        GRANT SELECT, INSERT, UPDATE, DELETE ON ${tables.join(', ')} TO ${role};`)
+  t.after(() => psql(`DROP OWNED BY ${role}; DROP ROLE ${role};`))
+  assert.equal(psql(`SELECT has_schema_privilege('${role}', 'public', 'CREATE');`).trim(), 'f')
+
+  const server = new URL(process.env.SEALKV_TEST_PG)
+  const bot = new URL(url)
+  bot.username = role
+  bot.password = password
+  assert.equal(bot.host, server.host)
+  const store = await Store.openOrCreate(bot.href, opts)
+  assert.equal(String(await store.get('creds', 'creds')), 'saved by the owner')
+  await store.put('creds', 'creds', 'saved by the bot')
+  await store.close()
+})
+
+test('four processes openOrCreate one new store at once: all succeed, on one store', async (t) => {
+  const url = serverUrl('race')
+  if (!url) return t.skip('no PostgreSQL server')
+  const fixture = fileURLToPath(new URL('./fixtures/open-or-create.mjs', import.meta.url))
+  const keys = ['bot0', 'bot1', 'bot2', 'bot3']
+  const children = keys.map(() => fork(fixture, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }))
+  t.after(() => children.forEach((c) => c.exitCode === null && c.kill()))
+  // Each child's messages in order; an exit before the second one is a failure.
+  const messages = children.map((child) => {
+    const got = []
+    const waiters = []
+    child.on('message', (m) => (waiters.length ? waiters.shift().resolve(m) : got.push(m)))
+    child.on('exit', (code, signal) => {
+      for (const w of waiters.splice(0)) w.resolve({ ok: false, code: `exit ${code ?? signal}` })
+    })
+    return () => (got.length ? Promise.resolve(got.shift()) : new Promise((resolve) => waiters.push({ resolve })))
+  })
+  // All four loaded before any starts, so they reach the server together.
+  assert.deepEqual(await Promise.all(messages.map((next) => next())), keys.map(() => ({ ready: true })))
+  const results = messages.map((next) => next())
+  children.forEach((child, i) => child.send({ url, key: keys[i] }))
+  const outcomes = (await Promise.all(results)).map((r) => (r.ok ? 'ok' : `${r.code}: ${r.message}`))
+  assert.deepEqual(outcomes, keys.map(() => 'ok'))
+
+  const store = await Store.open(url, { passphrase: PASSPHRASE, kdf: FAST_KDF })
+  assert.deepEqual(await store.list('bots'), keys)
+  assert.deepEqual(await store.verify(), [])
+  await store.close()
 })

@@ -252,6 +252,49 @@ test('concurrent sets: a bad call fails alone, the others land', async (t) => {
   await store.close()
 })
 
+test('concurrent sets: a ttlMs of the wrong type fails its own call alone, with SEALKV_BAD_ARGUMENT', async (t) => {
+  const auth = await useSealedAuthState(join(tempDir(t), 'badttl.sealkv'), { ...opts, baileys })
+  const store = auth.store
+  // The first call commits alone; the others queue behind it and are combined, the bad
+  // ones (napi cannot make an f64 of a string or a boolean) among the good.
+  const calls = [
+    store.put('ns', 'k0', 'v0'),
+    auth.state.keys.set({ session: { 'a.0': Buffer.from('session') } }),
+    store.put('ns', 'k1', 'v1', { ttlMs: 60_000 }),
+    store.put('ns', 'bad-string', 'x', { ttlMs: 'abc' }),
+    auth.saveCreds(),
+    store.set([{ namespace: 'ns', key: 'k2', value: 'v2', ttlMs: null }]),
+    store.put('ns', 'bad-boolean', 'x', { ttlMs: true }),
+    store.set([{ namespace: 'ns', key: 'bad-delete', value: null, ttlMs: '1000' }]),
+    store.put('ns', 'k3', 'v3'),
+  ]
+  const results = await Promise.allSettled(calls)
+  const failed = results.flatMap((r, i) => (r.status === 'rejected' ? [[i, r.reason.code]] : []))
+  assert.deepEqual(failed, [
+    [3, 'SEALKV_BAD_ARGUMENT'],
+    [6, 'SEALKV_BAD_ARGUMENT'],
+    [7, 'SEALKV_BAD_ARGUMENT'],
+  ])
+  for (const i of [3, 6, 7]) assert.ok(results[i].reason instanceof SealkvError)
+  assert.deepEqual(await store.list('ns'), ['k0', 'k1', 'k2', 'k3'])
+  assert.equal(String(await store.get('ns', 'k1')), 'v1')
+  assert.notEqual(await store.get('creds', 'creds'), null)
+  assert.deepEqual(Object.keys(await auth.state.keys.get('session', ['a.0'])), ['a.0'])
+  // Out of range stays SEALKV_INVALID_TTL, alone or combined.
+  const ranged = await Promise.allSettled([
+    store.put('ns', 'k4', 'v4'),
+    store.put('ns', 'short', 'x', { ttlMs: 999 }),
+    store.put('ns', 'nan', 'x', { ttlMs: NaN }),
+    store.put('ns', 'k5', 'v5'),
+  ])
+  assert.deepEqual(
+    ranged.map((r) => r.reason?.code),
+    [undefined, 'SEALKV_INVALID_TTL', 'SEALKV_INVALID_TTL', undefined],
+  )
+  assert.deepEqual(await store.list('ns'), ['k0', 'k1', 'k2', 'k3', 'k4', 'k5'])
+  await auth.close()
+})
+
 test('writes of a session keep call order: set, delete, clear, keys.clear', async (t) => {
   const path = join(tempDir(t), 'order.sealkv')
   const store = await Store.create(path, opts)
