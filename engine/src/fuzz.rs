@@ -124,6 +124,17 @@ impl StorageBackend for FaultyMemory {
     }
 }
 
+/// [`fuzz_options`] with every store file on `disk`.
+fn on_memory(disk: &FaultyMemory) -> Options {
+    let disk = disk.clone();
+    let factory: crate::rowstore::file::backend::BackendFactory =
+        Arc::new(move |_: &Path, _| Ok(Box::new(disk.clone()) as Box<dyn StorageBackend>));
+    Options {
+        backend: Some(factory),
+        ..fuzz_options()
+    }
+}
+
 type Model = BTreeMap<(String, String), Vec<u8>>;
 
 fn contents(store: &Store) -> Option<Model> {
@@ -148,14 +159,10 @@ pub fn fuzz_ops(data: &[u8]) {
         _ => return,
     };
     let disk = FaultyMemory::default();
-    let factory_disk = disk.clone();
-    let factory: crate::rowstore::file::backend::BackendFactory =
-        Arc::new(move |_: &Path, _| Ok(Box::new(factory_disk.clone()) as Box<dyn StorageBackend>));
     let opts = Options {
-        backend: Some(factory),
         commit_retries: 1,
         commit_retry_delay: Default::default(),
-        ..fuzz_options()
+        ..on_memory(&disk)
     };
     let path = Path::new("fuzz-memory");
     let Ok(mut store) = Store::create(path, key.clone(), opts.clone()) else {
@@ -252,14 +259,7 @@ pub fn fuzz_ops(data: &[u8]) {
 /// the counter must equal the increments made, and after a reopen `verify` is clean.
 pub fn fuzz_concurrent(data: &[u8]) {
     let Some(key) = fuzz_key() else { return };
-    let disk = FaultyMemory::default();
-    let factory_disk = disk.clone();
-    let factory: crate::rowstore::file::backend::BackendFactory =
-        Arc::new(move |_: &Path, _| Ok(Box::new(factory_disk.clone()) as Box<dyn StorageBackend>));
-    let opts = Options {
-        backend: Some(factory),
-        ..fuzz_options()
-    };
+    let opts = on_memory(&FaultyMemory::default());
     let path = Path::new("fuzz-memory");
     let store = match Store::create(path, key.clone(), opts.clone()) {
         Ok(s) => s,
