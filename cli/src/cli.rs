@@ -36,6 +36,15 @@ pub struct SecretArgs {
     /// Most memory × passes a store's Argon2id parameters may ask for, in MiB.
     #[arg(long, global = true, value_name = "MIB", default_value_t = 4096)]
     pub max_kdf_work: u64,
+    /// PostgreSQL: refuse to write unless the server waits for this many synchronous
+    /// standbys on every commit (as the URL's sync_replicas=N).
+    #[arg(long, global = true, value_name = "N", default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(0..=64))]
+    pub sync_replicas: u32,
+    /// PostgreSQL: how long to keep trying while the server fails over (30s, 2m).
+    #[arg(long, global = true, value_name = "DURATION", value_parser = parse_ttl,
+          default_value = "30s")]
+    pub failover_timeout: std::time::Duration,
 }
 
 impl SecretArgs {
@@ -46,6 +55,8 @@ impl SecretArgs {
                 max_memory_kib: self.max_kdf_memory.saturating_mul(1024),
                 max_memory_passes_kib: self.max_kdf_work.saturating_mul(1024),
             },
+            sync_replicas: self.sync_replicas,
+            failover_timeout: self.failover_timeout,
             ..sealkv::Options::default()
         }
     }

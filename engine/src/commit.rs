@@ -557,9 +557,18 @@ impl Store {
         let mut uncertain: Option<u64> = None;
         // A file's state in memory is suspect after a failed write (see below).
         let rewrite_own = self.rows().poison_on_failure();
-        for attempt in 0..attempts {
+        // On a server, transient failures (a failover under way) are retried with
+        // backoff until this deadline, after the first `attempts`.
+        let mut backoff = Backoff::new(self);
+        let mut attempt = 0;
+        loop {
             if attempt > 0 {
-                std::thread::sleep(self.inner.opts.commit_retry_delay);
+                if attempt >= attempts && !last.as_ref().is_some_and(|e| backoff.again(e)) {
+                    break;
+                }
+                if attempt < attempts {
+                    std::thread::sleep(self.inner.opts.commit_retry_delay);
+                }
                 // Contained like the commit itself: a panic while reopening must not
                 // unwind through the group-commit leader.
                 if let Err(e) = self.contained(|| self.rows().recover()) {
@@ -567,9 +576,11 @@ impl Store {
                         return Err(e);
                     }
                     last = Some(e);
+                    attempt += 1;
                     continue;
                 }
             }
+            attempt += 1;
             let mut committing = false;
             let mut read_count = None;
             let mut resolved = None;
@@ -612,7 +623,7 @@ impl Store {
             match (resolved, result) {
                 (Some(Outcome::Committed), _) => return Ok(()),
                 (Some(_), _) => {
-                    return Err(self.commit_failed(attempt + 1, true, last));
+                    return Err(self.commit_failed(attempt, true, last));
                 }
                 (None, Ok(())) => return Ok(()),
                 // Only storage failures are worth another attempt; anything else is final.
@@ -624,12 +635,24 @@ impl Store {
                 }
                 (None, Err(e)) if uncertain.is_some() => {
                     // The earlier attempt's outcome was never looked up.
-                    return Err(self.commit_failed(attempt + 1, true, Some(e)));
+                    return Err(self.commit_failed(attempt, true, Some(e)));
                 }
                 (None, Err(e)) => return Err(e),
             }
         }
-        Err(self.commit_failed(attempts, uncertain.is_some(), last))
+        Err(self.commit_failed(attempt, uncertain.is_some(), last))
+    }
+
+    /// Runs a read (or a lock key's take) again while it fails transiently on a server
+    /// that may be failing over, with backoff, for at most `Options::failover_timeout`.
+    pub(crate) fn riding<T>(&self, mut f: impl FnMut() -> Result<T>) -> Result<T> {
+        let mut backoff = Backoff::new(self);
+        loop {
+            match f() {
+                Err(e) if backoff.again(&e) => {}
+                other => return other,
+            }
+        }
     }
 
     /// Gives up on a commit: leaves a usable handle behind if it can (a file refuses
@@ -645,6 +668,46 @@ impl Store {
             outcome_unknown,
             source: Box::new(last.unwrap_or(Error::Poisoned)),
         }
+    }
+}
+
+/// Waits between tries while a server fails over: 50 ms, doubling up to 1 s, until
+/// `Options::failover_timeout` has passed since the first try.
+pub(crate) struct Backoff {
+    deadline: Option<std::time::Instant>,
+    delay: std::time::Duration,
+}
+
+impl Backoff {
+    fn new(store: &Store) -> Self {
+        Self::within(
+            store
+                .rows()
+                .rides_failover()
+                .then_some(store.inner.opts.failover_timeout),
+        )
+    }
+
+    /// Tries for `window` from now (`None`: no second try).
+    pub(crate) fn within(window: Option<std::time::Duration>) -> Self {
+        Self {
+            deadline: window.map(|w| std::time::Instant::now() + w),
+            delay: std::time::Duration::from_millis(50),
+        }
+    }
+
+    /// After the failure `e`: sleeps and says true when another try is worth it.
+    pub(crate) fn again(&mut self, e: &Error) -> bool {
+        let Some(deadline) = self.deadline else {
+            return false;
+        };
+        let now = std::time::Instant::now();
+        if !e.is_transient_server() || now >= deadline {
+            return false;
+        }
+        std::thread::sleep(self.delay.min(deadline - now));
+        self.delay = (self.delay * 2).min(std::time::Duration::from_secs(1));
+        true
     }
 }
 

@@ -261,6 +261,18 @@ from_redb!(
 
 impl Error {
     /// True for I/O-class failures after which redb must be reopened.
+    /// A server failure that may pass (a lost connection, a server restarting or
+    /// failing over, a standby not yet promoted).
+    pub(crate) fn is_transient_server(&self) -> bool {
+        matches!(
+            self,
+            Self::Server {
+                transient: true,
+                ..
+            }
+        )
+    }
+
     pub(crate) fn is_io(&self) -> bool {
         matches!(
             self,

@@ -98,6 +98,19 @@ pub struct Options {
     /// noticed (TCP keepalives and user timeout, both ways, are set from it). Other
     /// hosts' commits resume within about this plus one commit. Default 30 s.
     pub stall_timeout: Duration,
+    /// On PostgreSQL: how long reads, writes and lock keys keep trying while the
+    /// server is unreachable or read-only (a primary died and its standby is not yet
+    /// promoted; the URL may list several hosts, with `target_session_attrs=read-write`),
+    /// with backoff, before giving up with the last error. A commit whose outcome the
+    /// failure left uncertain is looked up by its token on the new primary, never
+    /// written twice. Default 30 s.
+    pub failover_timeout: Duration,
+    /// On PostgreSQL: refuse to acknowledge a write unless the server it commits on
+    /// waits for at least this many synchronous standbys (`synchronous_standby_names`
+    /// asks for this many or more; `synchronous_commit` is `on` or `remote_apply`).
+    /// Checked at open and in every commit; a store URL's `sync_replicas=N` raises it.
+    /// Default 0 (no check).
+    pub sync_replicas: u32,
     #[doc(hidden)]
     pub backend: Option<BackendFactory>,
 }
@@ -113,6 +126,10 @@ impl fmt::Debug for Options {
             .field("kdf", &self.kdf)
             .field("kdf_limits", &self.kdf_limits)
             .field("concurrency", &self.concurrency)
+            .field("lock_timeout", &self.lock_timeout)
+            .field("stall_timeout", &self.stall_timeout)
+            .field("failover_timeout", &self.failover_timeout)
+            .field("sync_replicas", &self.sync_replicas)
             .finish_non_exhaustive()
     }
 }
@@ -145,6 +162,8 @@ impl Default for Options {
             concurrency: Concurrency::Shared,
             lock_timeout: Duration::from_secs(30),
             stall_timeout: Duration::from_secs(30),
+            failover_timeout: Duration::from_secs(30),
+            sync_replicas: 0,
             backend: None,
         }
     }

@@ -409,17 +409,20 @@ impl Store {
     /// Runs `f`; when it meets a keyring another process changed, reloads the keyring
     /// and runs it again (a bounded number of times).
     pub(crate) fn with_fresh_keyring<T>(&self, mut f: impl FnMut() -> Result<T>) -> Result<T> {
-        for _ in 0..16 {
-            match f() {
-                Err(Error::KeyringChanged) => self.reload_keyring()?,
-                Err(Error::Integrity {
-                    reason: sealkv_crypto::CryptoError::UnknownKey(_),
-                    ..
-                }) if self.inner.mode == Concurrency::Shared => self.reload_keyring()?,
-                other => return other,
+        // On a server, a read that fails while it fails over is tried again.
+        self.riding(|| {
+            for _ in 0..16 {
+                match f() {
+                    Err(Error::KeyringChanged) => self.reload_keyring()?,
+                    Err(Error::Integrity {
+                        reason: sealkv_crypto::CryptoError::UnknownKey(_),
+                        ..
+                    }) if self.inner.mode == Concurrency::Shared => self.reload_keyring()?,
+                    other => return other,
+                }
             }
-        }
-        f()
+            f()
+        })
     }
 
     pub(crate) fn ring(&self) -> RwLockReadGuard<'_, Keyring> {

@@ -227,11 +227,15 @@ impl Store {
         self.check_writable()?;
         let _lock = self.inner.locks.lock(name.clone());
         // In shared mode the lock key excludes other processes too.
-        let held = self.rows().lock(
-            scope.session.as_deref(),
-            lock_key,
-            self.inner.opts.lock_timeout,
-        )?;
+        // Nothing has been read yet: taking the lock key is tried again while a server
+        // fails over.
+        let held = self.riding(|| {
+            self.rows().lock(
+                scope.session.as_deref(),
+                lock_key,
+                self.inner.opts.lock_timeout,
+            )
+        })?;
         let state = Rc::new(RefCell::new(TxState {
             lock: name,
             writes: Batch::default(),

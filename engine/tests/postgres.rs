@@ -157,6 +157,8 @@ fn a_connection_killed_mid_commit_applies_all_or_nothing() {
     let table = format!("sealkv_{}_data", store_name(&addr));
     let once = Options {
         commit_retries: 0,
+        // Not even the retries that ride a failover.
+        failover_timeout: Duration::ZERO,
         ..fast_opts()
     };
     let store = Store::create(&addr, key(), once).unwrap();

@@ -77,7 +77,18 @@ function nativeOptions(opts, mode) {
       ? { memoryKib: opts.kdf.memoryKib, passes: opts.kdf.passes, lanes: opts.kdf.lanes ?? 1 }
       : undefined,
     concurrency: opts.concurrency,
+    syncReplicas: wholeNumber(opts.syncReplicas, 'syncReplicas', 64),
+    failoverTimeoutMs: wholeNumber(opts.failoverTimeoutMs, 'failoverTimeoutMs', 2 ** 32 - 1),
   }
+}
+
+/** An optional whole-number option from 0 to `max`, checked before it reaches napi. */
+function wholeNumber(value, name, max) {
+  if (value == null) return undefined
+  if (!Number.isInteger(value) || value < 0 || value > max) {
+    throw new SealkvError('SEALKV_INVALID_ARGUMENT', `\`${name}\` must be a whole number from 0 to ${max}`)
+  }
+  return value
 }
 
 /**

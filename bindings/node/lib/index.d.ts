@@ -64,6 +64,14 @@ export interface OpenOptions {
   kdf?: KdfOptions
   /** `'shared'` (default: other processes may open it too) or `'exclusive'`; fixed at creation. */
   concurrency?: 'shared' | 'exclusive'
+  /**
+   * PostgreSQL: synchronous standbys every commit must wait for (0 to 64). A server
+   * configured with fewer (`synchronous_standby_names`) refuses writes with a clear
+   * error; the URL's `sync_replicas=N` does the same.
+   */
+  syncReplicas?: number
+  /** PostgreSQL: how long calls keep trying while the server fails over (default 30000 ms). */
+  failoverTimeoutMs?: number
 }
 
 /** One change: a put (`value` given) or a delete (`value` null or absent). */

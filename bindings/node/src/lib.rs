@@ -131,6 +131,12 @@ pub struct OpenInput {
     /// `"shared"` (default: several processes may open the file) or `"exclusive"`
     /// (one process; faster reads). Recorded at creation.
     pub concurrency: Option<String>,
+    /// PostgreSQL: synchronous standbys every commit must wait for (refused with a
+    /// clear error on a server that has fewer); the URL's `sync_replicas` raises it.
+    pub sync_replicas: Option<u32>,
+    /// PostgreSQL: how long calls keep trying while the server fails over, in ms
+    /// (default 30000).
+    pub failover_timeout_ms: Option<u32>,
 }
 
 /// One change of a batch: a put (with `value`) or a delete (`value` absent or null).
@@ -173,6 +179,12 @@ fn options_of(input: &OpenInput) -> NapiResult<Options> {
             t_cost: kdf.passes,
             p_cost: kdf.lanes,
         };
+    }
+    if let Some(n) = input.sync_replicas {
+        opts.sync_replicas = n;
+    }
+    if let Some(ms) = input.failover_timeout_ms {
+        opts.failover_timeout = std::time::Duration::from_millis(u64::from(ms));
     }
     opts.concurrency = match input.concurrency.as_deref() {
         None | Some("shared") => Concurrency::Shared,

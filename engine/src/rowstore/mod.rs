@@ -165,6 +165,12 @@ pub(crate) trait RowStore: Send + Sync {
     /// True when this store was opened for reading only.
     fn is_read_only(&self) -> bool;
 
+    /// True when a transient failure may be a server failing over: reads, writes and
+    /// lock keys then keep trying for `Options::failover_timeout`.
+    fn rides_failover(&self) -> bool {
+        false
+    }
+
     /// Takes `lock_key` of `session` across processes (and hosts), waiting up to
     /// `timeout`. `None` when only this process can write the store (an exclusive
     /// file): the in-process lock is then enough.

@@ -46,6 +46,8 @@ pub struct PgUrl {
     shown: String,
     /// The store's name: `[a-z_][a-z0-9_]*`, at most 40 bytes.
     store: String,
+    /// The URL's `sync_replicas=N`: synchronous standbys a commit must wait for.
+    sync_replicas: u32,
 }
 
 impl fmt::Debug for PgUrl {
@@ -77,10 +79,18 @@ impl PgUrl {
             None => (url, ""),
         };
         let mut store = None;
+        let mut sync_replicas = 0;
         let mut rest = Vec::new();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             match pair.split_once('=') {
                 Some(("store", name)) => store = Some(name.to_string()),
+                Some(("sync_replicas", n)) => {
+                    sync_replicas = n.parse().ok().filter(|n| *n <= 64).ok_or_else(|| {
+                        bad_url(format!(
+                            "sync_replicas={n:?} is not a number of standbys from 0 to 64"
+                        ))
+                    })?;
+                }
                 _ => rest.push(pair),
             }
         }
@@ -119,6 +129,9 @@ impl PgUrl {
             None => shown.push_str(after),
         }
         shown.push_str(&format!("?store={store}"));
+        if sync_replicas > 0 {
+            shown.push_str(&format!("&sync_replicas={sync_replicas}"));
+        }
         for pair in &rest {
             if !pair.starts_with("password=") {
                 shown.push('&');
@@ -129,12 +142,18 @@ impl PgUrl {
             connect,
             shown,
             store,
+            sync_replicas,
         })
     }
 
     /// The store's name.
     pub fn store(&self) -> &str {
         &self.store
+    }
+
+    /// Synchronous standbys the URL asks every commit to wait for (`sync_replicas=N`).
+    pub fn sync_replicas(&self) -> u32 {
+        self.sync_replicas
     }
 }
 
@@ -238,6 +257,25 @@ mod tests {
             u.to_string(),
             "postgresql://bot@/farm?store=x&host=/run/postgresql"
         );
+
+        let u = PgUrl::parse(
+            "postgres://bot@a:1,b:2/db?sync_replicas=1&store=x&target_session_attrs=read-write",
+        )
+        .unwrap();
+        assert_eq!(u.sync_replicas(), 1);
+        assert_eq!(
+            u.connect,
+            "postgres://bot@a:1,b:2/db?target_session_attrs=read-write"
+        );
+        assert_eq!(
+            u.to_string(),
+            "postgres://bot@a:1,b:2/db?store=x&sync_replicas=1&target_session_attrs=read-write"
+        );
+        for bad in ["two", "-1", "65", ""] {
+            let e =
+                PgUrl::parse(&format!("postgres://h/db?store=x&sync_replicas={bad}")).unwrap_err();
+            assert!(e.to_string().contains("sync_replicas"), "{bad}: {e}");
+        }
 
         for bad in [
             "postgres://bot@h/db",

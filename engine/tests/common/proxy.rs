@@ -10,7 +10,9 @@
 //! - [`Proxy::freeze_after`]: after the next simple query containing a text, the
 //!   connection stops in both directions but stays open (a host gone silent, as far
 //!   as the server can tell) until [`Proxy::close_all`];
-//! - [`Proxy::refuse_for`]: new connections are closed at once for a while.
+//! - [`Proxy::refuse_for`]: new connections are closed at once for a while;
+//! - [`Proxy::freeze_all`]: every open connection stops in both directions now (a
+//!   standby's replication connection that no longer delivers anything).
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::io::{Read, Write};
@@ -33,6 +35,8 @@ struct State {
     freezes: AtomicUsize,
     /// Every socket, to close them all.
     sockets: Mutex<Vec<TcpStream>>,
+    /// Every connection, to freeze them all.
+    conns: Mutex<Vec<Arc<Conn>>>,
 }
 
 /// A running proxy; see the module docs.
@@ -104,6 +108,18 @@ impl Proxy {
         self.state.freezes.load(Ordering::SeqCst)
     }
 
+    /// Connections made so far.
+    pub fn connections(&self) -> usize {
+        self.state.conns.lock().unwrap().len()
+    }
+
+    /// Freezes every connection open now: nothing more moves either way.
+    pub fn freeze_all(&self) {
+        for c in self.state.conns.lock().unwrap().iter() {
+            c.frozen.store(true, Ordering::SeqCst);
+        }
+    }
+
     /// Closes every connection made so far (frozen ones included).
     pub fn close_all(&self) {
         for s in self.state.sockets.lock().unwrap().drain(..) {
@@ -146,6 +162,7 @@ fn serve(mut client: TcpStream, mut server: TcpStream, st: Arc<State>) {
         sockets.push(server.try_clone().unwrap());
     }
     let conn = Arc::new(Conn::default());
+    st.conns.lock().unwrap().push(conn.clone());
     let (mut from_server, mut to_client) =
         (server.try_clone().unwrap(), client.try_clone().unwrap());
     let (c, s) = (conn.clone(), st.clone());
@@ -206,6 +223,10 @@ fn serve(mut client: TcpStream, mut server: TcpStream, st: Arc<State>) {
                 *armed = None;
                 freeze = true;
             }
+        }
+        if conn.frozen.load(Ordering::SeqCst) {
+            // Frozen by `freeze_all`: swallowed.
+            continue;
         }
         if server.write_all(&msg).is_err() {
             return end(&client, &server);

@@ -156,9 +156,10 @@ fn server_error(shown: &str, e: &postgres::Error) -> Error {
         } else if *code == SqlState::INSUFFICIENT_PRIVILEGE {
             ("grant the user rights on the store's tables", false)
         } else if *code == SqlState::READ_ONLY_SQL_TRANSACTION {
+            // A standby (a failover under way: it is retried until one is promoted).
             (
-                "the server or this connection is read-only (a standby?)",
-                false,
+                "the server is read-only: a standby, or a failover under way?",
+                true,
             )
         } else if matches!(class, "08" | "53" | "57" | "58") {
             (
@@ -204,7 +205,9 @@ impl r2d2::CustomizeConnection<Client, postgres::Error> for Setup {
     fn on_acquire(&self, conn: &mut Client) -> std::result::Result<(), postgres::Error> {
         let (idle, interval, user) = tcp_timeouts(self.stall);
         let mut setup = format!(
-            "SET synchronous_commit TO on; SET tcp_keepalives_idle = {}; \
+            "SELECT set_config('synchronous_commit', CASE current_setting('synchronous_commit') \
+             WHEN 'remote_apply' THEN 'remote_apply' ELSE 'on' END, false); \
+             SET tcp_keepalives_idle = {}; \
              SET tcp_keepalives_interval = {}; SET tcp_keepalives_count = {KEEPALIVE_PROBES}; \
              SET tcp_user_timeout = {};",
             idle.as_secs(),
@@ -223,6 +226,65 @@ impl r2d2::CustomizeConnection<Client, postgres::Error> for Setup {
         conn.batch_execute(&setup)
     }
 }
+
+/// The synchronous standbys asked for: the URL's `sync_replicas` or the option's,
+/// whichever is more.
+fn sync_replicas(url: &PgUrl, opts: &Options) -> u32 {
+    url.sync_replicas().max(opts.sync_replicas)
+}
+
+/// How many synchronous standbys a commit waits for under `synchronous_standby_names`
+/// (`FIRST n (…)`, `ANY n (…)`, `n (…)`, or a plain list, which is `FIRST 1`).
+fn sync_standbys(setting: &str) -> u32 {
+    let s = setting.trim();
+    if s.is_empty() {
+        return 0;
+    }
+    let mut words = s.splitn(2, char::is_whitespace);
+    let first = words.next().unwrap_or("");
+    let rest = if first.eq_ignore_ascii_case("FIRST") || first.eq_ignore_ascii_case("ANY") {
+        words.next().unwrap_or("").trim_start()
+    } else {
+        s
+    };
+    match rest.split_once('(') {
+        Some((n, _)) if !n.trim().is_empty() => n.trim().parse().unwrap_or(1),
+        _ => 1,
+    }
+}
+
+/// Refuses a commit on a server that would not wait for `wanted` synchronous
+/// standbys, naming the setting that is short (never the URL's password).
+fn replication_enough(shown: &str, wanted: u32, names: &str, commit: &str) -> Result<()> {
+    if wanted == 0 {
+        return Ok(());
+    }
+    let have = sync_standbys(names);
+    let what = if have < wanted {
+        format!(
+            "sync_replicas={wanted}, but the server waits for {have} synchronous standbys \
+             (synchronous_standby_names = '{}')",
+            names.trim()
+        )
+    } else if !matches!(commit, "on" | "remote_apply") {
+        format!(
+            "sync_replicas={wanted}, but the server's synchronous_commit is '{commit}' \
+             (it must be on or remote_apply)"
+        )
+    } else {
+        return Ok(());
+    };
+    Err(Error::Server {
+        what: format!("{shown}: {what}; nothing was written"),
+        hint: "configure synchronous replication on the primary (synchronous_standby_names), \
+               or lower sync_replicas",
+        transient: false,
+    })
+}
+
+/// SQL naming the life of the server a statement runs on: its postmaster's start
+/// time. A promoted standby, or a restarted server, has another.
+const SERVER_LIFE: &str = "extract(epoch FROM pg_postmaster_start_time())::text";
 
 /// Keepalive probes before a silent peer counts as dead.
 const KEEPALIVE_PROBES: u32 = 3;
@@ -248,6 +310,8 @@ pub(crate) struct PgRows {
     read_only: bool,
     /// Longest wait for the store's commit lock (the keyring row) and for a lock key.
     lock_timeout: Duration,
+    /// Synchronous standbys every commit must wait for (0: no check).
+    sync_replicas: u32,
     /// Turns lock keys into lock rows (derived from the name key once it is known).
     lock_salt: OnceLock<[u8; 16]>,
 }
@@ -291,7 +355,19 @@ impl PgRows {
         // One connection first, outside the pool: its error says exactly what is wrong
         // (the pool's would only say it timed out), and says it at once.
         let names = Names::new(&url.store);
-        off_runtime(|| Self::check_store(&config, &shown, url, &names))?;
+        let wanted = sync_replicas(url, opts);
+        // A URL of several hosts is a replicated server: opening rides a failover like
+        // every other call. With one host, an unreachable server is an error at once
+        // (more likely a wrong address than a failover).
+        let mut backoff = crate::commit::Backoff::within(
+            (config.get_hosts().len() > 1).then_some(opts.failover_timeout),
+        );
+        loop {
+            match off_runtime(|| Self::check_store(&config, &shown, url, &names, wanted)) {
+                Err(e) if backoff.again(&e) => {}
+                checked => break checked?,
+            }
+        }
         Self::assemble(url, config, names, opts, read_only)
     }
 
@@ -301,8 +377,27 @@ impl PgRows {
         shown: &str,
         url: &PgUrl,
         names: &Names,
+        sync_replicas: u32,
     ) -> Result<()> {
         let mut first = config.connect(NoTls).map_err(|e| server_error(shown, &e))?;
+        if sync_replicas > 0 {
+            let row = first
+                .query_one(
+                    "SELECT current_setting('synchronous_standby_names'), \
+                     current_setting('synchronous_commit')",
+                    &[],
+                )
+                .map_err(|e| server_error(shown, &e))?;
+            let (names, commit): (String, String) = (row.get(0), row.get(1));
+            // Connections of the pool set `synchronous_commit` to `on` themselves
+            // (unless the server asks for `remote_apply`): only the standbys count here.
+            let commit = if commit == "remote_apply" {
+                commit
+            } else {
+                "on".into()
+            };
+            replication_enough(shown, sync_replicas, &names, &commit)?;
+        }
         let found: i64 = first
             .query_typed_one(
                 "SELECT count(to_regclass(n)) FROM unnest($1::text[]) AS n",
@@ -410,6 +505,7 @@ impl PgRows {
             lock_pool: OffPool(Some(build(LOCK_POOL, false))),
             read_only,
             lock_timeout: opts.lock_timeout,
+            sync_replicas: sync_replicas(url, opts),
             lock_salt: OnceLock::new(),
         })
     }
@@ -481,11 +577,19 @@ impl RowStore for PgRows {
             "BEGIN; SET LOCAL lock_timeout = {}; \
              SELECT encode(v, 'hex') AS keyring FROM {meta} WHERE k = '\\x{}' FOR UPDATE; \
              SELECT EXISTS (SELECT 1 FROM {}) AS expiring; \
-             SELECT encode(v, 'hex') AS commits FROM {meta} WHERE k = '\\x{}'",
+             SELECT encode(v, 'hex') AS commits FROM {meta} WHERE k = '\\x{}';{}",
             self.lock_timeout.as_millis().clamp(1, i32::MAX as u128),
             hex(META_KEYRING.as_bytes()),
             self.names.expiry,
             hex(META_COMMITS.as_bytes()),
+            // Checked in every commit, on the server that commits it: after a failover
+            // that may be a server with no standby.
+            if self.sync_replicas > 0 {
+                " SELECT current_setting('synchronous_standby_names') AS sync_names, \
+                 current_setting('synchronous_commit') AS sync_commit"
+            } else {
+                ""
+            },
             meta = self.names.meta,
         );
         let opened = off_runtime(|| conn.simple_query(&begin));
@@ -494,6 +598,7 @@ impl RowStore for PgRows {
         // The commit record is read here too (the engine reads it first in every commit):
         // absent, it is known to be absent.
         let (mut keyring, mut expiring, mut commits) = (None, None, None);
+        let mut sync_checked = self.sync_replicas == 0;
         match opened {
             Ok(messages) => {
                 for m in messages {
@@ -502,9 +607,28 @@ impl RowStore for PgRows {
                             Some("keyring") => keyring = row.get(0).and_then(unhex),
                             Some("expiring") => expiring = Some(row.get(0) == Some("t")),
                             Some("commits") => commits = row.get(0).and_then(unhex),
+                            Some("sync_names") => {
+                                let (names, commit) =
+                                    (row.get(0).unwrap_or(""), row.get(1).unwrap_or(""));
+                                if let Err(e) =
+                                    replication_enough(shown, self.sync_replicas, names, commit)
+                                {
+                                    let _ = off_runtime(|| conn.batch_execute("ROLLBACK"));
+                                    return Err(e);
+                                }
+                                sync_checked = true;
+                            }
                             _ => {}
                         }
                     }
+                }
+                if !sync_checked {
+                    let _ = off_runtime(|| conn.batch_execute("ROLLBACK"));
+                    return Err(Error::Server {
+                        what: format!("{shown}: the server did not say its replication settings"),
+                        hint: "see the server's log",
+                        transient: true,
+                    });
                 }
             }
             Err(e) => {
@@ -542,6 +666,10 @@ impl RowStore for PgRows {
         false
     }
 
+    fn rides_failover(&self) -> bool {
+        true
+    }
+
     fn is_read_only(&self) -> bool {
         self.read_only
     }
@@ -569,7 +697,7 @@ impl RowStore for PgRows {
         let take = format!(
             "BEGIN; SET LOCAL lock_timeout = {}; SET LOCAL idle_in_transaction_session_timeout = 0; \
              SELECT 1 AS held FROM {} WHERE k = '\\x{row}' FOR UPDATE; \
-             SELECT pg_current_xact_id()::text AS xid; \
+             SELECT pg_current_xact_id()::text || '@' || {SERVER_LIFE} AS xid; \
              SAVEPOINT barrier; SELECT 1 FROM {} WHERE k = '\\x{}' FOR SHARE; \
              ROLLBACK TO SAVEPOINT barrier",
             timeout.as_millis().clamp(1, i32::MAX as u128),
@@ -1236,13 +1364,24 @@ impl RowWrite for PgWrite<'_> {
     /// so no window is left: a holder that dies after the check lets its lock go to a
     /// new holder, whose lock statement then waits for the keyring row (see
     /// `PgRows::lock`), so it reads only after this commit.
+    ///
+    /// A proof is `XID@LIFE`, LIFE naming the server process that granted the lock (its
+    /// postmaster's start time). After a failover the new primary is another server:
+    /// the old primary's transaction ids mean nothing there (one that never reached the
+    /// standby may even be reused by a new transaction), so a proof from another server
+    /// is never held.
     fn locks_held(&mut self, proofs: &[&str]) -> Result<Vec<bool>> {
         let xids: Vec<&str> = proofs.to_vec();
         let client = &mut **self.client.get_mut();
         let rows = off_runtime(|| {
             client.query_typed(
-                "SELECT COALESCE(pg_xact_status(x::xid8) = 'in progress', false) \
-                 FROM unnest($1::text[]) WITH ORDINALITY AS t(x, i) ORDER BY i",
+                &format!(
+                    "SELECT CASE WHEN split_part(p, '@', 2) = {SERVER_LIFE} \
+                       AND split_part(p, '@', 1)::xid8 < pg_snapshot_xmax(pg_current_snapshot()) \
+                     THEN COALESCE(pg_xact_status(split_part(p, '@', 1)::xid8) = 'in progress', false) \
+                     ELSE false END \
+                     FROM unnest($1::text[]) WITH ORDINALITY AS t(p, i) ORDER BY i"
+                ),
                 &[(&xids, Type::TEXT_ARRAY)],
             )
         })
@@ -1270,7 +1409,7 @@ impl RowWrite for PgWrite<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::{hex, unhex};
+    use super::{hex, replication_enough, sync_standbys, unhex};
 
     #[test]
     fn hex_round_trips_and_refuses_malformed_text() {
@@ -1280,5 +1419,44 @@ mod tests {
         for bad in ["0", "zz", "0g", "\\x00"] {
             assert!(unhex(bad).is_none(), "{bad}");
         }
+    }
+
+    #[test]
+    fn synchronous_standby_names_are_counted_as_the_server_does() {
+        for (setting, n) in [
+            ("", 0),
+            ("  ", 0),
+            ("*", 1),
+            ("b", 1),
+            ("b, c", 1),
+            ("\"first\" , c", 1),
+            ("FIRST 2 (b, c, d)", 2),
+            ("first 2(b,c)", 2),
+            ("ANY 3 (b, c, d)", 3),
+            ("2 (b, c)", 2),
+            ("any 1 (*)", 1),
+        ] {
+            assert_eq!(sync_standbys(setting), n, "{setting:?}");
+        }
+    }
+
+    #[test]
+    fn a_server_short_of_standbys_is_refused_by_name() {
+        assert!(replication_enough("s", 0, "", "off").is_ok());
+        assert!(replication_enough("s", 1, "*", "on").is_ok());
+        assert!(replication_enough("s", 2, "ANY 2 (a, b)", "remote_apply").is_ok());
+        let e = replication_enough("pg://h?store=x", 1, "", "on").unwrap_err();
+        assert!(
+            e.to_string().contains("synchronous_standby_names = ''"),
+            "{e}"
+        );
+        let e = replication_enough("s", 2, "b, c", "on").unwrap_err();
+        assert!(e.to_string().contains("waits for 1"), "{e}");
+        let e = replication_enough("s", 1, "b", "local").unwrap_err();
+        assert!(
+            e.to_string().contains("synchronous_commit is 'local'"),
+            "{e}"
+        );
+        assert!(!e.is_transient_server());
     }
 }
