@@ -204,12 +204,31 @@ fn server_errors_exit_2_with_a_hint_and_a_wrong_key_exits_3() {
         .args(["ls", &format!("{}?store=", srv.base)])
         .assert()
         .code(2)
-        .stderr(hint);
+        .stderr(hint.clone());
     srv.cmd()
         .env("SEALKV_PASSPHRASE", "not the passphrase")
         .args(["ls", &url])
         .assert()
         .code(3);
+    // The test server has no standby: a write that asks for one is refused, by name,
+    // and nothing is written; as a flag or in the URL.
+    for (flag, url) in [
+        (Some("--sync-replicas=1"), url.clone()),
+        (None, format!("{url}&sync_replicas=1")),
+    ] {
+        srv.cmd()
+            .args(flag)
+            .args(["put", &url, "n", "k"])
+            .write_stdin("v")
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains("synchronous_standby_names").and(hint.clone()));
+    }
+    srv.cmd().args(["get", &url, "n", "k"]).assert().code(1);
+    srv.cmd()
+        .args(["--sync-replicas=65", "ls", &url])
+        .assert()
+        .code(2);
 }
 
 #[test]

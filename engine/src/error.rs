@@ -170,8 +170,9 @@ impl fmt::Display for Error {
             }
             Self::CommitFailed { attempts, outcome_unknown: true, source } => write!(
                 f,
-                "commit failed after {attempts} attempts while writing to the disk: it may or may \
-                 not be durable; reopen the store and read the values back: {source}"
+                "commit failed after {attempts} attempts while it was being committed: it may or \
+                 may not have taken effect; read the values back (reopen a file store first): \
+                 {source}"
             ),
             Self::MetaTampered => f.write_str(
                 "the store's settings, format or key derivation record was changed outside \

@@ -105,10 +105,16 @@ impl Commits {
 
     /// What the record says of a commit that read `before` as its count and then
     /// failed while committing, with `token`.
+    ///
+    /// A count below `before` means the store lost commits the attempt had seen: a
+    /// failover to a standby that never received them (a commit is visible on the
+    /// primary while it waits for its standby), or an older copy put back. The attempt
+    /// committed after those, in the same order on every replica, so it is not there
+    /// either.
     pub(crate) fn outcome(&self, token: &Token, before: u64) -> Outcome {
         if self.contains(token) {
             Outcome::Committed
-        } else if self.count.wrapping_sub(before) < RING as u64 {
+        } else if self.count < before || self.count - before < RING as u64 {
             Outcome::NotCommitted
         } else {
             Outcome::Unknown
@@ -160,6 +166,12 @@ mod tests {
         assert_eq!(
             c.outcome(&[8; TOKEN_BYTES], 100 - RING as u64),
             Outcome::Unknown
+        );
+        // Commits it had seen are gone (a failover lost them): so is it.
+        assert_eq!(c.outcome(&[8; TOKEN_BYTES], 101), Outcome::NotCommitted);
+        assert_eq!(
+            c.outcome(&[8; TOKEN_BYTES], u64::MAX),
+            Outcome::NotCommitted
         );
     }
 

@@ -27,7 +27,7 @@ while (!stopping) {
     await state.keys.set({ [COUNTER]: { node: { n } }, [LOG]: { [`node-${n}`]: { n } } })
     console.log(`ack ${n}`)
   } catch (err) {
-    console.log(`err ${err.code ?? err.name}`)
+    console.log(`err ${err.code ?? err.name}: ${err.message}`)
     await new Promise((resolve) => setTimeout(resolve, 50))
   }
 }

@@ -83,6 +83,16 @@ test('server errors carry SEALKV_SERVER and a wrong passphrase SEALKV_WRONG_KEY'
     assert.match(e.message, /cannot reach/)
     return true
   })
+  // The test server has no standby: a store that asks for one is refused, by name.
+  await assert.rejects(Store.open(url, { ...opts, syncReplicas: 1 }), (e) => {
+    assert.equal(e.code, 'SEALKV_SERVER')
+    assert.match(e.message, /synchronous_standby_names/)
+    return true
+  })
+  for (const bad of [-1, 1.5, 65, '1']) {
+    await assert.rejects(Store.open(url, { ...opts, syncReplicas: bad }), { code: 'SEALKV_INVALID_ARGUMENT' })
+  }
+  await assert.rejects(Store.open(url, { ...opts, failoverTimeoutMs: -5 }), { code: 'SEALKV_INVALID_ARGUMENT' })
 })
 
 test('openOrCreate opens a store as a role with rights on its tables only (no CREATE)', async (t) => {
