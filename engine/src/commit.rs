@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::expiry::{AUTO_SWEEP_PER_COMMIT, expires_at, index_key};
 use crate::meta::{META_KEYRING, seal_keyring_into};
 use crate::options::Concurrency;
-use crate::outcome::{Commits, Outcome, TOKEN_BYTES, Token};
+use crate::outcome::{Commits, Outcome, TOKEN_BYTES, Token, WRITER_BYTES};
 use crate::rows::{check_name, encode_plain, ns_has_rows, row_key, split_row};
 use crate::rowstore::{RowWrite, Table};
 use crate::scope::{Scope, sessions_catalog_tag};
@@ -549,8 +549,13 @@ impl Store {
     fn write_with_retry(&self, f: &mut dyn FnMut(&mut dyn RowWrite) -> Result<()>) -> Result<()> {
         self.check_writable()?;
         let attempts = self.inner.opts.commit_retries + 1;
+        // This handle's writer id, then random bytes: the record keeps each writer's
+        // latest token (see `outcome`).
         let mut token: Token = [0; TOKEN_BYTES];
         sealkv_crypto::fill_random(&mut token).map_err(Error::Key)?;
+        if let Some(writer) = self.inner.writer {
+            token[..WRITER_BYTES].copy_from_slice(&writer);
+        }
         let mut last = None;
         // The commit count read by the last attempt that failed after its commit began
         // (it may have reached the disk, or the server, or not).

@@ -1,9 +1,13 @@
 //! Exactly-once commits: the commit record.
 //!
 //! Every commit writes, in its own transaction, the meta record `commits`: a count of
-//! the commits made to the store and the tokens of the last [`RING`] of them, newest
-//! first. A commit's token is random and its own (kept across the attempts of one
-//! commit).
+//! the commits made to the store and up to [`RING`] tokens, newest first: the latest
+//! commit's of each of the last writers. A token is a store handle's writer id (random,
+//! [`WRITER_BYTES`]) and random bytes, its commit's own (kept across the attempts of
+//! one commit); a commit replaces its writer's earlier token. A handle commits one
+//! batch at a time, so its entry only leaves the ring when [`RING`] other writers have
+//! committed since, not [`RING`] commits (a failover, where other processes commit
+//! hundreds of times before a slow one retries, is the case this is for).
 //!
 //! When an attempt fails after its commit began (a lost `COMMIT` reply, a failed
 //! fsync, a connection reset mid-commit), whether it took effect is unknown. The next
@@ -14,8 +18,11 @@
 //!
 //! - the token is there: the earlier attempt committed; nothing is written again and
 //!   the commit reports success;
-//! - the token is not there and fewer than [`RING`] commits were made since the count
-//!   the earlier attempt read: it did not commit; only then is the batch written again;
+//! - the token is not there, and the ring holds another token of the same writer (an
+//!   earlier commit of the handle), or fewer than [`RING`] commits were made since the
+//!   count the earlier attempt read, or the count went back below it (commits it had
+//!   seen were lost, and it came after them): it did not commit; only then is the batch
+//!   written again;
 //! - otherwise (the token may have been pushed out of the ring): the outcome cannot be
 //!   decided, and the commit fails with `outcome_unknown` rather than replay a batch
 //!   over other writers' newer commits.
@@ -35,6 +42,9 @@ pub(crate) const RING: usize = 32;
 
 /// Bytes of a commit token.
 pub(crate) const TOKEN_BYTES: usize = 16;
+
+/// Leading bytes of a token that name its writer (a store handle).
+pub(crate) const WRITER_BYTES: usize = 8;
 
 /// A commit's token.
 pub(crate) type Token = [u8; TOKEN_BYTES];
@@ -99,6 +109,7 @@ impl Commits {
 
     fn advance(&mut self, token: Token) {
         self.count = self.count.wrapping_add(1);
+        self.tokens.retain(|t| t[..WRITER_BYTES] != token[..WRITER_BYTES]);
         self.tokens.insert(0, token);
         self.tokens.truncate(RING);
     }
@@ -114,7 +125,10 @@ impl Commits {
     pub(crate) fn outcome(&self, token: &Token, before: u64) -> Outcome {
         if self.contains(token) {
             Outcome::Committed
-        } else if self.count < before || self.count - before < RING as u64 {
+        } else if self.tokens.iter().any(|t| t[..WRITER_BYTES] == token[..WRITER_BYTES])
+            || self.count < before
+            || self.count - before < RING as u64
+        {
             Outcome::NotCommitted
         } else {
             Outcome::Unknown
@@ -149,6 +163,40 @@ mod tests {
         assert_eq!(c.tokens[0], [RING as u8 + 4; TOKEN_BYTES]);
         assert!(!c.contains(&[4; TOKEN_BYTES]));
         assert!(c.contains(&[5; TOKEN_BYTES]));
+    }
+
+    /// A token of writer `w`, commit `n`.
+    fn token(w: u8, n: u8) -> Token {
+        let mut t = [n; TOKEN_BYTES];
+        t[..WRITER_BYTES].fill(w);
+        t
+    }
+
+    #[test]
+    fn each_writer_keeps_its_latest_token_however_often_others_commit() {
+        let mut c = Commits::default();
+        c.advance(token(1, 1));
+        let before = c.count;
+        // Writer 1's next commit fails uncertainly; two other writers commit far more
+        // than the ring holds before it retries.
+        for n in 0..200 {
+            c.advance(token(2 + n % 2, n));
+        }
+        assert_eq!(c.tokens.len(), 3, "one token per writer");
+        assert!(c.contains(&token(1, 1)));
+        // Not there, and its writer's entry is its previous commit: it did not commit.
+        assert_eq!(c.outcome(&token(1, 2), before), Outcome::NotCommitted);
+        // There: it did.
+        c.advance(token(1, 2));
+        for n in 0..200 {
+            c.advance(token(2 + n % 2, n));
+        }
+        assert_eq!(c.outcome(&token(1, 2), before), Outcome::Committed);
+        // A writer whose entry RING other writers pushed out cannot tell.
+        for w in 10..(10 + RING as u8) {
+            c.advance(token(w, 0));
+        }
+        assert_eq!(c.outcome(&token(1, 3), before), Outcome::Unknown);
     }
 
     #[test]

@@ -68,6 +68,9 @@ pub(crate) struct Inner {
     pub(crate) gather_cv: Condvar,
     /// The default session: what `Store`'s own reads and writes use.
     pub(crate) default_scope: Arc<Scope>,
+    /// This handle's writer id, the first bytes of its commit tokens (random; `None`
+    /// only if the system's random source failed, and then no commit can be made).
+    pub(crate) writer: Option<[u8; crate::outcome::WRITER_BYTES]>,
 }
 
 impl Store {
@@ -332,6 +335,10 @@ impl Store {
         Self {
             inner: Arc::new(Inner {
                 id: NEXT_STORE_ID.fetch_add(1, Ordering::Relaxed),
+                writer: {
+                    let mut w = [0; crate::outcome::WRITER_BYTES];
+                    sealkv_crypto::fill_random(&mut w).ok().map(|()| w)
+                },
                 path: path.to_path_buf(),
                 rows,
                 db_id,

@@ -387,7 +387,7 @@ fn commit_failed_says_the_outcome_of_a_failed_write_is_unknown() {
     );
     let msg = err.to_string();
     assert!(
-        msg.contains("may or may not be durable") && !msg.contains("nothing applied"),
+        msg.contains("may or may not have taken effect") && !msg.contains("nothing applied"),
         "{msg}"
     );
 }

@@ -93,12 +93,40 @@ fn a_lost_reply_whose_commit_was_pushed_out_of_the_record_is_unknown_never_repla
     let addr = pg.addr("unknown");
     let b = Store::create(&addr, key(), fast_opts()).unwrap();
     let a = Store::open(through(&proxy, &addr), key(), patient()).unwrap();
+    // One other writer committing more often than the record holds tokens does not
+    // push A's out: the record keeps each writer's latest.
     proxy.cut_after_commit();
-    let writer = std::thread::spawn(move || a.put("n", "k", b"from A".to_vec()));
+    let writer = std::thread::spawn(move || {
+        let r = a.put("n", "k", b"from A".to_vec());
+        (a, r)
+    });
     assert!(proxy.wait_for(Duration::from_secs(10), |p| p.cuts() > 0));
-    // More commits than the record keeps, the last of them overwriting A's value.
     for i in 0..40 {
-        b.put("n", "k", format!("B{i}").into_bytes()).unwrap();
+        b.put("n", "j", format!("B{i}").into_bytes()).unwrap();
+    }
+    let (_, found) = writer.join().unwrap();
+    found.unwrap();
+    assert_eq!(b.get_one("n", "k").unwrap().unwrap().to_vec(), b"from A");
+
+    // More writers than the record keeps, the last of them overwriting A's value, all
+    // before A retries.
+    let a = Store::open(
+        through(&proxy, &addr),
+        key(),
+        Options {
+            commit_retries: 1,
+            commit_retry_delay: Duration::from_secs(10),
+            ..fast_opts()
+        },
+    )
+    .unwrap();
+    proxy.cut_after_commit();
+    let cuts = proxy.cuts();
+    let writer = std::thread::spawn(move || a.put("n", "k", b"from A again".to_vec()));
+    assert!(proxy.wait_for(Duration::from_secs(10), |p| p.cuts() > cuts));
+    for i in 0..40 {
+        let other = Store::open(&addr, key(), fast_opts()).unwrap();
+        other.put("n", "k", format!("B{i}").into_bytes()).unwrap();
     }
     match writer.join().unwrap() {
         Err(Error::CommitFailed {
