@@ -109,7 +109,8 @@ impl Commits {
 
     fn advance(&mut self, token: Token) {
         self.count = self.count.wrapping_add(1);
-        self.tokens.retain(|t| t[..WRITER_BYTES] != token[..WRITER_BYTES]);
+        self.tokens
+            .retain(|t| t[..WRITER_BYTES] != token[..WRITER_BYTES]);
         self.tokens.insert(0, token);
         self.tokens.truncate(RING);
     }
@@ -125,7 +126,10 @@ impl Commits {
     pub(crate) fn outcome(&self, token: &Token, before: u64) -> Outcome {
         if self.contains(token) {
             Outcome::Committed
-        } else if self.tokens.iter().any(|t| t[..WRITER_BYTES] == token[..WRITER_BYTES])
+        } else if self
+            .tokens
+            .iter()
+            .any(|t| t[..WRITER_BYTES] == token[..WRITER_BYTES])
             || self.count < before
             || self.count - before < RING as u64
         {
