@@ -34,9 +34,9 @@ pub mod auth;
 pub use sealkv_crypto::{AES_GCM_SEAL_BUDGET, CryptoError};
 pub use sealkv_engine::{
     Algorithm, Batch, Clock, Codec, Compression, Concurrency, EXPIRY_BUCKET_SECS, Error,
-    FORMAT_VERSION, KdfLimits, KdfParams, KeyInfo, KeyState, Location, MAX_NAME_LEN, MasterKey,
-    NamespaceStats, Options, Passphrase, ReencryptProgress, Result, Secret, Session, Stats, Store,
-    Tx, Value, check_name, system_clock,
+    FORMAT_VERSION, Health, KdfLimits, KdfParams, KeyInfo, KeyState, LastCommit, Location,
+    MAX_NAME_LEN, MasterKey, NamespaceStats, Options, Passphrase, ReencryptProgress, Result,
+    Secret, Session, Stats, Store, Tx, Value, check_name, observe, system_clock,
 };
 
 /// The README's examples, compiled and run as doc tests.

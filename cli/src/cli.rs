@@ -175,6 +175,12 @@ pub enum Command {
         /// Store: a file path, or a postgres://user@host:port/db?store=NAME URL.
         db: PathBuf,
     },
+    /// Check the store as a container's HEALTHCHECK would: exit 0 when healthy, 5 with
+    /// the reasons when not (2 when it cannot even be opened: a server gone, say).
+    Health {
+        /// Store: a file path, or a postgres://user@host:port/db?store=NAME URL.
+        db: PathBuf,
+    },
     /// Write a consistent copy of the store to DEST.
     Backup {
         /// Store: a file path, or a postgres://user@host:port/db?store=NAME URL.

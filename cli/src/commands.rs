@@ -217,6 +217,33 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
             }
             eprintln!("ok: every value opens");
         }
+        Command::Health { db } => {
+            let store = open_ro(&db, s)?;
+            let health = store.health();
+            let mut out = format!("engine: {}\n", health.engine);
+            if let Some(last) = health.last_commit {
+                out.push_str(&format!(
+                    "last commit: {} {} s ago\n",
+                    if last.ok { "ok" } else { "failed" },
+                    last.age.as_secs()
+                ));
+            }
+            for note in health.notes() {
+                out.push_str(&format!("note: {note}\n"));
+            }
+            let problems = health.problems();
+            for p in &problems {
+                out.push_str(&format!("problem: {p}\n"));
+            }
+            stdout_write(out.as_bytes())?;
+            if !problems.is_empty() {
+                return Err(
+                    Failure::new(5, format!("unhealthy: {}", problems.join("; ")))
+                        .hint("see the problems above"),
+                );
+            }
+            eprintln!("ok: healthy");
+        }
         Command::Stats { db } => {
             let store = open_ro(&db, s)?;
             let st = store.stats()?;

@@ -719,3 +719,30 @@ fn ttl_forms_and_expiry() {
     e.run(&["sweep", s(&db)]).success();
     e.run(&["ls", s(&db), "n"]).success().stdout("week\n");
 }
+
+#[test]
+fn health_is_a_healthcheck() {
+    let e = Env::new();
+    e.init();
+    let db = e.db();
+    e.cmd()
+        .args(["put", s(&db), "n", "k"])
+        .write_stdin("v")
+        .assert()
+        .success();
+    e.run(&["health", s(&db)])
+        .success()
+        .stdout(predicate::str::contains("engine: file"))
+        .stderr(predicate::str::contains("ok: healthy"));
+    // A store that cannot be opened is not healthy either: its own exit status.
+    e.run(&["health", s(&e.path("missing"))]).code(2);
+    e.cmd()
+        .env("SEALKV_PASSPHRASE", "wrong")
+        .args(["health", s(&db)])
+        .assert()
+        .code(3);
+    // A server that is gone.
+    e.run(&["health", "postgres://sealkv@127.0.0.1:1/x?store=a"])
+        .code(2)
+        .stderr(predicate::str::contains("cannot reach"));
+}

@@ -23,6 +23,7 @@ use zeroize::Zeroizing;
 use crate::error::{Error, Result};
 use crate::expiry::{AUTO_SWEEP_PER_COMMIT, expires_at, index_key};
 use crate::meta::{META_KEYRING, seal_keyring_into};
+use crate::observe;
 use crate::options::Concurrency;
 use crate::outcome::{Commits, Outcome, TOKEN_BYTES, Token, WRITER_BYTES};
 use crate::rows::{check_name, encode_plain, ns_has_rows, row_key, split_row};
@@ -175,6 +176,8 @@ struct Request {
     lock_lost: std::sync::atomic::AtomicBool,
     /// Order of arrival in the queue.
     ticket: u64,
+    /// When it was queued (for the group-commit wait metric).
+    queued: std::time::Instant,
 }
 
 /// The group-commit queue.
@@ -381,6 +384,7 @@ impl Store {
             result: Mutex::new(None),
             lock_lost: std::sync::atomic::AtomicBool::new(false),
             ticket: q.next_ticket,
+            queued: std::time::Instant::now(),
         });
         q.next_ticket += 1;
         q.pending.push(request.clone());
@@ -440,6 +444,11 @@ impl Store {
             q.last_batch = q.pending.len();
             std::mem::take(&mut q.pending)
         };
+        let began = std::time::Instant::now();
+        for r in &batch {
+            observe::seconds(observe::COMMIT_WAIT, began - r.queued);
+        }
+        observe::observe(observe::COMMIT_GROUP_SIZE, batch.len() as f64);
         // Never empty: the leader's own request was queued when it took the lead.
         // A panic that escaped the containment inside must still release the callers
         // and the lead, or every writer would wait for good.
@@ -460,7 +469,10 @@ impl Store {
         q.released_at = q.next_ticket;
         for r in &batch {
             *lock(&r.result) = Some(match &outcome {
-                Ok(()) if r.lock_lost.load(Ordering::Acquire) => Err(Error::LockLost),
+                Ok(()) if r.lock_lost.load(Ordering::Acquire) => {
+                    observe::count_by(observe::LOCK_FAILURES, "outcome", "lost", 1);
+                    Err(Error::LockLost)
+                }
                 Ok(()) => Ok(()),
                 Err(e) => Err(e.duplicate()),
             });
@@ -566,11 +578,15 @@ impl Store {
         // backoff until this deadline, after the first `attempts`.
         let mut backoff = Backoff::new(self);
         let mut attempt = 0;
-        loop {
+        let started = std::time::Instant::now();
+        // Time the last attempt spent writing its rows, before the commit proper.
+        let mut writing = std::time::Duration::ZERO;
+        let result = loop {
             if attempt > 0 {
                 if attempt >= attempts && !last.as_ref().is_some_and(|e| backoff.again(e)) {
-                    break;
+                    break Err(self.commit_failed(attempt, uncertain.is_some(), last));
                 }
+                observe::count_by(observe::COMMIT_RETRIES, "engine", self.rows().engine(), 1);
                 if attempt < attempts {
                     std::thread::sleep(self.inner.opts.commit_retry_delay);
                 }
@@ -578,7 +594,7 @@ impl Store {
                 // unwind through the group-commit leader.
                 if let Err(e) = self.contained(|| self.rows().recover()) {
                     if self.is_poisoned() {
-                        return Err(e);
+                        break Err(e);
                     }
                     last = Some(e);
                     attempt += 1;
@@ -586,6 +602,7 @@ impl Store {
                 }
             }
             attempt += 1;
+            let attempt_began = std::time::Instant::now();
             let mut committing = false;
             let mut read_count = None;
             let mut resolved = None;
@@ -619,18 +636,26 @@ impl Store {
                             }
                         }
                         read_count = Some(commits.count);
+                        let t = std::time::Instant::now();
                         f(txn)?;
-                        commits.push(token, txn)
+                        let pushed = commits.push(token, txn);
+                        writing = t.elapsed();
+                        pushed
                     },
                     &mut committing,
                 )
             });
+            let attempt_took = attempt_began.elapsed();
             match (resolved, result) {
-                (Some(Outcome::Committed), _) => return Ok(()),
+                (Some(Outcome::Committed), _) => break Ok(()),
                 (Some(_), _) => {
-                    return Err(self.commit_failed(attempt, true, last));
+                    break Err(self.commit_failed(attempt, true, last));
                 }
-                (None, Ok(())) => return Ok(()),
+                (None, Ok(())) => {
+                    observe::seconds(observe::COMMIT_WRITE, writing);
+                    observe::seconds(observe::COMMIT_SYNC, attempt_took.saturating_sub(writing));
+                    break Ok(());
+                }
                 // Only storage failures are worth another attempt; anything else is final.
                 (None, Err(e)) if e.is_io() || matches!(e, Error::Storage(_)) => {
                     if committing {
@@ -640,12 +665,38 @@ impl Store {
                 }
                 (None, Err(e)) if uncertain.is_some() => {
                     // The earlier attempt's outcome was never looked up.
-                    return Err(self.commit_failed(attempt, true, Some(e)));
+                    break Err(self.commit_failed(attempt, true, Some(e)));
                 }
-                (None, Err(e)) => return Err(e),
+                (None, Err(e)) => break Err(e),
             }
-        }
-        Err(self.commit_failed(attempt, uncertain.is_some(), last))
+        };
+        self.note_commit(&result, attempt, started.elapsed());
+        result
+    }
+
+    /// Records a commit's outcome: metrics, a trace event, and what `health` reports.
+    fn note_commit(&self, result: &Result<()>, attempts: u32, took: std::time::Duration) {
+        let outcome = match result {
+            Ok(()) => "ok",
+            Err(Error::CommitFailed {
+                outcome_unknown: true,
+                ..
+            }) => "outcome_unknown",
+            // Not a failure of the commit: the caller's transaction or a changed keyring.
+            Err(Error::KeyringChanged | Error::LockLost) => return,
+            Err(_) => "failed",
+        };
+        let engine = self.rows().engine();
+        metrics::counter!(observe::COMMITS, "engine" => engine, "outcome" => outcome).increment(1);
+        tracing::debug!(
+            target: "sealkv::commit",
+            engine,
+            outcome,
+            attempts,
+            micros = took.as_micros() as u64,
+            "commit"
+        );
+        *lock(&self.inner.last_commit) = Some((std::time::Instant::now(), result.is_ok()));
     }
 
     /// Runs a read (or a lock key's take) again while it fails transiently on a server
@@ -681,6 +732,10 @@ impl Store {
 pub(crate) struct Backoff {
     deadline: Option<std::time::Instant>,
     delay: std::time::Duration,
+    /// When the first wait began (for the failover metrics, recorded on drop).
+    waiting_since: Option<std::time::Instant>,
+    /// The deadline passed while the failure was still one that may pass.
+    gave_up: bool,
 }
 
 impl Backoff {
@@ -698,6 +753,8 @@ impl Backoff {
         Self {
             deadline: window.map(|w| std::time::Instant::now() + w),
             delay: std::time::Duration::from_millis(50),
+            waiting_since: None,
+            gave_up: false,
         }
     }
 
@@ -707,12 +764,36 @@ impl Backoff {
             return false;
         };
         let now = std::time::Instant::now();
-        if !e.is_transient_server() || now >= deadline {
+        if !e.is_transient_server() {
             return false;
+        }
+        if now >= deadline {
+            self.gave_up = true;
+            return false;
+        }
+        if self.waiting_since.is_none() {
+            self.waiting_since = Some(now);
+            tracing::info!(target: "sealkv::failover", "the server is unreachable or read-only; trying again");
         }
         std::thread::sleep(self.delay.min(deadline - now));
         self.delay = (self.delay * 2).min(std::time::Duration::from_secs(1));
         true
+    }
+}
+
+impl Drop for Backoff {
+    fn drop(&mut self) {
+        if let Some(since) = self.waiting_since {
+            let outcome = if self.gave_up { "gave_up" } else { "recovered" };
+            observe::seconds(observe::FAILOVER_WAIT, since.elapsed());
+            observe::count_by(observe::FAILOVER_WAITS, "outcome", outcome, 1);
+            tracing::info!(
+                target: "sealkv::failover",
+                outcome,
+                millis = since.elapsed().as_millis() as u64,
+                "waited for the server"
+            );
+        }
     }
 }
 

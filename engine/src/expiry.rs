@@ -98,7 +98,10 @@ impl Store {
             }
             swept?;
             removed += pass.removed;
+            crate::observe::count(crate::observe::EXPIRED, pass.removed);
             if pass.done {
+                crate::observe::count(crate::observe::SWEEPS, 1);
+                tracing::info!(target: "sealkv::sweep", removed, "swept expired values");
                 return Ok(removed);
             }
             after = pass.last;

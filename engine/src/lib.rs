@@ -34,8 +34,10 @@ mod error;
 mod expiry;
 #[cfg(feature = "test-internals")]
 mod fuzz;
+mod health;
 mod maintenance;
 mod meta;
+pub mod observe;
 mod options;
 mod outcome;
 mod read;
@@ -50,6 +52,7 @@ mod txn;
 pub use commit::Batch;
 pub use error::{Error, Result};
 pub use expiry::EXPIRY_BUCKET_SECS;
+pub use health::{Health, LastCommit};
 pub use maintenance::{NamespaceStats, Stats};
 pub use meta::FORMAT_VERSION;
 pub use options::{Clock, Concurrency, Options, Secret, system_clock};

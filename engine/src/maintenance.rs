@@ -40,7 +40,9 @@ impl Store {
     /// Entries and bytes per namespace, data keys with their use, and the file size.
     pub fn stats(&self) -> Result<Stats> {
         self.catch_up_keyring()?;
-        self.contained(|| self.stats_unguarded())
+        let stats = self.contained(|| self.stats_unguarded())?;
+        crate::observe::gauge(crate::observe::STORE_BYTES, stats.file_size as f64);
+        Ok(stats)
     }
 
     /// Opens every value and reports each one that fails, without stopping at the first.
@@ -128,6 +130,7 @@ impl Store {
     /// they are, sealed: nothing is decrypted or sealed again, and the copy keeps the
     /// store's id, which every envelope binds.
     pub fn backup(&self, dest: impl AsRef<Path>) -> Result<()> {
+        let _span = tracing::info_span!(target: "sealkv::backup", "backup").entered();
         let source = self.rows();
         match Location::parse(dest.as_ref())? {
             Location::File(dest) => {

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use sealkv_crypto::{Context, CryptoError, Keyring, TAG_BYTES, envelope};
 
 use crate::error::Result;
+use crate::observe;
 use crate::rows::{MAX_NAME_LEN, Opened, Row, check_name, hex_tag, integrity, row_key, scan_ns};
 use crate::rowstore::{RowRead, Table};
 use crate::scope::{Scope, sessions_catalog_tag};
@@ -74,6 +75,7 @@ impl Store {
         keys: &[K],
     ) -> Result<BTreeMap<String, Value>> {
         check_name(namespace)?;
+        reads("get");
         let ring = self.ring();
         let ns_tag = scope.ns_tag(ring.name_key(), namespace);
         let snap = self.rows().view()?;
@@ -108,6 +110,7 @@ impl Store {
         key: &str,
     ) -> Result<Option<Value>> {
         check_name(namespace)?;
+        reads("get");
         let ring = self.ring();
         let ns_tag = scope.ns_tag(ring.name_key(), namespace);
         let snap = self.rows().view()?;
@@ -210,8 +213,15 @@ impl Store {
             key: row.key_tag,
         };
         let limit = self.inner.opts.max_value_size + 4 + MAX_NAME_LEN + 8;
-        let plain = envelope::open(ring, &ctx, row.sealed, limit)
-            .map_err(|e| integrity(label, &hint(), e))?;
+        let plain = envelope::open(ring, &ctx, row.sealed, limit).map_err(|e| {
+            // A key this process has not loaded yet (another rotated) is not tampering.
+            if !matches!(e, CryptoError::UnknownKey(_) | CryptoError::KeyDestroyed(_)) {
+                observe::count(observe::AUTH_FAILURES, 1);
+                tracing::warn!(target: "sealkv::integrity", "a stored record failed authentication");
+            }
+            integrity(label, &hint(), e)
+        })?;
+        observe::count(observe::VALUES_OPENED, 1);
         Opened::parse(plain).ok_or_else(|| {
             integrity(
                 label,
@@ -240,6 +250,7 @@ impl Store {
     /// The live keys of a namespace, sorted.
     pub(crate) fn list_in(&self, scope: &Scope, namespace: &str) -> Result<Vec<String>> {
         check_name(namespace)?;
+        reads("list");
         let ring = self.ring();
         let ns_tag = scope.ns_tag(ring.name_key(), namespace);
         let snap = self.rows().snapshot()?;
@@ -260,6 +271,7 @@ impl Store {
 
     /// The namespaces of a scope that hold at least one live value, sorted.
     pub(crate) fn namespaces_in(&self, scope: &Scope) -> Result<Vec<String>> {
+        reads("namespaces");
         let ring = self.ring();
         let snap = self.rows().snapshot()?;
         let now = self.now();
@@ -319,6 +331,7 @@ impl Store {
     /// the store has expiring values.
     pub(crate) fn count_in(&self, scope: &Scope, namespace: &str) -> Result<u64> {
         check_name(namespace)?;
+        reads("count");
         let ring = self.ring();
         let ns_tag = scope.ns_tag(ring.name_key(), namespace);
         let snap = self.rows().snapshot()?;
@@ -435,4 +448,9 @@ impl Owners {
             .get(ns_tag)
             .map(|(scope, name)| RowKind::Value(scope, name))
     }
+}
+
+/// Counts a read of one kind.
+fn reads(operation: &'static str) {
+    observe::count_by(observe::READS, "operation", operation, 1);
 }

@@ -41,6 +41,8 @@ impl Store {
     pub fn rotate(&self) -> Result<u32> {
         self.check_writable()?;
         let made = self.change_keyring(|ring| self.new_primary(ring).map(Some), true)?;
+        crate::observe::count(crate::observe::ROTATIONS, 1);
+        tracing::info!(target: "sealkv::keys", "rotated the primary data key");
         // The change above always makes a key, so `made` is never None; were it to be,
         // the keyring's primary would still be the right answer.
         Ok(match made {
@@ -224,6 +226,14 @@ impl Store {
             }
             report.scanned += scanned;
             report.resealed += applied;
+            crate::observe::count(crate::observe::REENCRYPTED, applied);
+            tracing::debug!(
+                target: "sealkv::keys",
+                scanned = report.scanned,
+                total = report.total,
+                resealed = report.resealed,
+                "re-encryption batch committed"
+            );
             // Rows that writers added during the pass are counted too.
             report.total = report.total.max(report.scanned);
             // With no lock held: the callback may rotate, write, or anything else.
@@ -248,8 +258,10 @@ impl Store {
                 ring.destroy(key_id).map(Some).map_err(Error::Key)
             },
             false,
-        )
-        .map(drop)
+        )?;
+        crate::observe::count(crate::observe::KEYS_DESTROYED, 1);
+        tracing::info!(target: "sealkv::keys", key_id, "destroyed a data key");
+        Ok(())
     }
 
     /// Destroys every decrypt-only key that no value uses; returns their ids.

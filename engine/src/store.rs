@@ -71,6 +71,10 @@ pub(crate) struct Inner {
     /// This handle's writer id, the first bytes of its commit tokens (random; `None`
     /// only if the system's random source failed, and then no commit can be made).
     pub(crate) writer: Option<[u8; crate::outcome::WRITER_BYTES]>,
+    /// When the last commit ended, and whether it succeeded (for `health`).
+    pub(crate) last_commit: Mutex<Option<(std::time::Instant, bool)>>,
+    /// Lock keys this handle holds now: when each was taken, by a serial number.
+    pub(crate) held: Mutex<std::collections::BTreeMap<u64, std::time::Instant>>,
 }
 
 impl Store {
@@ -180,7 +184,9 @@ impl Store {
     /// recovered after the key check. A store written by an earlier format is upgraded.
     pub fn open(path: impl AsRef<Path>, secret: impl Into<Secret>, opts: Options) -> Result<Self> {
         let (path, secret) = (path.as_ref(), secret.into());
-        contain(|| Self::open_inner(path, secret, opts, false)).map_err(truncation)
+        observed_open(false, || {
+            contain(|| Self::open_inner(path, secret, opts, false)).map_err(truncation)
+        })
     }
 
     /// Opens an existing store for reading only: the file is not written at all (not
@@ -192,7 +198,9 @@ impl Store {
         opts: Options,
     ) -> Result<Self> {
         let (path, secret) = (path.as_ref(), secret.into());
-        contain(|| Self::open_inner(path, secret, opts, true)).map_err(truncation)
+        observed_open(true, || {
+            contain(|| Self::open_inner(path, secret, opts, true)).map_err(truncation)
+        })
     }
 
     fn open_inner(path: &Path, secret: Secret, opts: Options, read_only: bool) -> Result<Self> {
@@ -335,6 +343,8 @@ impl Store {
         Self {
             inner: Arc::new(Inner {
                 id: NEXT_STORE_ID.fetch_add(1, Ordering::Relaxed),
+                last_commit: Mutex::new(None),
+                held: Mutex::new(std::collections::BTreeMap::new()),
                 writer: {
                     let mut w = [0; crate::outcome::WRITER_BYTES];
                     sealkv_crypto::fill_random(&mut w).ok().map(|()| w)
@@ -500,6 +510,29 @@ pub(crate) struct Unlocked {
     mode: Concurrency,
 }
 
+/// Runs an open in a trace span, and counts wrong keys. Neither the path nor the error's
+/// text (which may name the path) is recorded.
+fn observed_open(read_only: bool, open: impl FnOnce() -> Result<Store>) -> Result<Store> {
+    let _span = tracing::info_span!(target: "sealkv::open", "open", read_only).entered();
+    let t = std::time::Instant::now();
+    let result = open();
+    let millis = t.elapsed().as_millis() as u64;
+    match &result {
+        Ok(store) => tracing::info!(
+            target: "sealkv::open",
+            engine = store.rows().engine(),
+            millis,
+            "opened"
+        ),
+        Err(Error::WrongKey) => {
+            crate::observe::count(crate::observe::WRONG_KEY, 1);
+            tracing::warn!(target: "sealkv::open", millis, "wrong key or passphrase");
+        }
+        Err(_) => tracing::info!(target: "sealkv::open", millis, "open failed"),
+    }
+    result
+}
+
 /// Derives the master key for `meta` (or reuses `known`, derived from the same key
 /// derivation record), unwraps the store key and opens the keyring. Returns the master
 /// key too (an upgrade wraps a new store key under it).
@@ -511,7 +544,16 @@ fn unlock(
 ) -> Result<(MasterKey, Unlocked)> {
     let kek = match known {
         Some((kdf, kek)) if kdf == meta.kdf => kek,
-        _ => meta.kdf.master_key(secret, &opts.kdf_limits)?,
+        _ => {
+            let t = std::time::Instant::now();
+            let kek = meta.kdf.master_key(secret, &opts.kdf_limits)?;
+            tracing::debug!(
+                target: "sealkv::open",
+                kdf_millis = t.elapsed().as_millis() as u64,
+                "master key derived"
+            );
+            kek
+        }
     };
     let key = match &meta.store_key {
         Some(wrapped) => unwrap_store_key(&kek, &meta.db_id, wrapped).map_err(|e| match e {

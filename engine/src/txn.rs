@@ -225,17 +225,32 @@ impl Store {
             return result;
         }
         self.check_writable()?;
+        let _span = tracing::debug_span!(target: "sealkv::transaction", "transaction").entered();
+        let asked = std::time::Instant::now();
         let _lock = self.inner.locks.lock(name.clone());
         // In shared mode the lock key excludes other processes too.
         // Nothing has been read yet: taking the lock key is tried again while a server
         // fails over.
-        let held = self.riding(|| {
-            self.rows().lock(
-                scope.session.as_deref(),
-                lock_key,
-                self.inner.opts.lock_timeout,
-            )
-        })?;
+        let held = self
+            .riding(|| {
+                self.rows().lock(
+                    scope.session.as_deref(),
+                    lock_key,
+                    self.inner.opts.lock_timeout,
+                )
+            })
+            .inspect_err(|e| {
+                if matches!(e, Error::LockTimeout { .. }) {
+                    crate::observe::count_by(
+                        crate::observe::LOCK_FAILURES,
+                        "outcome",
+                        "timeout",
+                        1,
+                    );
+                }
+            })?;
+        crate::observe::seconds(crate::observe::LOCK_WAIT, asked.elapsed());
+        let _holding = Holding::new(self);
         let state = Rc::new(RefCell::new(TxState {
             lock: name,
             writes: Batch::default(),
@@ -259,8 +274,38 @@ impl Store {
         Ok(value)
     }
 
+    /// The lock keys this handle holds now, with how long each has been held.
+    pub(crate) fn held_lock_ages(&self) -> Vec<std::time::Duration> {
+        lock(&self.inner.held)
+            .values()
+            .map(|t| t.elapsed())
+            .collect()
+    }
+
     /// True when the calling thread is inside a transaction of this store.
     pub fn in_transaction(&self) -> bool {
         active(self.inner.id).is_some()
+    }
+}
+
+/// A lock key held by this handle, listed for `health` while it is held.
+struct Holding<'a> {
+    store: &'a Store,
+    serial: u64,
+}
+
+static HOLDING: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+impl<'a> Holding<'a> {
+    fn new(store: &'a Store) -> Self {
+        let serial = HOLDING.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        lock(&store.inner.held).insert(serial, std::time::Instant::now());
+        Self { store, serial }
+    }
+}
+
+impl Drop for Holding<'_> {
+    fn drop(&mut self) {
+        lock(&self.store.inner.held).remove(&self.serial);
     }
 }

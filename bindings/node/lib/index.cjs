@@ -453,6 +453,31 @@ class Store {
     return call(() => this.#native.verify())
   }
 
+  /**
+   * The metrics of every store of this process, in Prometheus' text format: serve it
+   * on `/metrics` (or append it to prom-client's `register.metrics()`).
+   */
+  metricsText() {
+    return this.#native.metricsText()
+  }
+
+  /**
+   * Checks the store (a round trip on PostgreSQL); resolves
+   * `{ healthy, engine, problems, notes, lastCommitOk, lastCommitAgeMs }`.
+   */
+  health() {
+    return call(() => this.#native.health())
+  }
+
+  /** Resolves true when `health()` finds no problem (false, never a rejection, otherwise). */
+  async isHealthy() {
+    try {
+      return (await this.health()).healthy
+    } catch {
+      return false
+    }
+  }
+
   /** Writes a consistent copy of the store to a new file `dest`, while it is in use. */
   backup(dest) {
     return call(() => this.#native.backup(String(dest)))

@@ -83,6 +83,22 @@ export interface Change {
   ttlMs?: number | null
 }
 
+/** What `health()` found. */
+export interface HealthReport {
+  /** No problem found. */
+  healthy: boolean
+  /** `'file'` or `'postgres'`. */
+  engine: string
+  /** What is wrong, one line each (no name, key or value in them). */
+  problems: string[]
+  /** What may want attention (a rotation due) without making the store unhealthy. */
+  notes: string[]
+  /** Whether this handle's last commit succeeded; absent before its first. */
+  lastCommitOk?: boolean
+  /** Milliseconds since this handle's last commit ended. */
+  lastCommitAgeMs?: number
+}
+
 /** A problem `verify` found. */
 export interface Problem {
   code: SealkvErrorCode
@@ -138,6 +154,12 @@ export declare class Store {
   rotate(): Promise<number>
   /** Opens every value and checks the store; resolves the problems found. */
   verify(): Promise<Problem[]>
+  /** Every store's metrics in this process, in Prometheus' text format. */
+  metricsText(): string
+  /** Checks the store (a round trip on PostgreSQL). */
+  health(): Promise<HealthReport>
+  /** True when `health()` finds no problem; false when it finds one or fails. */
+  isHealthy(): Promise<boolean>
   /** Writes a consistent copy to a new file, while the store is in use. */
   backup(dest: string): Promise<void>
   /** Closes the store and all its views. */

@@ -152,6 +152,41 @@ pub struct Change {
     pub ttl_ms: Option<f64>,
 }
 
+/// What `health` found.
+#[napi(object)]
+pub struct HealthReport {
+    /// No problem found.
+    pub healthy: bool,
+    /// `file` or `postgres`.
+    pub engine: String,
+    /// What is wrong, one line each.
+    pub problems: Vec<String>,
+    /// What may want attention but does not make the store unhealthy.
+    pub notes: Vec<String>,
+    /// Whether this handle's last commit succeeded (absent before its first).
+    pub last_commit_ok: Option<bool>,
+    /// Milliseconds since this handle's last commit ended.
+    pub last_commit_age_ms: Option<f64>,
+}
+
+/// The process's Prometheus recorder, installed when the first store is opened (`None`
+/// when the process had installed another recorder first).
+static PROMETHEUS: std::sync::OnceLock<Option<metrics_exporter_prometheus::PrometheusHandle>> =
+    std::sync::OnceLock::new();
+
+fn prometheus() -> Option<&'static metrics_exporter_prometheus::PrometheusHandle> {
+    PROMETHEUS
+        .get_or_init(|| {
+            let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder).ok().map(|()| {
+                sealkv::observe::describe();
+                handle
+            })
+        })
+        .as_ref()
+}
+
 /// A problem `verify` found.
 #[napi(object)]
 pub struct Problem {
@@ -304,6 +339,7 @@ pub fn open_store(path: String, secret: SecretInput, options: OpenInput) -> Asyn
     let create_new = options.create_new.unwrap_or(false);
     let read_only = options.read_only.unwrap_or(false);
     let setup = guarded(|| options_of(&options).and_then(|opts| Ok((secret_of(secret)?, opts))));
+    prometheus();
     AsyncTask::new(OpenTask {
         path,
         setup: Some(setup),
@@ -538,6 +574,29 @@ impl NativeStore {
                     message: e.to_string(),
                 })
                 .collect::<Vec<_>>())
+        })
+    }
+
+    /// The metrics of every store of this process, in Prometheus' text format (empty
+    /// when the process installed another metrics recorder first).
+    #[napi]
+    pub fn metrics_text(&self) -> napi::Result<String> {
+        guarded(|| Ok(prometheus().map(|h| h.render()).unwrap_or_default()))
+    }
+
+    /// Checks the store (a round trip on PostgreSQL): see `Store::health`.
+    #[napi(ts_return_type = "Promise<HealthReport>")]
+    pub fn health(&self) -> AsyncTask<Work<HealthReport>> {
+        self.on_store(|store| {
+            let h = store.health();
+            Ok(HealthReport {
+                healthy: h.is_healthy(),
+                engine: h.engine.to_string(),
+                problems: h.problems(),
+                notes: h.notes(),
+                last_commit_ok: h.last_commit.map(|c| c.ok),
+                last_commit_age_ms: h.last_commit.map(|c| c.age.as_secs_f64() * 1000.0),
+            })
         })
     }
 

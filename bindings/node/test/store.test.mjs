@@ -346,3 +346,24 @@ test('a stored value that is not JSON: a coded error that does not quote it', as
   })
   await auth.close()
 })
+
+test('metricsText() is Prometheus text that counts the commits; health() and isHealthy()', async (t) => {
+  const dir = tempDir(t)
+  const store = await Store.create(join(dir, 'observed.sealkv'), opts)
+  await store.put('ns-secret-9', 'key-secret-9', 'value-secret-9')
+  const text = store.metricsText()
+  const sample = /^[a-zA-Z_:][\w:]*(\{[^}]*\})? [-+0-9.eE]+|NaN$/
+  for (const line of text.split('\n').filter(Boolean)) {
+    assert.ok(line.startsWith('# HELP ') || line.startsWith('# TYPE ') || sample.test(line), line)
+  }
+  assert.match(text, /^sealkv_commits_total\{engine="file",outcome="ok"\} [1-9]/m)
+  assert.match(text, /^# HELP sealkv_commit_sync_seconds /m)
+  assert.doesNotMatch(text, /secret|observed/)
+  const health = await store.health()
+  assert.equal(health.healthy, true, health.problems.join('; '))
+  assert.equal(health.engine, 'file')
+  assert.equal(health.lastCommitOk, true)
+  assert.equal(await store.isHealthy(), true)
+  await store.close()
+  assert.equal(await store.isHealthy(), false)
+})

@@ -171,6 +171,11 @@ pub(crate) trait RowStore: Send + Sync {
         false
     }
 
+    /// The engine's name in metrics and traces: `file` or `postgres`.
+    fn engine(&self) -> &'static str {
+        "file"
+    }
+
     /// Takes `lock_key` of `session` across processes (and hosts), waiting up to
     /// `timeout`. `None` when only this process can write the store (an exclusive
     /// file): the in-process lock is then enough.

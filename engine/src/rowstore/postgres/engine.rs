@@ -203,6 +203,8 @@ struct Setup {
 
 impl r2d2::CustomizeConnection<Client, postgres::Error> for Setup {
     fn on_acquire(&self, conn: &mut Client) -> std::result::Result<(), postgres::Error> {
+        crate::observe::count(crate::observe::PG_CONNECTS, 1);
+        tracing::debug!(target: "sealkv::postgres", "new connection");
         let (idle, interval, user) = tcp_timeouts(self.stall);
         let mut setup = format!(
             "SELECT set_config('synchronous_commit', CASE current_setting('synchronous_commit') \
@@ -668,6 +670,10 @@ impl RowStore for PgRows {
 
     fn rides_failover(&self) -> bool {
         true
+    }
+
+    fn engine(&self) -> &'static str {
+        "postgres"
     }
 
     fn is_read_only(&self) -> bool {

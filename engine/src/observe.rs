@@ -1,0 +1,198 @@
+//! Metrics and traces: what an operator can see of a store at work.
+//!
+//! Metrics go through the [`metrics`] facade (nothing is recorded, at the cost of a
+//! load and a branch, until the application installs a recorder, such as
+//! `metrics-exporter-prometheus`'s); traces through [`tracing`] spans and events.
+//! Neither ever carries a name, key, value, session id, path or URL: the only labels
+//! are from fixed sets (the engine, an operation, an outcome), and fields are sizes,
+//! counts, timings and outcomes. A store's names are secrets (bot session ids are phone
+//! numbers); observability must not become the leak the file format prevents.
+//!
+//! [`describe`] registers the help text of every metric with the installed recorder.
+
+use std::time::Duration;
+
+/// Commits, by engine and outcome (`ok`, `failed`, `outcome_unknown`).
+pub const COMMITS: &str = "sealkv_commits_total";
+/// Requests (callers' batches and transactions) per commit: the group size.
+pub const COMMIT_GROUP_SIZE: &str = "sealkv_commit_group_size";
+/// Time a request waited for its group's commit to begin.
+pub const COMMIT_WAIT: &str = "sealkv_commit_wait_seconds";
+/// Time a commit spent writing its rows (applying the group, before the commit proper).
+pub const COMMIT_WRITE: &str = "sealkv_commit_write_seconds";
+/// Time a commit spent committing: redb's commit with its fsync, or PostgreSQL's
+/// `COMMIT` with the WAL flush (and the synchronous standbys' acknowledgement).
+pub const COMMIT_SYNC: &str = "sealkv_commit_sync_seconds";
+/// Attempts of a commit after its first failed, by engine.
+pub const COMMIT_RETRIES: &str = "sealkv_commit_retries_total";
+/// Time spent waiting to take a lock key.
+pub const LOCK_WAIT: &str = "sealkv_lock_wait_seconds";
+/// Transactions that gave up waiting for a lock key (`LockTimeout`) or lost it before
+/// committing (`LockLost`), by outcome.
+pub const LOCK_FAILURES: &str = "sealkv_lock_failures_total";
+/// Point and multi-key reads, by operation (`get`, `list`, `count`, `namespaces`).
+pub const READS: &str = "sealkv_reads_total";
+/// Values opened (decrypted and authenticated).
+pub const VALUES_OPENED: &str = "sealkv_values_opened_total";
+/// Values or records that failed authentication: tampered, or sealed for another
+/// store. Any of these is worth an alert.
+pub const AUTH_FAILURES: &str = "sealkv_auth_failures_total";
+/// Opens refused for a wrong key or passphrase.
+pub const WRONG_KEY: &str = "sealkv_wrong_key_total";
+/// Data key rotations.
+pub const ROTATIONS: &str = "sealkv_rotations_total";
+/// Values re-sealed under the primary key by re-encryption.
+pub const REENCRYPTED: &str = "sealkv_reencrypted_values_total";
+/// Data keys destroyed.
+pub const KEYS_DESTROYED: &str = "sealkv_keys_destroyed_total";
+/// TTL sweeps run.
+pub const SWEEPS: &str = "sealkv_sweeps_total";
+/// Expired values deleted by sweeps.
+pub const EXPIRED: &str = "sealkv_expired_values_total";
+/// Bytes the store takes (the file, or the server's tables), as last measured.
+pub const STORE_BYTES: &str = "sealkv_store_size_bytes";
+/// Connections made to PostgreSQL (each new pooled connection: a reconnect after a
+/// failure shows here).
+pub const PG_CONNECTS: &str = "sealkv_pg_connects_total";
+/// Waits while a server failed over (or was unreachable), by outcome (`recovered`,
+/// `gave_up`).
+pub const FAILOVER_WAITS: &str = "sealkv_failover_waits_total";
+/// Time calls spent waiting for a server to come back.
+pub const FAILOVER_WAIT: &str = "sealkv_failover_wait_seconds";
+
+/// Every metric this crate records: name, kind and help text.
+pub const METRICS: &[(&str, Kind, &str)] = &[
+    (
+        COMMITS,
+        Kind::Counter,
+        "Commits, by engine and outcome (ok, failed, outcome_unknown).",
+    ),
+    (
+        COMMIT_GROUP_SIZE,
+        Kind::Histogram,
+        "Requests per commit (group commit).",
+    ),
+    (
+        COMMIT_WAIT,
+        Kind::Histogram,
+        "Time a request waited for its group's commit to begin.",
+    ),
+    (
+        COMMIT_WRITE,
+        Kind::Histogram,
+        "Time a commit spent writing its rows.",
+    ),
+    (
+        COMMIT_SYNC,
+        Kind::Histogram,
+        "Time a commit spent committing (fsync, or COMMIT and the WAL flush).",
+    ),
+    (
+        COMMIT_RETRIES,
+        Kind::Counter,
+        "Commit attempts after a failed one.",
+    ),
+    (LOCK_WAIT, Kind::Histogram, "Time spent taking a lock key."),
+    (
+        LOCK_FAILURES,
+        Kind::Counter,
+        "Lock keys not taken in time (timeout) or lost before the commit (lost).",
+    ),
+    (READS, Kind::Counter, "Reads, by operation."),
+    (
+        VALUES_OPENED,
+        Kind::Counter,
+        "Values decrypted and authenticated.",
+    ),
+    (
+        AUTH_FAILURES,
+        Kind::Counter,
+        "Values or records that failed authentication (tampered, or another store's).",
+    ),
+    (
+        WRONG_KEY,
+        Kind::Counter,
+        "Opens refused for a wrong key or passphrase.",
+    ),
+    (ROTATIONS, Kind::Counter, "Data key rotations."),
+    (
+        REENCRYPTED,
+        Kind::Counter,
+        "Values re-sealed under the primary key.",
+    ),
+    (KEYS_DESTROYED, Kind::Counter, "Data keys destroyed."),
+    (SWEEPS, Kind::Counter, "TTL sweeps run."),
+    (EXPIRED, Kind::Counter, "Expired values deleted by sweeps."),
+    (
+        STORE_BYTES,
+        Kind::Gauge,
+        "Bytes the store takes, as last measured.",
+    ),
+    (
+        PG_CONNECTS,
+        Kind::Counter,
+        "Connections made to PostgreSQL.",
+    ),
+    (
+        FAILOVER_WAITS,
+        Kind::Counter,
+        "Waits for an unreachable or failing-over server, by outcome.",
+    ),
+    (
+        FAILOVER_WAIT,
+        Kind::Histogram,
+        "Time calls spent waiting for a server to come back.",
+    ),
+];
+
+/// What kind of metric a name is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Only goes up.
+    Counter,
+    /// Goes up and down.
+    Gauge,
+    /// A distribution of observations (seconds, sizes).
+    Histogram,
+}
+
+/// Registers the help text and unit of every metric with the installed recorder (call
+/// it once after installing one; without it, metrics still work, without help text).
+pub fn describe() {
+    for &(name, kind, help) in METRICS {
+        let unit = if name.ends_with("_seconds") {
+            Some(metrics::Unit::Seconds)
+        } else if name.ends_with("_bytes") {
+            Some(metrics::Unit::Bytes)
+        } else {
+            None
+        };
+        match (kind, unit) {
+            (Kind::Counter, _) => metrics::describe_counter!(name, help),
+            (Kind::Gauge, Some(u)) => metrics::describe_gauge!(name, u, help),
+            (Kind::Gauge, None) => metrics::describe_gauge!(name, help),
+            (Kind::Histogram, Some(u)) => metrics::describe_histogram!(name, u, help),
+            (Kind::Histogram, None) => metrics::describe_histogram!(name, help),
+        }
+    }
+}
+
+pub(crate) fn count(name: &'static str, n: u64) {
+    metrics::counter!(name).increment(n);
+}
+
+pub(crate) fn count_by(name: &'static str, label: &'static str, value: &'static str, n: u64) {
+    metrics::counter!(name, label => value).increment(n);
+}
+
+pub(crate) fn seconds(name: &'static str, d: Duration) {
+    metrics::histogram!(name).record(d.as_secs_f64());
+}
+
+pub(crate) fn observe(name: &'static str, v: f64) {
+    metrics::histogram!(name).record(v);
+}
+
+pub(crate) fn gauge(name: &'static str, v: f64) {
+    metrics::gauge!(name).set(v);
+}
