@@ -445,10 +445,11 @@ impl Store {
             std::mem::take(&mut q.pending)
         };
         let began = std::time::Instant::now();
+        let meters = &self.inner.meters;
         for r in &batch {
-            observe::seconds(observe::COMMIT_WAIT, began - r.queued);
+            meters.wait.record(began - r.queued);
         }
-        observe::observe(observe::COMMIT_GROUP_SIZE, batch.len() as f64);
+        meters.group.record(batch.len() as f64);
         // Never empty: the leader's own request was queued when it took the lead.
         // A panic that escaped the containment inside must still release the callers
         // and the lead, or every writer would wait for good.
@@ -652,8 +653,11 @@ impl Store {
                     break Err(self.commit_failed(attempt, true, last));
                 }
                 (None, Ok(())) => {
-                    observe::seconds(observe::COMMIT_WRITE, writing);
-                    observe::seconds(observe::COMMIT_SYNC, attempt_took.saturating_sub(writing));
+                    self.inner.meters.write.record(writing);
+                    self.inner
+                        .meters
+                        .sync
+                        .record(attempt_took.saturating_sub(writing));
                     break Ok(());
                 }
                 // Only storage failures are worth another attempt; anything else is final.
@@ -676,18 +680,19 @@ impl Store {
 
     /// Records a commit's outcome: metrics, a trace event, and what `health` reports.
     fn note_commit(&self, result: &Result<()>, attempts: u32, took: std::time::Duration) {
-        let outcome = match result {
-            Ok(()) => "ok",
+        let meters = &self.inner.meters;
+        let (outcome, counter) = match result {
+            Ok(()) => ("ok", &meters.commits_ok),
             Err(Error::CommitFailed {
                 outcome_unknown: true,
                 ..
-            }) => "outcome_unknown",
+            }) => ("outcome_unknown", &meters.commits_unknown),
             // Not a failure of the commit: the caller's transaction or a changed keyring.
             Err(Error::KeyringChanged | Error::LockLost) => return,
-            Err(_) => "failed",
+            Err(_) => ("failed", &meters.commits_failed),
         };
+        counter.increment(1);
         let engine = self.rows().engine();
-        metrics::counter!(observe::COMMITS, "engine" => engine, "outcome" => outcome).increment(1);
         tracing::debug!(
             target: "sealkv::commit",
             engine,

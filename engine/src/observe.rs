@@ -177,6 +177,48 @@ pub fn describe() {
     }
 }
 
+/// Handles of the metrics on the hot paths (reads, commits), registered once per store
+/// handle with the recorder installed then: an increment is then an atomic add, not a
+/// registry lookup. Install a recorder before opening stores (a store opened before
+/// records these into the no-op recorder; the other metrics are looked up at each use).
+pub(crate) struct Meters {
+    pub(crate) get: metrics::Counter,
+    pub(crate) list: metrics::Counter,
+    pub(crate) count: metrics::Counter,
+    pub(crate) namespaces: metrics::Counter,
+    pub(crate) opened: metrics::Counter,
+    pub(crate) commits_ok: metrics::Counter,
+    pub(crate) commits_failed: metrics::Counter,
+    pub(crate) commits_unknown: metrics::Counter,
+    pub(crate) group: metrics::Histogram,
+    pub(crate) wait: metrics::Histogram,
+    pub(crate) write: metrics::Histogram,
+    pub(crate) sync: metrics::Histogram,
+    pub(crate) lock_wait: metrics::Histogram,
+}
+
+impl Meters {
+    pub(crate) fn new(engine: &'static str) -> Self {
+        Self {
+            get: metrics::counter!(READS, "operation" => "get"),
+            list: metrics::counter!(READS, "operation" => "list"),
+            count: metrics::counter!(READS, "operation" => "count"),
+            namespaces: metrics::counter!(READS, "operation" => "namespaces"),
+            opened: metrics::counter!(VALUES_OPENED),
+            commits_ok: metrics::counter!(COMMITS, "engine" => engine, "outcome" => "ok"),
+            commits_failed: metrics::counter!(COMMITS, "engine" => engine, "outcome" => "failed"),
+            commits_unknown: metrics::counter!(
+                COMMITS, "engine" => engine, "outcome" => "outcome_unknown"
+            ),
+            group: metrics::histogram!(COMMIT_GROUP_SIZE),
+            wait: metrics::histogram!(COMMIT_WAIT),
+            write: metrics::histogram!(COMMIT_WRITE),
+            sync: metrics::histogram!(COMMIT_SYNC),
+            lock_wait: metrics::histogram!(LOCK_WAIT),
+        }
+    }
+}
+
 pub(crate) fn count(name: &'static str, n: u64) {
     metrics::counter!(name).increment(n);
 }
@@ -187,10 +229,6 @@ pub(crate) fn count_by(name: &'static str, label: &'static str, value: &'static 
 
 pub(crate) fn seconds(name: &'static str, d: Duration) {
     metrics::histogram!(name).record(d.as_secs_f64());
-}
-
-pub(crate) fn observe(name: &'static str, v: f64) {
-    metrics::histogram!(name).record(v);
 }
 
 pub(crate) fn gauge(name: &'static str, v: f64) {

@@ -75,7 +75,7 @@ impl Store {
         keys: &[K],
     ) -> Result<BTreeMap<String, Value>> {
         check_name(namespace)?;
-        reads("get");
+        self.inner.meters.get.increment(1);
         let ring = self.ring();
         let ns_tag = scope.ns_tag(ring.name_key(), namespace);
         let snap = self.rows().view()?;
@@ -110,7 +110,7 @@ impl Store {
         key: &str,
     ) -> Result<Option<Value>> {
         check_name(namespace)?;
-        reads("get");
+        self.inner.meters.get.increment(1);
         let ring = self.ring();
         let ns_tag = scope.ns_tag(ring.name_key(), namespace);
         let snap = self.rows().view()?;
@@ -221,7 +221,7 @@ impl Store {
             }
             integrity(label, &hint(), e)
         })?;
-        observe::count(observe::VALUES_OPENED, 1);
+        self.inner.meters.opened.increment(1);
         Opened::parse(plain).ok_or_else(|| {
             integrity(
                 label,
@@ -250,7 +250,7 @@ impl Store {
     /// The live keys of a namespace, sorted.
     pub(crate) fn list_in(&self, scope: &Scope, namespace: &str) -> Result<Vec<String>> {
         check_name(namespace)?;
-        reads("list");
+        self.inner.meters.list.increment(1);
         let ring = self.ring();
         let ns_tag = scope.ns_tag(ring.name_key(), namespace);
         let snap = self.rows().snapshot()?;
@@ -271,7 +271,7 @@ impl Store {
 
     /// The namespaces of a scope that hold at least one live value, sorted.
     pub(crate) fn namespaces_in(&self, scope: &Scope) -> Result<Vec<String>> {
-        reads("namespaces");
+        self.inner.meters.namespaces.increment(1);
         let ring = self.ring();
         let snap = self.rows().snapshot()?;
         let now = self.now();
@@ -331,7 +331,7 @@ impl Store {
     /// the store has expiring values.
     pub(crate) fn count_in(&self, scope: &Scope, namespace: &str) -> Result<u64> {
         check_name(namespace)?;
-        reads("count");
+        self.inner.meters.count.increment(1);
         let ring = self.ring();
         let ns_tag = scope.ns_tag(ring.name_key(), namespace);
         let snap = self.rows().snapshot()?;
@@ -448,9 +448,4 @@ impl Owners {
             .get(ns_tag)
             .map(|(scope, name)| RowKind::Value(scope, name))
     }
-}
-
-/// Counts a read of one kind.
-fn reads(operation: &'static str) {
-    observe::count_by(observe::READS, "operation", operation, 1);
 }

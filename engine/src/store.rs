@@ -75,6 +75,8 @@ pub(crate) struct Inner {
     pub(crate) last_commit: Mutex<Option<(std::time::Instant, bool)>>,
     /// Lock keys this handle holds now: when each was taken, by a serial number.
     pub(crate) held: Mutex<std::collections::BTreeMap<u64, std::time::Instant>>,
+    /// The hot paths' metric handles.
+    pub(crate) meters: crate::observe::Meters,
 }
 
 impl Store {
@@ -343,6 +345,7 @@ impl Store {
         Self {
             inner: Arc::new(Inner {
                 id: NEXT_STORE_ID.fetch_add(1, Ordering::Relaxed),
+                meters: crate::observe::Meters::new(rows.engine()),
                 last_commit: Mutex::new(None),
                 held: Mutex::new(std::collections::BTreeMap::new()),
                 writer: {

@@ -249,7 +249,7 @@ impl Store {
                     );
                 }
             })?;
-        crate::observe::seconds(crate::observe::LOCK_WAIT, asked.elapsed());
+        self.inner.meters.lock_wait.record(asked.elapsed());
         let _holding = Holding::new(self);
         let state = Rc::new(RefCell::new(TxState {
             lock: name,
