@@ -4,6 +4,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { execFileSync, fork } from 'node:child_process'
+import net from 'node:net'
 import { randomBytes } from 'node:crypto'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -152,4 +153,40 @@ test('four processes openOrCreate one new store at once: all succeed, on one sto
   assert.deepEqual(await store.list('bots'), keys)
   assert.deepEqual(await store.verify(), [])
   await store.close()
+})
+
+test('health() and isHealthy() turn unhealthy when the server goes away', async (t) => {
+  const url = serverUrl('health')
+  if (!url) return t.skip('no PostgreSQL server')
+  const opts = { passphrase: 'pass-7zq-secret', kdf: { memoryKib: 64, passes: 1, lanes: 1 }, failoverTimeoutMs: 300 }
+  await (await Store.create(url, opts)).close()
+  // The store reached through a proxy, which then goes away like a dead server.
+  const target = new URL(process.env.SEALKV_TEST_PG)
+  const sockets = new Set()
+  const proxy = net.createServer((client) => {
+    const server = net.connect(Number(target.port), target.hostname)
+    for (const [a, b] of [[client, server], [server, client]]) {
+      sockets.add(a)
+      a.pipe(b)
+      a.on('error', () => b.destroy())
+      a.on('close', () => b.destroy())
+    }
+  })
+  await new Promise((resolve) => proxy.listen(0, '127.0.0.1', resolve))
+  const via = new URL(url)
+  via.port = String(proxy.address().port)
+  const store = await Store.open(via.href, opts)
+  t.after(() => store.close())
+  await store.put('n', 'k', 'v')
+  const healthy = await store.health()
+  assert.equal(healthy.healthy, true, healthy.problems.join('; '))
+  assert.equal(healthy.engine, 'postgres')
+  assert.equal(await store.isHealthy(), true)
+  proxy.close()
+  for (const socket of sockets) socket.destroy()
+  const gone = await store.health()
+  assert.equal(gone.healthy, false)
+  assert.match(gone.problems.join('; '), /cannot be read/)
+  assert.doesNotMatch(gone.problems.join('; '), /7zq|password/)
+  assert.equal(await store.isHealthy(), false)
 })
