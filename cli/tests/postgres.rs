@@ -229,6 +229,12 @@ fn server_errors_exit_2_with_a_hint_and_a_wrong_key_exits_3() {
         .args(["--sync-replicas=65", "ls", &url])
         .assert()
         .code(2);
+    // A healthy store on the server, as a HEALTHCHECK sees it.
+    srv.cmd()
+        .args(["health", &url])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("engine: postgres"));
 }
 
 #[test]

@@ -561,6 +561,7 @@ impl Store {
     /// `outcome_unknown` and nothing is replayed.
     fn write_with_retry(&self, f: &mut dyn FnMut(&mut dyn RowWrite) -> Result<()>) -> Result<()> {
         self.check_writable()?;
+        let _span = tracing::debug_span!(target: "sealkv::commit", "commit").entered();
         let attempts = self.inner.opts.commit_retries + 1;
         // This handle's writer id, then random bytes: the record keeps each writer's
         // latest token (see `outcome`).

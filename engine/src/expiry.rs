@@ -77,6 +77,7 @@ impl Store {
     /// deleted. After it, [`Store::compact`] leaves no ciphertext of them in the file.
     pub fn sweep(&self) -> Result<u64> {
         self.check_writable()?;
+        let _span = tracing::info_span!(target: "sealkv::sweep", "sweep").entered();
         let mut removed = 0;
         let mut after: Option<Vec<u8>> = None;
         let mut reloads = 0;

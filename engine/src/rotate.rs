@@ -40,6 +40,7 @@ impl Store {
     /// [`Store::reencrypt`] runs.
     pub fn rotate(&self) -> Result<u32> {
         self.check_writable()?;
+        let _span = tracing::info_span!(target: "sealkv::keys", "rotate").entered();
         let made = self.change_keyring(|ring| self.new_primary(ring).map(Some), true)?;
         crate::observe::count(crate::observe::ROTATIONS, 1);
         tracing::info!(target: "sealkv::keys", "rotated the primary data key");
@@ -109,6 +110,7 @@ impl Store {
         mut progress: impl FnMut(ReencryptProgress),
     ) -> Result<ReencryptProgress> {
         self.check_writable()?;
+        let _span = tracing::info_span!(target: "sealkv::keys", "reencrypt", batch).entered();
         let batch = batch.max(1);
         let (total, resume) = {
             let snapshot = self.rows().snapshot()?;
@@ -191,6 +193,8 @@ impl Store {
             let mut applied = 0;
             let mut wrote_cursor = false;
             {
+                let _span =
+                    tracing::debug_span!(target: "sealkv::keys", "reencrypt_batch").entered();
                 let _commit = self.commit_lock();
                 let committed = self.write_with_keyring(&ring, KeyringWrite::IfNeeded, |txn| {
                     applied = 0;
