@@ -734,8 +734,11 @@ impl Store {
 }
 
 /// Waits between tries while a server fails over: 50 ms, doubling up to 1 s, until
-/// `Options::failover_timeout` has passed since the first try.
+/// `Options::failover_timeout` has passed since the first failure (not since the call
+/// began: a call whose first try waited out a dead host's TCP timeout still gets the
+/// whole window to find the new primary).
 pub(crate) struct Backoff {
+    window: Option<std::time::Duration>,
     deadline: Option<std::time::Instant>,
     delay: std::time::Duration,
     /// When the first wait began (for the failover metrics, recorded on drop).
@@ -754,10 +757,11 @@ impl Backoff {
         )
     }
 
-    /// Tries for `window` from now (`None`: no second try).
+    /// Tries for `window` from the first failure (`None`: no second try).
     pub(crate) fn within(window: Option<std::time::Duration>) -> Self {
         Self {
-            deadline: window.map(|w| std::time::Instant::now() + w),
+            window,
+            deadline: None,
             delay: std::time::Duration::from_millis(50),
             waiting_since: None,
             gave_up: false,
@@ -766,13 +770,14 @@ impl Backoff {
 
     /// After the failure `e`: sleeps and says true when another try is worth it.
     pub(crate) fn again(&mut self, e: &Error) -> bool {
-        let Some(deadline) = self.deadline else {
+        let Some(window) = self.window else {
             return false;
         };
         let now = std::time::Instant::now();
         if !e.is_transient_server() {
             return false;
         }
+        let deadline = *self.deadline.get_or_insert(now + window);
         if now >= deadline {
             self.gave_up = true;
             return false;

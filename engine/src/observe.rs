@@ -20,8 +20,10 @@ pub const COMMIT_GROUP_SIZE: &str = "sealkv_commit_group_size";
 pub const COMMIT_WAIT: &str = "sealkv_commit_wait_seconds";
 /// Time a commit spent writing its rows (applying the group, before the commit proper).
 pub const COMMIT_WRITE: &str = "sealkv_commit_write_seconds";
-/// Time a commit spent committing: redb's commit with its fsync, or PostgreSQL's
-/// `COMMIT` with the WAL flush (and the synchronous standbys' acknowledgement).
+/// Time a commit spent beyond writing its rows: redb's commit with its fsync; on
+/// PostgreSQL the round trips (the begin, which waits for the store's commit lock
+/// behind other hosts, sending the buffered rows, and `COMMIT` with the WAL flush and
+/// the synchronous standbys' acknowledgement).
 pub const COMMIT_SYNC: &str = "sealkv_commit_sync_seconds";
 /// Attempts of a commit after its first failed, by engine.
 pub const COMMIT_RETRIES: &str = "sealkv_commit_retries_total";
@@ -47,7 +49,8 @@ pub const REENCRYPTED: &str = "sealkv_reencrypted_values_total";
 pub const KEYS_DESTROYED: &str = "sealkv_keys_destroyed_total";
 /// TTL sweeps run.
 pub const SWEEPS: &str = "sealkv_sweeps_total";
-/// Expired values deleted by sweeps.
+/// Expired values deleted by [`crate::Store::sweep`] (not the few each commit sheds on
+/// its way).
 pub const EXPIRED: &str = "sealkv_expired_values_total";
 /// Bytes the store takes (the file, or the server's tables), as last measured.
 pub const STORE_BYTES: &str = "sealkv_store_size_bytes";
@@ -85,7 +88,7 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
     (
         COMMIT_SYNC,
         Kind::Histogram,
-        "Time a commit spent committing (fsync, or COMMIT and the WAL flush).",
+        "Time a commit spent beyond writing its rows (fsync; on PostgreSQL its round trips, commit lock and COMMIT).",
     ),
     (
         COMMIT_RETRIES,
@@ -122,7 +125,11 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
     ),
     (KEYS_DESTROYED, Kind::Counter, "Data keys destroyed."),
     (SWEEPS, Kind::Counter, "TTL sweeps run."),
-    (EXPIRED, Kind::Counter, "Expired values deleted by sweeps."),
+    (
+        EXPIRED,
+        Kind::Counter,
+        "Expired values deleted by sweeps (not those commits shed).",
+    ),
     (
         STORE_BYTES,
         Kind::Gauge,

@@ -101,7 +101,8 @@ pub struct Options {
     /// On PostgreSQL: how long reads, writes and lock keys keep trying while the
     /// server is unreachable or read-only (a primary died and its standby is not yet
     /// promoted; the URL may list several hosts, with `target_session_attrs=read-write`),
-    /// with backoff, before giving up with the last error. A commit whose outcome the
+    /// with backoff, counted from the first failure, before giving up with the last
+    /// error. A commit whose outcome the
     /// failure left uncertain is looked up by its token on the new primary, never
     /// written twice. Default 30 s.
     pub failover_timeout: Duration,

@@ -119,8 +119,9 @@ impl Commits {
     /// failed while committing, with `token`.
     ///
     /// A count below `before` means the store lost commits the attempt had seen: a
-    /// failover to a standby that never received them (a commit is visible on the
-    /// primary while it waits for its standby), or an older copy put back. The attempt
+    /// failover to an asynchronous standby that never received them (or to a
+    /// synchronous one, after a wait for it was cancelled: the commit is then visible on
+    /// the primary without being replicated), or an older copy put back. The attempt
     /// committed after those, in the same order on every replica, so it is not there
     /// either.
     pub(crate) fn outcome(&self, token: &Token, before: u64) -> Outcome {

@@ -235,7 +235,10 @@ fn each_operation_moves_its_metrics_and_nothing_secret_is_recorded() {
         "the trace has the commits:\n{traces}"
     );
     for span in ["open{", "commit:", "transaction:", "rotate:", "sweep:"] {
-        assert!(traces.contains(span), "no {span} span in the trace:\n{traces}");
+        assert!(
+            traces.contains(span),
+            "no {span} span in the trace:\n{traces}"
+        );
     }
     let recorded = format!("{:?}\n{traces}", probe.seen);
     for secret in secrets {

@@ -181,6 +181,17 @@ fn prometheus() -> Option<&'static metrics_exporter_prometheus::PrometheusHandle
             let handle = recorder.handle();
             metrics::set_global_recorder(recorder).ok().map(|()| {
                 sealkv::observe::describe();
+                // Histogram samples pile up until a render or an upkeep drains them:
+                // an application that never calls metricsText() must not grow.
+                let upkeep = handle.clone();
+                let _ = std::thread::Builder::new()
+                    .name("sealkv-metrics-upkeep".into())
+                    .spawn(move || {
+                        loop {
+                            std::thread::sleep(Duration::from_secs(5));
+                            upkeep.run_upkeep();
+                        }
+                    });
                 handle
             })
         })

@@ -285,7 +285,8 @@ fn replication_enough(shown: &str, wanted: u32, names: &str, commit: &str) -> Re
 }
 
 /// SQL naming the life of the server a statement runs on: its postmaster's start
-/// time. A promoted standby, or a restarted server, has another.
+/// time. A promoted standby, or a server stopped and started again, has another (a
+/// crash restart inside a running postmaster keeps it: see docs/POSTGRES.md).
 const SERVER_LIFE: &str = "extract(epoch FROM pg_postmaster_start_time())::text";
 
 /// Keepalive probes before a silent peer counts as dead.
@@ -458,6 +459,26 @@ impl PgRows {
             .as_mut()
             .unwrap_or_else(|| unreachable!("just set"));
         let names = Names::new(&url.store);
+        // A store created (or backed up) with sync_replicas is refused on a server
+        // that would not replicate its first commit either.
+        let wanted = sync_replicas(url, opts);
+        if wanted > 0 {
+            let row = off_runtime(|| {
+                client.query_one(
+                    "SELECT current_setting('synchronous_standby_names'), \
+                     current_setting('synchronous_commit')",
+                    &[],
+                )
+            })
+            .map_err(|e| server_error(&shown, &e))?;
+            let (standbys, commit): (String, String) = (row.get(0), row.get(1));
+            let commit = if commit == "remote_apply" {
+                commit
+            } else {
+                "on".into()
+            };
+            replication_enough(&shown, wanted, &standbys, &commit)?;
+        }
         let ddl = format!(
             "SET synchronous_commit TO on;
              BEGIN;
