@@ -83,25 +83,32 @@ fn raw_same_statements_set(client: &mut Client, k: &[u8], v: &[u8]) {
             "BEGIN; SET LOCAL lock_timeout = 30000; \
              SELECT encode(v, 'hex') AS keyring FROM raw_meta \
              WHERE k = '\\x6b657972696e67' FOR UPDATE; \
-             SELECT EXISTS (SELECT 1 FROM raw_expiry) AS expiring",
+             SELECT EXISTS (SELECT 1 FROM raw_expiry) AS expiring; \
+             SELECT encode(v, 'hex') AS commits FROM raw_meta WHERE k = '\\x636f6d6d697473'",
         )
-        .expect("begin, keyring lock");
+        .expect("begin, keyring lock, commit record");
     let (keys, values) = (vec![k], vec![v]);
     let (catalog, entry) = (vec![tag(N + 1)], vec![vec![0u8; 60]]);
+    // The commit record as the engine writes it: a count and 32 tokens of 16 bytes.
+    let (record_key, record) = (vec![b"commits".to_vec()], vec![vec![7u8; 8 + 32 * 16]]);
     client
         .query_typed(
             "WITH w0 AS (INSERT INTO raw_data (k, v) SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
              ON CONFLICT (k) DO UPDATE SET v = excluded.v), \
              w1 AS (INSERT INTO raw_data (k, v) SELECT * FROM unnest($3::bytea[], $4::bytea[]) \
-             ON CONFLICT (k) DO NOTHING) SELECT 1",
+             ON CONFLICT (k) DO NOTHING), \
+             w2 AS (INSERT INTO raw_meta (k, v) SELECT * FROM unnest($5::bytea[], $6::bytea[]) \
+             ON CONFLICT (k) DO UPDATE SET v = excluded.v) SELECT 1",
             &[
                 (&keys, Type::BYTEA_ARRAY),
                 (&values, Type::BYTEA_ARRAY),
                 (&catalog, Type::BYTEA_ARRAY),
                 (&entry, Type::BYTEA_ARRAY),
+                (&record_key, Type::BYTEA_ARRAY),
+                (&record, Type::BYTEA_ARRAY),
             ],
         )
-        .expect("upsert and catalog entry");
+        .expect("upsert, catalog entry and commit record");
     client.batch_execute("COMMIT").expect("commit");
 }
 
