@@ -119,7 +119,9 @@ impl Store {
             rotation_due: self.rotation_due(),
             reencrypt_pending,
             locks_held_too_long: self
-                .held_lock_ages()
+                .inner
+                .locks
+                .ages()
                 .into_iter()
                 .filter(|age| *age > lock_threshold)
                 .count(),

@@ -73,8 +73,6 @@ pub(crate) struct Inner {
     pub(crate) writer: Option<[u8; crate::outcome::WRITER_BYTES]>,
     /// When the last commit ended, and whether it succeeded (for `health`).
     pub(crate) last_commit: Mutex<Option<(std::time::Instant, bool)>>,
-    /// Lock keys this handle holds now: when each was taken, by a serial number.
-    pub(crate) held: Mutex<std::collections::BTreeMap<u64, std::time::Instant>>,
     /// The hot paths' metric handles.
     pub(crate) meters: crate::observe::Meters,
 }
@@ -347,7 +345,6 @@ impl Store {
                 id: NEXT_STORE_ID.fetch_add(1, Ordering::Relaxed),
                 meters: crate::observe::Meters::new(rows.engine()),
                 last_commit: Mutex::new(None),
-                held: Mutex::new(std::collections::BTreeMap::new()),
                 writer: {
                     let mut w = [0; crate::outcome::WRITER_BYTES];
                     sealkv_crypto::fill_random(&mut w).ok().map(|()| w)

@@ -15,7 +15,7 @@
 //! them in once the outer one is held.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::sync::{Condvar, Mutex};
 
@@ -27,7 +27,8 @@ use crate::store::{Store, Value, lock};
 /// Exclusive locks by name.
 #[derive(Default)]
 pub(crate) struct KeyLocks {
-    held: Mutex<HashSet<LockName>>,
+    /// The lock keys held in this process, with when each was taken (for `health`).
+    held: Mutex<HashMap<LockName, std::time::Instant>>,
     released: Condvar,
 }
 
@@ -42,11 +43,25 @@ pub(crate) struct KeyGuard<'a> {
 impl KeyLocks {
     pub(crate) fn lock(&self, key: LockName) -> KeyGuard<'_> {
         let mut held = lock(&self.held);
-        while held.contains(&key) {
+        while held.contains_key(&key) {
             held = self.released.wait(held).unwrap_or_else(|p| p.into_inner());
         }
-        held.insert(key.clone());
+        held.insert(key.clone(), std::time::Instant::now());
         KeyGuard { locks: self, key }
+    }
+
+    /// How long each lock key held now has been held.
+    pub(crate) fn ages(&self) -> Vec<std::time::Duration> {
+        lock(&self.held).values().map(|t| t.elapsed()).collect()
+    }
+}
+
+impl KeyGuard<'_> {
+    /// Counts the key as held from now (once the other processes' lock is taken too).
+    fn held_from_now(&self) {
+        if let Some(t) = lock(&self.locks.held).get_mut(&self.key) {
+            *t = std::time::Instant::now();
+        }
     }
 }
 
@@ -250,7 +265,7 @@ impl Store {
                 }
             })?;
         self.inner.meters.lock_wait.record(asked.elapsed());
-        let _holding = Holding::new(self);
+        _lock.held_from_now();
         let state = Rc::new(RefCell::new(TxState {
             lock: name,
             writes: Batch::default(),
@@ -274,38 +289,8 @@ impl Store {
         Ok(value)
     }
 
-    /// The lock keys this handle holds now, with how long each has been held.
-    pub(crate) fn held_lock_ages(&self) -> Vec<std::time::Duration> {
-        lock(&self.inner.held)
-            .values()
-            .map(|t| t.elapsed())
-            .collect()
-    }
-
     /// True when the calling thread is inside a transaction of this store.
     pub fn in_transaction(&self) -> bool {
         active(self.inner.id).is_some()
-    }
-}
-
-/// A lock key held by this handle, listed for `health` while it is held.
-struct Holding<'a> {
-    store: &'a Store,
-    serial: u64,
-}
-
-static HOLDING: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-impl<'a> Holding<'a> {
-    fn new(store: &'a Store) -> Self {
-        let serial = HOLDING.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        lock(&store.inner.held).insert(serial, std::time::Instant::now());
-        Self { store, serial }
-    }
-}
-
-impl Drop for Holding<'_> {
-    fn drop(&mut self) {
-        lock(&self.store.inner.held).remove(&self.serial);
     }
 }
