@@ -255,6 +255,30 @@ fn sync_standbys(setting: &str) -> u32 {
     }
 }
 
+/// At open and create: refuses a server (on `client`, a connection of its own) that
+/// would not wait for `wanted` synchronous standbys. The pool's connections set
+/// `synchronous_commit` to `on` themselves (unless the server asks for `remote_apply`),
+/// so only the standbys count here.
+fn replication_checked(client: &mut Client, shown: &str, wanted: u32) -> Result<()> {
+    if wanted == 0 {
+        return Ok(());
+    }
+    let row = client
+        .query_one(
+            "SELECT current_setting('synchronous_standby_names'), \
+             current_setting('synchronous_commit')",
+            &[],
+        )
+        .map_err(|e| server_error(shown, &e))?;
+    let (standbys, commit): (String, String) = (row.get(0), row.get(1));
+    let commit = if commit == "remote_apply" {
+        commit
+    } else {
+        "on".into()
+    };
+    replication_enough(shown, wanted, &standbys, &commit)
+}
+
 /// Refuses a commit on a server that would not wait for `wanted` synchronous
 /// standbys, naming the setting that is short (never the URL's password).
 fn replication_enough(shown: &str, wanted: u32, names: &str, commit: &str) -> Result<()> {
@@ -383,24 +407,7 @@ impl PgRows {
         sync_replicas: u32,
     ) -> Result<()> {
         let mut first = config.connect(NoTls).map_err(|e| server_error(shown, &e))?;
-        if sync_replicas > 0 {
-            let row = first
-                .query_one(
-                    "SELECT current_setting('synchronous_standby_names'), \
-                     current_setting('synchronous_commit')",
-                    &[],
-                )
-                .map_err(|e| server_error(shown, &e))?;
-            let (names, commit): (String, String) = (row.get(0), row.get(1));
-            // Connections of the pool set `synchronous_commit` to `on` themselves
-            // (unless the server asks for `remote_apply`): only the standbys count here.
-            let commit = if commit == "remote_apply" {
-                commit
-            } else {
-                "on".into()
-            };
-            replication_enough(shown, sync_replicas, &names, &commit)?;
-        }
+        replication_checked(&mut first, shown, sync_replicas)?;
         let found: i64 = first
             .query_typed_one(
                 "SELECT count(to_regclass(n)) FROM unnest($1::text[]) AS n",
@@ -462,23 +469,7 @@ impl PgRows {
         // A store created (or backed up) with sync_replicas is refused on a server
         // that would not replicate its first commit either.
         let wanted = sync_replicas(url, opts);
-        if wanted > 0 {
-            let row = off_runtime(|| {
-                client.query_one(
-                    "SELECT current_setting('synchronous_standby_names'), \
-                     current_setting('synchronous_commit')",
-                    &[],
-                )
-            })
-            .map_err(|e| server_error(&shown, &e))?;
-            let (standbys, commit): (String, String) = (row.get(0), row.get(1));
-            let commit = if commit == "remote_apply" {
-                commit
-            } else {
-                "on".into()
-            };
-            replication_enough(&shown, wanted, &standbys, &commit)?;
-        }
+        off_runtime(|| replication_checked(client, &shown, wanted))?;
         let ddl = format!(
             "SET synchronous_commit TO on;
              BEGIN;
