@@ -42,3 +42,19 @@ server_dir() {
     if [ "$(id -u)" = 0 ]; then chown postgres: "$dir"; fi
     echo "$dir"
 }
+
+# The two nodes of a replicated pair (scripts/pg-ha, scripts/ha-patroni): NODE's port,
+# and the other node.
+port_of() { cat "$1/$2.port"; }
+other() { if [ "$1" = a ]; then echo b; else echo a; fi; }
+
+# Runs each SQL argument on NODE of the pair in DIR as a statement of its own (ALTER
+# SYSTEM cannot run in a transaction), as `sealkv` over the Unix socket; prints the rows.
+# Needs BIN, the PostgreSQL bin directory.
+sql() {
+    local dir=$1 node=$2 args=()
+    shift 2
+    for statement in "$@"; do args+=(-c "$statement"); done
+    as_owner "$BIN/psql" -X -q -At -v ON_ERROR_STOP=1 -h "$dir" -p "$(port_of "$dir" "$node")" \
+        -U sealkv -d postgres "${args[@]}"
+}
