@@ -6,11 +6,14 @@
 //! Run: `cargo bench -p sealkv-benches --bench observe`
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use metrics_exporter_prometheus::PrometheusBuilder;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
 use sealkv_benches::{auth_like_value, fill, key_name};
 use sealkv_engine::{Concurrency, MasterKey, Options, Store};
 
 const N: usize = 10_000;
+
+/// One measured call on a store, for a key.
+type Op<'a> = dyn Fn(&Store, &str) + 'a;
 
 fn store(dir: &std::path::Path, name: &str) -> Store {
     let store = Store::create(
@@ -28,50 +31,43 @@ fn store(dir: &std::path::Path, name: &str) -> Store {
 
 fn observed(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tmp");
-    let plain = store(dir.path(), "plain.sealkv");
     let recorder = PrometheusBuilder::new().build_recorder();
     let handle = recorder.handle();
+    let plain = store(dir.path(), "plain.sealkv");
     let observed = metrics::with_local_recorder(&recorder, || store(dir.path(), "observed.sealkv"));
     let value = auth_like_value(1024, 7);
-
-    let mut g = c.benchmark_group("get-1KiB");
+    // Each operation on both stores, the observed one under its recorder.
+    let cases: [(&str, &Store, Option<&PrometheusRecorder>); 2] = [
+        ("no-recorder", &plain, None),
+        ("prometheus", &observed, Some(&recorder)),
+    ];
+    let ops: [(&str, &Op); 2] = [
+        ("get-1KiB", &|s, k| {
+            s.get_one("session", k).expect("get");
+        }),
+        ("durable-set-1KiB", &|s, k| {
+            s.put("session", k, value.clone()).expect("put");
+        }),
+    ];
     let mut i = 0;
-    g.bench_function("no-recorder", |b| {
-        b.iter(|| {
-            i = (i + 7919) % N;
-            plain.get_one("session", &key_name(i)).expect("get")
-        })
-    });
-    metrics::with_local_recorder(&recorder, || {
-        g.bench_function("prometheus", |b| {
-            b.iter(|| {
-                i = (i + 7919) % N;
-                observed.get_one("session", &key_name(i)).expect("get")
-            })
-        });
-    });
-    g.finish();
-
-    let mut g = c.benchmark_group("durable-set-1KiB");
-    g.bench_function("no-recorder", |b| {
-        b.iter(|| {
-            i = (i + 7919) % N;
-            plain
-                .put("session", &key_name(i), value.clone())
-                .expect("put")
-        })
-    });
-    metrics::with_local_recorder(&recorder, || {
-        g.bench_function("prometheus", |b| {
-            b.iter(|| {
-                i = (i + 7919) % N;
-                observed
-                    .put("session", &key_name(i), value.clone())
-                    .expect("put")
-            })
-        });
-    });
-    g.finish();
+    for (group, op) in ops {
+        let mut g = c.benchmark_group(group);
+        for (name, store, recorder) in cases {
+            let mut bench = || {
+                g.bench_function(name, |b| {
+                    b.iter(|| {
+                        i = (i + 7919) % N;
+                        op(store, &key_name(i))
+                    })
+                });
+            };
+            match recorder {
+                Some(r) => metrics::with_local_recorder(r, bench),
+                None => bench(),
+            }
+        }
+        g.finish();
+    }
     // The recorder saw the measured calls.
     assert!(handle.render().contains("sealkv_commits_total"));
 }
