@@ -1,0 +1,27 @@
+defmodule Sealkv.Error do
+  @moduledoc """
+  An error from sealkv: a stable `code` atom and a message. Messages never contain a
+  key, a passphrase or a value.
+
+  Codes: `:wrong_key`, `:key_kind` (a key given for a passphrase store or the reverse),
+  `:locked` (another process holds the file exclusively), `:not_sealkv`,
+  `:newer_format`, `:corrupt`, `:exists`, `:integrity` (a value failed
+  authentication), `:too_large`, `:invalid_name`, `:invalid_ttl`, `:read_only`,
+  `:poisoned`, `:commit_failed`, `:meta_tampered`, `:lock_timeout`, `:lock_lost`,
+  `:needs_upgrade`, `:not_alone`, `:nested_lock`, `:key_in_use`, `:key`, `:io`,
+  `:server` (PostgreSQL), `:closed`, `:invalid_argument`, `:undecodable` (a stored
+  term that does not decode, from `Sealkv.BaileysEx.Persistence`), `:internal` (a
+  bug: the native code panicked) and `:sealkv_error` (anything else).
+  """
+
+  defexception [:code, :message]
+
+  @type t :: %__MODULE__{code: atom(), message: String.t()}
+
+  @doc false
+  def from({code, message}) when is_atom(code) and is_binary(message),
+    do: %__MODULE__{code: code, message: message}
+
+  @doc false
+  def new(code, message), do: %__MODULE__{code: code, message: message}
+end
