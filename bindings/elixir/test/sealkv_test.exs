@@ -1,0 +1,168 @@
+defmodule SealkvTest do
+  use ExUnit.Case, async: true
+
+  import Sealkv.TestHelpers
+
+  @moduletag :tmp_dir
+
+  test "values round-trip, in one atomic set, with deletes, lists and namespaces", %{tmp_dir: dir} do
+    {store, key} = new_store(Path.join(dir, "a.sealkv"))
+    binary = <<0, 255, 1, 254>> <> :crypto.strong_rand_bytes(3000)
+
+    assert :ok = Sealkv.put(store, "session", "4915550001.0", binary)
+    assert :ok = Sealkv.set(store, [{"pre-key", "1", "one"}, {"pre-key", "2", "two"}])
+    assert :ok = Sealkv.set(store, %{"pre-key" => %{"1" => nil, "3" => "three"}})
+
+    assert {:ok, ^binary} = Sealkv.get(store, "session", "4915550001.0")
+    assert {:ok, nil} = Sealkv.get(store, "pre-key", "1")
+    assert {:ok, %{"2" => "two", "3" => "three"}} = Sealkv.get_many(store, "pre-key", ["1", "2", "3", "9"])
+    assert {:ok, ["2", "3"]} = Sealkv.list(store, "pre-key")
+    assert {:ok, ["pre-key", "session"]} = Sealkv.namespaces(store)
+    assert {:ok, true} = Sealkv.delete(store, "pre-key", "2")
+    assert {:ok, false} = Sealkv.delete(store, "pre-key", "2")
+    assert {:ok, []} = Sealkv.verify(store)
+    assert {:ok, id} = Sealkv.rotate(store)
+    assert is_integer(id)
+    assert :ok = Sealkv.close(store)
+
+    {:ok, store} = Sealkv.open(Path.join(dir, "a.sealkv"), key: key)
+    assert {:ok, ^binary} = Sealkv.get(store, "session", "4915550001.0")
+    assert {:ok, ["3"]} = Sealkv.list(store, "pre-key")
+  end
+
+  test "a batch with a bad change writes nothing", %{tmp_dir: dir} do
+    {store, _} = new_store(Path.join(dir, "a.sealkv"))
+    assert {:error, %Sealkv.Error{code: :invalid_name}} =
+             Sealkv.set(store, [{"ns", "good", "v"}, {"ns", "", "v"}])
+
+    assert {:error, %Sealkv.Error{code: :invalid_argument}} =
+             Sealkv.set(store, [{"ns", "good", "v"}, {"ns", "bad", 42}])
+
+    assert {:error, %Sealkv.Error{code: :invalid_ttl}} =
+             Sealkv.set(store, [{"ns", "good", "v"}, {"ns", "ttl", "v", 10}])
+
+    assert {:ok, []} = Sealkv.namespaces(store)
+  end
+
+  test "a value with a time to live reads as absent after it", %{tmp_dir: dir} do
+    {store, _} = new_store(Path.join(dir, "a.sealkv"))
+    assert :ok = Sealkv.put(store, "tctoken", "t", "v", ttl: 1000)
+    assert {:ok, "v"} = Sealkv.get(store, "tctoken", "t")
+    Process.sleep(2100)
+    assert {:ok, nil} = Sealkv.get(store, "tctoken", "t")
+  end
+
+  test "sessions of one file keep their values apart", %{tmp_dir: dir} do
+    path = Path.join(dir, "a.sealkv")
+    {store, key} = new_store(path)
+    bot1 = Sealkv.session(store, "bot1")
+    assert :ok = Sealkv.put(bot1, "creds", "creds", "one")
+    assert :ok = Sealkv.put(store, "creds", "creds", "default")
+    {:ok, bot2} = Sealkv.open(path, key: key, session: "bot2")
+    assert {:ok, nil} = Sealkv.get(bot2, "creds", "creds")
+    assert {:ok, "one"} = Sealkv.get(Sealkv.session(bot2, "bot1"), "creds", "creds")
+    assert {:ok, "default"} = Sealkv.get(store, "creds", "creds")
+  end
+
+  test "a wrong passphrase is refused and leaves the file byte-identical", %{tmp_dir: dir} do
+    path = Path.join(dir, "p.sealkv")
+    {:ok, store} = Sealkv.create(path, cheap("correct horse battery"))
+    :ok = Sealkv.put(store, "ns", "k", "v")
+    :ok = Sealkv.close(store)
+    before = File.read!(path)
+
+    assert {:error, %Sealkv.Error{code: :wrong_key} = err} =
+             Sealkv.open(path, cheap("wrong horse battery"))
+
+    refute inspect(err) =~ "horse"
+    assert {:error, %Sealkv.Error{code: :key_kind}} = Sealkv.open(path, key: key())
+    assert File.read!(path) == before
+    assert {:ok, _} = Sealkv.open(path, cheap("correct horse battery"))
+  end
+
+  test "files that are not stores, and missing ones, get their own codes", %{tmp_dir: dir} do
+    other = Path.join(dir, "notes.txt")
+    File.write!(other, String.duplicate("not a database\n", 500))
+    before = File.read!(other)
+    assert {:error, %Sealkv.Error{code: :not_sealkv}} = Sealkv.open(other, key: key())
+    assert File.read!(other) == before
+    assert {:error, %Sealkv.Error{code: :io}} = Sealkv.open(Path.join(dir, "absent"), key: key())
+
+    {_, _} = new_store(Path.join(dir, "x.sealkv"))
+    assert {:error, %Sealkv.Error{code: :exists}} = Sealkv.create(Path.join(dir, "x.sealkv"), key: key())
+  end
+
+  test "bad arguments are errors that never quote the secret", %{tmp_dir: dir} do
+    path = Path.join(dir, "a.sealkv")
+    secret = "hunter2-passphrase-not-to-show"
+
+    for opts <- [
+          [key: "short-#{secret}"],
+          [passphrase: secret, key: key()],
+          [],
+          [passphrase: String.to_charlist(secret)],
+          [passphrase: secret, concurrency: :sometimes],
+          [passphrase: secret, kdf: [memory_kib: -1]],
+          [passphrase: secret, bogus: 1]
+        ] do
+      assert {:error, %Sealkv.Error{code: code} = err} = Sealkv.create(path, opts)
+      assert code in [:invalid_argument, :key], inspect(opts)
+      refute inspect(err) =~ secret
+      refute Exception.message(err) =~ secret
+    end
+
+    refute File.exists?(path)
+    {store, _} = new_store(path)
+    refute inspect(store) =~ "key"
+    assert {:error, %Sealkv.Error{code: :invalid_argument}} = Sealkv.get(store, "ns", 42)
+    assert {:error, %Sealkv.Error{code: :invalid_argument}} = Sealkv.get(%Sealkv{ref: make_ref()}, "ns", "k")
+  end
+
+  test "the file holds no name and no value in the clear", %{tmp_dir: dir} do
+    path = Path.join(dir, "a.sealkv")
+    {store, _} = new_store(path)
+    jid = "4915550001@s.whatsapp.net"
+    value = "the ratchet state of a very secret conversation"
+    :ok = Sealkv.put(store, "session", jid, value)
+    :ok = Sealkv.put(Sealkv.session(store, "bot-4915550002"), "sender-key", jid, value)
+    :ok = Sealkv.close(store)
+    assert_no_plaintext(path, [jid, "4915550001", value, "sender-key", "bot-4915550002"])
+  end
+
+  test "a closed store refuses calls; a handle lost to the garbage collector releases the file",
+       %{tmp_dir: dir} do
+    path = Path.join(dir, "x.sealkv")
+    {store, key} = new_store(path, concurrency: :exclusive)
+    assert {:error, %Sealkv.Error{code: :locked}} = Sealkv.open(path, key: key)
+    :ok = Sealkv.close(store)
+    assert {:error, %Sealkv.Error{code: :closed}} = Sealkv.get(store, "ns", "k")
+    assert {:error, %Sealkv.Error{code: :closed}} = Sealkv.put(Sealkv.session(store, "s"), "ns", "k", "v")
+
+    # Opened and dropped: only the garbage collector can close this one.
+    open_and_drop = fn -> {:ok, _} = Sealkv.open(path, key: key); :ok end
+    :ok = open_and_drop.()
+    assert {:error, %Sealkv.Error{code: :locked}} = Sealkv.open(path, key: key)
+    :erlang.garbage_collect()
+    # The VM runs resource destructors soon after the collection, not within it.
+    assert {:ok, _} = retry(fn -> Sealkv.open(path, key: key) end, 50)
+  end
+
+  test "read-only opens never write", %{tmp_dir: dir} do
+    path = Path.join(dir, "a.sealkv")
+    {store, key} = new_store(path)
+    :ok = Sealkv.put(store, "ns", "k", "v")
+    :ok = Sealkv.close(store)
+    {:ok, ro} = Sealkv.open(path, key: key, read_only: true)
+    assert {:ok, "v"} = Sealkv.get(ro, "ns", "k")
+    assert {:error, %Sealkv.Error{code: :read_only}} = Sealkv.put(ro, "ns", "k", "w")
+  end
+
+  defp retry(f, 0), do: f.()
+
+  defp retry(f, n) do
+    case f.() do
+      {:ok, _} = ok -> ok
+      {:error, _} -> Process.sleep(100) && retry(f, n - 1)
+    end
+  end
+end
