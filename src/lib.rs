@@ -30,6 +30,9 @@
 //! ```
 
 pub mod auth;
+mod open;
+
+pub use open::open_or_create;
 
 pub use sealkv_crypto::{AES_GCM_SEAL_BUDGET, CryptoError};
 pub use sealkv_engine::{

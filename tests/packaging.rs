@@ -94,18 +94,20 @@ fn the_library_does_not_compile_the_commands_dependencies() {
     }
 }
 
-/// The Node binding may not forbid `unsafe` (napi's macros expand to it), so check that
-/// our own source there has none.
+/// The binding crates may not forbid `unsafe` (napi's and Rustler's macros expand to
+/// it), so check that our own source there has none.
 #[test]
-fn the_node_binding_writes_no_unsafe_code() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bindings/node/src");
-    for entry in std::fs::read_dir(&dir).expect("bindings/node/src exists") {
-        let path = entry.expect("readable directory").path();
-        let text = std::fs::read_to_string(&path).expect("readable source");
-        assert!(
-            !text.contains("unsafe"),
-            "{} contains `unsafe`: the binding's own code must not need it",
-            path.display()
-        );
+fn the_bindings_write_no_unsafe_code() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for dir in ["bindings/node/src", "bindings/elixir/native/sealkv_nif/src"] {
+        for entry in std::fs::read_dir(root.join(dir)).expect("the binding's src exists") {
+            let path = entry.expect("readable directory").path();
+            let text = std::fs::read_to_string(&path).expect("readable source");
+            assert!(
+                !text.contains("unsafe"),
+                "{} contains `unsafe`: the binding's own code must not need it",
+                path.display()
+            );
+        }
     }
 }

@@ -15,7 +15,8 @@ defmodule Mix.Tasks.Compile.SealkvNif do
 
   @impl true
   def run(_args) do
-    profile = System.get_env("SEALKV_NIF_PROFILE") || if Mix.env() == :prod, do: "release", else: "dev"
+    profile =
+      System.get_env("SEALKV_NIF_PROFILE") || if Mix.env() == :prod, do: "release", else: "dev"
 
     flags = if profile == "release", do: ["--release"], else: []
 

@@ -12,7 +12,10 @@ defmodule Sealkv.BaileysEx.PersistenceTest do
   @moduletag :tmp_dir
 
   defp key_pair(seed),
-    do: %{public: :crypto.hash(:sha256, "pub#{seed}"), private: :crypto.hash(:sha256, "priv#{seed}")}
+    do: %{
+      public: :crypto.hash(:sha256, "pub#{seed}"),
+      private: :crypto.hash(:sha256, "priv#{seed}")
+    }
 
   # The fields of BaileysEx.Auth.State, with the kinds of values its tests give them.
   defp state(seed) do
@@ -20,7 +23,11 @@ defmodule Sealkv.BaileysEx.PersistenceTest do
       noise_key: key_pair(seed),
       pairing_ephemeral_key: key_pair(seed + 1),
       signed_identity_key: key_pair(seed + 2),
-      signed_pre_key: %{key_pair: key_pair(seed + 4), key_id: seed + 3, signature: :binary.copy(<<seed>>, 64)},
+      signed_pre_key: %{
+        key_pair: key_pair(seed + 4),
+        key_id: seed + 3,
+        signature: :binary.copy(<<seed>>, 64)
+      },
       registration_id: seed + 1000,
       adv_secret_key: Base.encode64(:binary.copy(<<seed + 5>>, 32)),
       account: nil,
@@ -30,7 +37,12 @@ defmodule Sealkv.BaileysEx.PersistenceTest do
       last_account_sync_timestamp: nil,
       processed_history_messages: [
         %{
-          key: %{id: "3EB0", remote_jid: "15551234567@s.whatsapp.net", from_me: true, addressing_mode: :pn},
+          key: %{
+            id: "3EB0",
+            remote_jid: "15551234567@s.whatsapp.net",
+            from_me: true,
+            addressing_mode: :pn
+          },
           message_timestamp: 1_710_000_000
         }
       ],
@@ -51,7 +63,15 @@ defmodule Sealkv.BaileysEx.PersistenceTest do
   # "session records with non-UTF-8 binary keys" test.
   defp session_record do
     base_key = <<5>> <> :binary.copy(<<0xFF, 0xFE>>, 16)
-    %{sessions: %{base_key => %{current_ratchet: %{root_key: <<1, 2>>}, chains: %{sending: <<3>>, receiving: [<<4>>]}}}}
+
+    %{
+      sessions: %{
+        base_key => %{
+          current_ratchet: %{root_key: <<1, 2>>},
+          chains: %{sending: <<3>>, receiving: [<<4>>]}
+        }
+      }
+    }
   end
 
   # One value of every key family BaileysEx.Signal.Store names.
@@ -59,11 +79,17 @@ defmodule Sealkv.BaileysEx.PersistenceTest do
     [
       {:session, "16268980123.0", session_record()},
       {:"pre-key", "1", key_pair(1)},
-      {:"sender-key", "14156521415-1397622199@g.us::15550001111::0", %{sender_key_states: [%{id: 7, key: <<8>>}]}},
+      {:"sender-key", "14156521415-1397622199@g.us::15550001111::0",
+       %{sender_key_states: [%{id: 7, key: <<8>>}]}},
       {:"sender-key-memory", "1203630@g.us", %{"alice:0" => true}},
-      {:"app-state-sync-key", "AAAAAD9A", %{key_data: :crypto.hash(:sha256, "app-state"), timestamp: 1_710_000_000}},
+      {:"app-state-sync-key", "AAAAAD9A",
+       %{key_data: :crypto.hash(:sha256, "app-state"), timestamp: 1_710_000_000}},
       {:"app-state-sync-version", "critical_block",
-       %{version: 3, hash: :binary.copy(<<9>>, 128), index_value_map: %{"idx" => %{value_mac: <<1, 2, 3>>}}}},
+       %{
+         version: 3,
+         hash: :binary.copy(<<9>>, 128),
+         index_value_map: %{"idx" => %{value_mac: <<1, 2, 3>>}}
+       }},
       {:"lid-mapping", "5511999887766", "12345"},
       {:"lid-mapping", "12345_reverse", "5511999887766"},
       {:"device-list", "15551234567", ["0", "2"]},
@@ -101,8 +127,11 @@ defmodule Sealkv.BaileysEx.PersistenceTest do
     path = Path.join(dir, "a.sealkv")
     {store, key} = new_store(path)
 
-    for {type, id, value} <- families(), do: assert(:ok = Persistence.save_keys(store, type, id, value))
-    for {type, id, value} <- families(), do: assert({:ok, ^value} = Persistence.load_keys(store, type, id))
+    for {type, id, value} <- families(),
+        do: assert(:ok = Persistence.save_keys(store, type, id, value))
+
+    for {type, id, value} <- families(),
+        do: assert({:ok, ^value} = Persistence.load_keys(store, type, id))
 
     assert {:ok, listed} = Persistence.list_persisted_keys(store)
     assert listed[:"lid-mapping"] == ["12345_reverse", "5511999887766"]
@@ -112,15 +141,23 @@ defmodule Sealkv.BaileysEx.PersistenceTest do
 
     # key_store_test's "persists supported signal datasets across store restarts".
     {:ok, store} = Sealkv.open(path, key: key)
-    for {type, id, value} <- families(), do: assert({:ok, ^value} = Persistence.load_keys(store, type, id))
+
+    for {type, id, value} <- families(),
+        do: assert({:ok, ^value} = Persistence.load_keys(store, type, id))
+
     assert_no_plaintext(path, ["15551234567", "5511999887766", "1203630@g.us", "alice.0"])
   end
 
   test "deletes, missing ids, nil saves and integer ids", %{tmp_dir: dir} do
     {store, _} = new_store(Path.join(dir, "a.sealkv"))
     assert {:error, :not_found} = Persistence.load_keys(store, :"device-list", "alice/device:0")
-    assert :ok = Persistence.save_keys(store, :"device-list", "alice/device:0", ["primary", "companion"])
-    assert {:ok, ["primary", "companion"]} = Persistence.load_keys(store, :"device-list", "alice/device:0")
+
+    assert :ok =
+             Persistence.save_keys(store, :"device-list", "alice/device:0", ["primary", "companion"])
+
+    assert {:ok, ["primary", "companion"]} =
+             Persistence.load_keys(store, :"device-list", "alice/device:0")
+
     assert :ok = Persistence.delete_keys(store, :"device-list", "alice/device:0")
     assert {:error, :not_found} = Persistence.load_keys(store, :"device-list", "alice/device:0")
     # Deleting what is absent is :ok, as BaileysEx's backends do.
@@ -164,17 +201,28 @@ defmodule Sealkv.BaileysEx.PersistenceTest do
   test "set_keys writes a Signal.Store data set in one transaction", %{tmp_dir: dir} do
     {store, _} = new_store(Path.join(dir, "a.sealkv"))
     pre_keys = Map.new(1..812, &{Integer.to_string(&1), key_pair(&1)})
-    assert :ok = Persistence.set_keys(store, %{:"pre-key" => pre_keys, :session => %{"a.0" => <<1>>}})
+
+    assert :ok =
+             Persistence.set_keys(store, %{:"pre-key" => pre_keys, :session => %{"a.0" => <<1>>}})
+
     assert {:ok, ids} = Sealkv.list(store, "pre-key")
     assert length(ids) == 812
 
-    assert :ok = Persistence.set_keys(store, %{:"pre-key" => %{"1" => nil}, :session => %{"a.0" => <<2>>}})
+    assert :ok =
+             Persistence.set_keys(store, %{
+               :"pre-key" => %{"1" => nil},
+               :session => %{"a.0" => <<2>>}
+             })
+
     assert {:error, :not_found} = Persistence.load_keys(store, :"pre-key", "1")
     assert {:ok, <<2>>} = Persistence.load_keys(store, :session, "a.0")
 
     # A bad entry anywhere writes nothing.
     assert {:error, %Sealkv.Error{}} =
-             Persistence.set_keys(store, %{:session => %{"a.0" => <<3>>}, :"pre-key" => %{[] => <<1>>}})
+             Persistence.set_keys(store, %{
+               :session => %{"a.0" => <<3>>},
+               :"pre-key" => %{[] => <<1>>}
+             })
 
     assert {:ok, <<2>>} = Persistence.load_keys(store, :session, "a.0")
   end
@@ -203,7 +251,13 @@ defmodule Sealkv.BaileysEx.PersistenceTest do
     bot1 = Sealkv.session(store, "bot1")
     bot2 = Sealkv.session(store, "bot2")
 
-    for {fun, arity} <- [load_credentials: 1, save_credentials: 2, load_keys: 3, save_keys: 4, delete_keys: 3] do
+    for {fun, arity} <- [
+          load_credentials: 1,
+          save_credentials: 2,
+          load_keys: 3,
+          save_keys: 4,
+          delete_keys: 3
+        ] do
       assert function_exported?(Persistence, fun, arity), "#{fun}/#{arity}"
       assert function_exported?(Persistence, fun, arity - 1), "#{fun}/#{arity - 1}"
     end
@@ -239,7 +293,10 @@ defmodule Sealkv.BaileysEx.PersistenceTest do
   test "use_sealkv_auth_state gives BaileysEx's helper shape", %{tmp_dir: dir} do
     {store, _} = new_store(Path.join(dir, "a.sealkv"))
     :ok = Persistence.save_credentials(store, state(170))
-    assert {:ok, %{state: state, connect_opts: opts, save_creds: save}} = Persistence.use_sealkv_auth_state(store)
+
+    assert {:ok, %{state: state, connect_opts: opts, save_creds: save}} =
+             Persistence.use_sealkv_auth_state(store)
+
     assert state == state(170)
     assert opts[:signal_store_module] == BaileysEx.Auth.KeyStore
     assert opts[:signal_store_opts] == [persistence_module: Persistence, persistence_context: store]

@@ -15,7 +15,10 @@ defmodule SealkvTest do
 
     assert {:ok, ^binary} = Sealkv.get(store, "session", "4915550001.0")
     assert {:ok, nil} = Sealkv.get(store, "pre-key", "1")
-    assert {:ok, %{"2" => "two", "3" => "three"}} = Sealkv.get_many(store, "pre-key", ["1", "2", "3", "9"])
+
+    assert {:ok, %{"2" => "two", "3" => "three"}} =
+             Sealkv.get_many(store, "pre-key", ["1", "2", "3", "9"])
+
     assert {:ok, ["2", "3"]} = Sealkv.list(store, "pre-key")
     assert {:ok, ["pre-key", "session"]} = Sealkv.namespaces(store)
     assert {:ok, true} = Sealkv.delete(store, "pre-key", "2")
@@ -32,6 +35,7 @@ defmodule SealkvTest do
 
   test "a batch with a bad change writes nothing", %{tmp_dir: dir} do
     {store, _} = new_store(Path.join(dir, "a.sealkv"))
+
     assert {:error, %Sealkv.Error{code: :invalid_name}} =
              Sealkv.set(store, [{"ns", "good", "v"}, {"ns", "", "v"}])
 
@@ -89,7 +93,9 @@ defmodule SealkvTest do
     assert {:error, %Sealkv.Error{code: :io}} = Sealkv.open(Path.join(dir, "absent"), key: key())
 
     {_, _} = new_store(Path.join(dir, "x.sealkv"))
-    assert {:error, %Sealkv.Error{code: :exists}} = Sealkv.create(Path.join(dir, "x.sealkv"), key: key())
+
+    assert {:error, %Sealkv.Error{code: :exists}} =
+             Sealkv.create(Path.join(dir, "x.sealkv"), key: key())
   end
 
   test "bad arguments are errors that never quote the secret", %{tmp_dir: dir} do
@@ -115,7 +121,9 @@ defmodule SealkvTest do
     {store, _} = new_store(path)
     refute inspect(store) =~ "key"
     assert {:error, %Sealkv.Error{code: :invalid_argument}} = Sealkv.get(store, "ns", 42)
-    assert {:error, %Sealkv.Error{code: :invalid_argument}} = Sealkv.get(%Sealkv{ref: make_ref()}, "ns", "k")
+
+    assert {:error, %Sealkv.Error{code: :invalid_argument}} =
+             Sealkv.get(%Sealkv{ref: make_ref()}, "ns", "k")
   end
 
   test "the file holds no name and no value in the clear", %{tmp_dir: dir} do
@@ -136,10 +144,16 @@ defmodule SealkvTest do
     assert {:error, %Sealkv.Error{code: :locked}} = Sealkv.open(path, key: key)
     :ok = Sealkv.close(store)
     assert {:error, %Sealkv.Error{code: :closed}} = Sealkv.get(store, "ns", "k")
-    assert {:error, %Sealkv.Error{code: :closed}} = Sealkv.put(Sealkv.session(store, "s"), "ns", "k", "v")
+
+    assert {:error, %Sealkv.Error{code: :closed}} =
+             Sealkv.put(Sealkv.session(store, "s"), "ns", "k", "v")
 
     # Opened and dropped: only the garbage collector can close this one.
-    open_and_drop = fn -> {:ok, _} = Sealkv.open(path, key: key); :ok end
+    open_and_drop = fn ->
+      {:ok, _} = Sealkv.open(path, key: key)
+      :ok
+    end
+
     :ok = open_and_drop.()
     assert {:error, %Sealkv.Error{code: :locked}} = Sealkv.open(path, key: key)
     :erlang.garbage_collect()

@@ -14,8 +14,10 @@ defmodule Sealkv.Native do
         :ok
 
       {:error, {reason, text}} ->
-        IO.warn("sealkv: cannot load its NIF from #{path}.so (#{reason}: #{text}); " <>
-                  "build it with `mix compile` in bindings/elixir")
+        IO.warn(
+          "sealkv: cannot load its NIF from #{path}.so (#{reason}: #{text}); " <>
+            "build it with `mix compile` in bindings/elixir"
+        )
 
         {:error, reason}
     end

@@ -191,7 +191,8 @@ defmodule Sealkv.BaileysEx.Persistence do
   their atoms exist already whenever BaileysEx is loaded; a namespace whose atom this
   VM does not know is listed under its string name.
   """
-  @spec list_persisted_keys(context()) :: {:ok, %{(atom() | String.t()) => [String.t()]}} | {:error, term()}
+  @spec list_persisted_keys(context()) ::
+          {:ok, %{(atom() | String.t()) => [String.t()]}} | {:error, term()}
   def list_persisted_keys(%Sealkv{} = store) do
     {creds, _} = @creds
 

@@ -26,10 +26,7 @@ use std::time::Duration;
 use rustler::{
     Atom, Binary, Encoder, Env, LocalPid, NewBinary, OwnedEnv, Resource, ResourceArc, Term,
 };
-use sealkv::{
-    Batch, Concurrency, Error, Location, MasterKey, Options, Passphrase, Secret,
-    Session, Store,
-};
+use sealkv::{Batch, Concurrency, Error, MasterKey, Options, Passphrase, Secret, Session, Store};
 
 mod atoms {
     rustler::atoms! {
@@ -161,13 +158,18 @@ fn guarded<T>(f: impl FnOnce() -> NifResult<T>) -> NifResult<T> {
         Err(payload) => {
             // A payload whose own drop panics would unwind from here after all.
             std::mem::forget(payload);
-            Err(Failure {
-                code: atoms::internal(),
-                message: "internal error: sealkv panicked (a bug; its message is on stderr); \
-                          the call did not finish, and reopening the store is the safe course"
-                    .into(),
-            })
+            Err(internal())
         }
+    }
+}
+
+/// What a panic becomes.
+fn internal() -> Failure {
+    Failure {
+        code: atoms::internal(),
+        message: "internal error: sealkv panicked (a bug; its message is on stderr); the call \
+                  did not finish, and reopening the store is the safe course"
+            .into(),
     }
 }
 
@@ -335,7 +337,7 @@ fn open<'a>(
         } else if mode == atoms::create() {
             Store::create(path, secret, opts)
         } else if mode == atoms::open_or_create() {
-            open_or_create(path, secret, opts)
+            sealkv::open_or_create(path, secret, opts)
         } else if mode == atoms::read_only() {
             Store::open_read_only(path, secret, opts)
         } else {
@@ -345,20 +347,6 @@ fn open<'a>(
             store: RwLock::new(Some(store)),
         }))
     })
-}
-
-/// Opens the store at `path`, or creates it when it is absent (a create that loses a
-/// race with another process's opens what that process made).
-fn open_or_create(path: &Path, secret: Secret, opts: Options) -> Result<Store, Error> {
-    if let Location::File(_) = Location::parse(path)?
-        && !path.exists()
-    {
-        return match Store::create(path, secret.clone(), opts.clone()) {
-            Err(Error::AlreadyExists(_)) => Store::open(path, secret, opts),
-            other => other,
-        };
-    }
-    Store::open(path, secret, opts)
 }
 
 /// Values of `keys` in `namespace`, in the order asked, `nil` where absent.
@@ -407,7 +395,11 @@ fn batch_of(changes: Term<'_>) -> NifResult<Batch> {
         let (ns, key, value, ttl) = match fields[..] {
             [ns, key, value] => (ns, key, value, None),
             [ns, key, value, ttl] => (ns, key, value, Some(ttl)),
-            _ => return Err(invalid("each change is {namespace, key, value} or {…, ttl_ms}")),
+            _ => {
+                return Err(invalid(
+                    "each change is {namespace, key, value} or {…, ttl_ms}",
+                ));
+            }
         };
         let ns = string_of(ns, "the namespace")?;
         let key = string_of(key, "the key")?;
@@ -470,7 +462,9 @@ fn list<'a>(env: Env<'a>, store: Term<'a>, session: Term<'a>, namespace: Term<'a
 /// The namespaces that hold values.
 #[rustler::nif(schedule = "DirtyIo")]
 fn namespaces<'a>(env: Env<'a>, store: Term<'a>, session: Term<'a>) -> Term<'a> {
-    reply(env, || Ok(store_of(store)?.session(session)?.namespaces()?))
+    reply(env, || {
+        Ok(store_of(store)?.session(session)?.namespaces()?)
+    })
 }
 
 /// Makes a new primary data key; `{:ok, id}`.
@@ -531,7 +525,10 @@ impl TxRes {
             code: atoms::closed(),
             message: "the transaction has ended".into(),
         };
-        ops.as_ref().ok_or_else(ended)?.send(op).map_err(|_| ended())
+        ops.as_ref()
+            .ok_or_else(ended)?
+            .send(op)
+            .map_err(|_| ended())
     }
 }
 
@@ -562,11 +559,7 @@ fn tx_begin<'a>(
         let (ops, inbox) = channel();
         std::thread::Builder::new()
             .name("sealkv-tx".into())
-            .spawn(move || {
-                let _ = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    run_transaction(session, &lock_key, inbox, caller, tag_env, tag)
-                }));
-            })
+            .spawn(move || run_transaction(session, &lock_key, inbox, caller, tag_env, tag))
             .map_err(|e| Failure::from(Error::Io(e)))?;
         Ok(ResourceArc::new(TxRes {
             ops: Mutex::new(Some(ops)),
@@ -579,6 +572,8 @@ enum Ended {
     /// The Elixir side dropped the transaction (aborted, raised, or died).
     Dropped,
     Engine(Error),
+    /// sealkv panicked (a bug): reported as `:internal`, never unwound into the VM.
+    Panicked,
 }
 
 impl From<Error> for Ended {
@@ -599,34 +594,36 @@ fn run_transaction(
 ) {
     let mut commit_reply: Option<Sender<NifResult<()>>> = None;
     let mut told = false;
-    let result = session.transaction(lock_key, |tx| -> Result<(), Ended> {
-        told = true;
-        let tag = tag.clone();
-        // The caller may be gone already: then the channel is closed too.
-        let _ = tag_env.send_and_clear(&caller, |env| {
-            (atoms::sealkv_tx(), tag_env_load(env, &tag), atoms::ok()).encode(env)
-        });
-        loop {
-            match inbox.recv() {
-                Ok(TxOp::Get {
-                    namespace,
-                    keys,
-                    reply,
-                }) => {
-                    let found = tx.get(&namespace, &keys).map(|mut found| {
-                        keys.iter().map(|k| found.remove(k)).collect::<Vec<_>>()
-                    });
-                    let _ = reply.send(found.map_err(Failure::from));
+    let run = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        session.transaction(lock_key, |tx| -> Result<(), Ended> {
+            told = true;
+            // The caller may be gone already: then the channel is closed too.
+            let _ = tag_env.send_and_clear(&caller, |env| {
+                (atoms::sealkv_tx(), tag.load(env), atoms::ok()).encode(env)
+            });
+            loop {
+                match inbox.recv() {
+                    Ok(TxOp::Get {
+                        namespace,
+                        keys,
+                        reply,
+                    }) => {
+                        let found = tx.get(&namespace, &keys).map(|mut found| {
+                            keys.iter().map(|k| found.remove(k)).collect::<Vec<_>>()
+                        });
+                        let _ = reply.send(found.map_err(Failure::from));
+                    }
+                    Ok(TxOp::Write(batch)) => tx.set(batch),
+                    Ok(TxOp::Commit(reply)) => {
+                        commit_reply = Some(reply);
+                        return Ok(());
+                    }
+                    Err(_) => return Err(Ended::Dropped),
                 }
-                Ok(TxOp::Write(batch)) => tx.set(batch),
-                Ok(TxOp::Commit(reply)) => {
-                    commit_reply = Some(reply);
-                    return Ok(());
-                }
-                Err(_) => return Err(Ended::Dropped),
             }
-        }
-    });
+        })
+    }));
+    let result = run.unwrap_or(Err(Ended::Panicked));
     match result {
         Ok(()) => {
             if let Some(reply) = commit_reply {
@@ -634,23 +631,21 @@ fn run_transaction(
             }
         }
         Err(Ended::Dropped) => {}
-        Err(Ended::Engine(e)) => {
+        Err(ended) => {
+            let failure = match ended {
+                Ended::Engine(e) => Failure::from(e),
+                _ => internal(),
+            };
             if let Some(reply) = commit_reply {
-                let _ = reply.send(Err(Failure::from(e)));
+                let _ = reply.send(Err(failure));
             } else if !told {
-                let failure = Failure::from(e);
                 let _ = tag_env.send_and_clear(&caller, |env| {
                     let err = (atoms::error(), (failure.code, failure.message));
-                    (atoms::sealkv_tx(), tag_env_load(env, &tag), err).encode(env)
+                    (atoms::sealkv_tx(), tag.load(env), err).encode(env)
                 });
             }
         }
     }
-}
-
-/// A saved term, copied into `env` (the tag the caller matches its message on).
-fn tag_env_load<'a>(env: Env<'a>, tag: &rustler::env::SavedTerm) -> Term<'a> {
-    tag.load(env)
 }
 
 /// Reads through the transaction: its own writes first, then the store.
