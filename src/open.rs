@@ -7,18 +7,22 @@ use sealkv_engine::{Error, Location, Options, Result, Secret, Store};
 /// Opens the store at `path`, or creates it when it is absent (what the Node and
 /// Elixir bindings' `openOrCreate`/`open_or_create` do).
 ///
-/// A file is created when it does not exist. A PostgreSQL store is opened first and
+/// A file is created when it does not exist or is empty (a create that crashed before
+/// writing anything leaves an empty file, and [`Store::create`] takes one). A
+/// PostgreSQL store is opened first and
 /// created only when the server says it is absent: opening needs no right to create
 /// tables (a role with rights on the store's tables alone can run it), and an existing
 /// store costs one key derivation, not two. Either way, a create that loses a race
 /// with another process's create opens the store that process made.
 pub fn open_or_create(path: &Path, secret: Secret, opts: Options) -> Result<Store> {
     if let Location::File(_) = Location::parse(path)? {
-        if path.exists() {
+        if std::fs::metadata(path).is_ok_and(|m| m.len() > 0) {
             return Store::open(path, secret, opts);
         }
         return match Store::create(path, secret.clone(), opts.clone()) {
-            Err(Error::AlreadyExists(_)) => Store::open(path, secret, opts),
+            // Another process created it meanwhile (or holds the empty file it is
+            // creating the store in): open what it made.
+            Err(Error::AlreadyExists(_) | Error::Locked(_)) => Store::open(path, secret, opts),
             other => other,
         };
     }

@@ -3,11 +3,13 @@
 defmodule Mix.Tasks.Compile.SealkvNif do
   @moduledoc """
   Builds the Rust NIF (`native/sealkv_nif`, a member of the Cargo workspace two folders
-  up) with `cargo build --locked` and copies the library into `priv/`.
+  up) with `cargo build --locked` and copies the library cargo reports into the app's
+  `priv/` in `_build` (one per Mix environment).
 
   The dev and test environments build cargo's `dev` profile (the hot crypto crates are
   optimised there too); `:prod` builds `release`. `SEALKV_NIF_PROFILE=release|dev`
-  overrides that; `CARGO_TARGET_DIR` is honoured.
+  overrides that. Cargo's own settings (`CARGO_TARGET_DIR`, a config's `target-dir`)
+  apply: the library's path is read from cargo's build messages.
   """
   use Mix.Task.Compiler
 
@@ -20,35 +22,51 @@ defmodule Mix.Tasks.Compile.SealkvNif do
 
     flags = if profile == "release", do: ["--release"], else: []
 
-    {_, status} =
-      System.cmd("cargo", ["build", "--locked", "-p", "sealkv-nif" | flags],
-        cd: @workspace,
-        into: IO.stream(:stdio, :line),
-        stderr_to_stdout: true
+    # Diagnostics and progress go to stderr as usual; stdout carries cargo's messages.
+    {messages, status} =
+      System.cmd(
+        "cargo",
+        ["build", "--locked", "-p", "sealkv-nif", "--message-format=json-render-diagnostics"] ++
+          flags,
+        cd: @workspace
       )
 
     if status != 0, do: Mix.raise("cargo build of the sealkv NIF failed (exit #{status})")
 
-    target = Path.expand(System.get_env("CARGO_TARGET_DIR") || "target", @workspace)
-    dir = if profile == "release", do: "release", else: "debug"
-    built = Path.join([target, dir, library_name()])
-    File.mkdir_p!(Path.expand("priv", __DIR__))
-    dest = Path.expand("priv/libsealkv_nif.so", __DIR__)
+    built =
+      messages
+      |> String.split("\n")
+      |> Enum.filter(&(&1 =~ ~s("reason":"compiler-artifact") and &1 =~ ~s("name":"sealkv_nif")))
+      |> Enum.flat_map(&artifacts/1)
+      |> Enum.find(&(Path.extname(&1) in [".so", ".dylib", ".dll"])) ||
+        Mix.raise("cargo built no sealkv_nif library")
 
+    dest = library()
+    File.mkdir_p!(Path.dirname(dest))
     # Copied to a temporary name and renamed: a VM that has the old library loaded
     # keeps its mapping, and a half-copied file is never loaded.
-    tmp = dest <> ".tmp"
-    File.cp!(built, tmp)
-    File.rename!(tmp, dest)
+    File.cp!(built, dest <> ".tmp")
+    File.rename!(dest <> ".tmp", dest)
     {:ok, []}
   end
 
-  defp library_name do
-    case :os.type() do
-      {:unix, :darwin} -> "libsealkv_nif.dylib"
-      {:win32, _} -> "sealkv_nif.dll"
-      _ -> "libsealkv_nif.so"
+  @impl true
+  def clean, do: File.rm(library())
+
+  # The paths in a compiler-artifact message's "filenames" (cargo's JSON; no JSON
+  # library is at hand in Elixir 1.14 without Hex).
+  defp artifacts(message) do
+    case Regex.run(~r/"filenames":\[([^\]]*)\]/, message) do
+      [_, list] -> Regex.scan(~r/"((?:[^"\\]|\\.)*)"/, list) |> Enum.map(fn [_, p] -> p end)
+      nil -> []
     end
+  end
+
+  # Where Sealkv.Native loads it from: priv/ of the app in _build (Erlang looks for a
+  # .so on every Unix, macOS included).
+  defp library do
+    ext = if match?({:win32, _}, :os.type()), do: ".dll", else: ".so"
+    Path.join([Mix.Project.app_path(), "priv", "libsealkv_nif" <> ext])
   end
 end
 

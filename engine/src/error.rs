@@ -183,7 +183,7 @@ impl fmt::Display for Error {
             }
             Self::LockTimeout { waited } => write!(
                 f,
-                "gave up after {:.1} s waiting for a transaction lock key that another process holds",
+                "gave up after {:.1} s waiting for a transaction lock key that another transaction holds",
                 waited.as_secs_f64()
             ),
             Self::NeedsUpgrade => f.write_str(

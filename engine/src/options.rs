@@ -89,8 +89,9 @@ pub struct Options {
     /// How processes share the file, for a store being created (an existing store
     /// keeps the mode it was created with). Default [`Concurrency::Shared`].
     pub concurrency: Concurrency,
-    /// Longest a transaction waits for its lock key while another process holds it,
-    /// before giving up with [`crate::Error::LockTimeout`]. Default 30 s.
+    /// Longest a transaction waits for its lock key while another transaction (of this
+    /// process or another) holds it, before giving up with
+    /// [`crate::Error::LockTimeout`]. Default 30 s.
     pub lock_timeout: Duration,
     /// On PostgreSQL: the longest the server keeps a commit of this store open while
     /// its client sends nothing (a host that died or froze mid-commit, holding the

@@ -41,13 +41,24 @@ pub(crate) struct KeyGuard<'a> {
 }
 
 impl KeyLocks {
-    pub(crate) fn lock(&self, key: LockName) -> KeyGuard<'_> {
+    /// Takes `key` in this process, waiting at most `timeout` for a transaction of
+    /// this store (on another thread) that holds it.
+    pub(crate) fn lock(&self, key: LockName, timeout: std::time::Duration) -> Result<KeyGuard<'_>> {
+        let asked = std::time::Instant::now();
         let mut held = lock(&self.held);
         while held.contains_key(&key) {
-            held = self.released.wait(held).unwrap_or_else(|p| p.into_inner());
+            let waited = asked.elapsed();
+            let Some(left) = timeout.checked_sub(waited).filter(|d| !d.is_zero()) else {
+                return Err(Error::LockTimeout { waited });
+            };
+            held = self
+                .released
+                .wait_timeout(held, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
         held.insert(key.clone(), std::time::Instant::now());
-        KeyGuard { locks: self, key }
+        Ok(KeyGuard { locks: self, key })
     }
 
     /// How long each lock key held now has been held.
@@ -242,26 +253,21 @@ impl Store {
         self.check_writable()?;
         let _span = tracing::debug_span!(target: "sealkv::transaction", "transaction").entered();
         let asked = std::time::Instant::now();
-        let _lock = self.inner.locks.lock(name.clone());
-        // In shared mode the lock key excludes other processes too.
-        // Nothing has been read yet: taking the lock key is tried again while a server
-        // fails over.
+        let timeout = self.inner.opts.lock_timeout;
+        let _lock = self
+            .inner
+            .locks
+            .lock(name.clone(), timeout)
+            .inspect_err(|_| count_lock_timeout())?;
+        // In shared mode the lock key excludes other processes too, for what is left
+        // of the timeout. Nothing has been read yet: taking the lock key is tried again
+        // while a server fails over.
+        let left = timeout.saturating_sub(asked.elapsed());
         let held = self
-            .riding(|| {
-                self.rows().lock(
-                    scope.session.as_deref(),
-                    lock_key,
-                    self.inner.opts.lock_timeout,
-                )
-            })
+            .riding(|| self.rows().lock(scope.session.as_deref(), lock_key, left))
             .inspect_err(|e| {
                 if matches!(e, Error::LockTimeout { .. }) {
-                    crate::observe::count_by(
-                        crate::observe::LOCK_FAILURES,
-                        "outcome",
-                        "timeout",
-                        1,
-                    );
+                    count_lock_timeout();
                 }
             })?;
         self.inner.meters.lock_wait.record(asked.elapsed());
@@ -293,4 +299,8 @@ impl Store {
     pub fn in_transaction(&self) -> bool {
         active(self.inner.id).is_some()
     }
+}
+
+fn count_lock_timeout() {
+    crate::observe::count_by(crate::observe::LOCK_FAILURES, "outcome", "timeout", 1);
 }

@@ -257,6 +257,42 @@ fn different_lock_keys_overlap() {
     });
 }
 
+/// A thread waiting for a lock key another thread of the same handle holds gives up at
+/// `lock_timeout`, as one waiting for another process does.
+#[test]
+fn a_lock_key_held_in_this_process_times_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Options {
+        lock_timeout: std::time::Duration::from_millis(200),
+        ..fast_opts()
+    };
+    let store = Store::create(dir.path().join("s.sealkv"), key(), opts).unwrap();
+    let (holding, release) = (Barrier::new(2), Barrier::new(2));
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            store
+                .transaction("k", |_| {
+                    holding.wait();
+                    release.wait();
+                    Ok::<_, Error>(())
+                })
+                .unwrap();
+        });
+        holding.wait();
+        let started = std::time::Instant::now();
+        let err = store
+            .transaction("k", |tx| {
+                tx.put("n", "k", vec![1]);
+                Ok::<_, Error>(())
+            })
+            .unwrap_err();
+        assert!(matches!(err, Error::LockTimeout { .. }), "{err}");
+        assert!(started.elapsed() >= std::time::Duration::from_millis(200));
+        release.wait();
+    });
+    assert!(store.list("n").unwrap().is_empty());
+}
+
 #[test]
 fn concurrent_group_commits_each_get_their_own_result() {
     each_engine(|place| {

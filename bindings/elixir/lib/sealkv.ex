@@ -24,6 +24,9 @@ defmodule Sealkv do
 
   alias Sealkv.{Error, Native, Tx}
 
+  # The session id may be a phone number: kept out of inspect output and logs, as the
+  # Rust library's Debug output keeps it out.
+  @derive {Inspect, except: [:session]}
   @enforce_keys [:ref]
   defstruct [:ref, session: nil]
 
@@ -67,7 +70,7 @@ defmodule Sealkv do
   @doc "Opens an existing store: a file path, or a `postgres://…?store=NAME` URL."
   @spec open(Path.t(), [option()]) :: result(t())
   def open(path, opts) do
-    mode = if Keyword.get(opts, :read_only, false), do: :read_only, else: :open
+    mode = if Keyword.keyword?(opts) and opts[:read_only] == true, do: :read_only, else: :open
     open_in(path, mode, opts)
   end
 
@@ -83,15 +86,30 @@ defmodule Sealkv do
   def open_or_create(path, opts), do: open_in(path, :open_or_create, opts)
 
   defp open_in(path, mode, opts) do
-    with :ok <- check(is_binary(path) or is_list(path), "the path must be a string"),
+    with :ok <- check(is_binary(path), "the path must be a string"),
          :ok <- check(Keyword.keyword?(opts), "options must be a keyword list"),
+         :ok <-
+           check(
+             mode in [:open, :read_only] or opts[:read_only] in [nil, false],
+             "read_only applies to open/2 only"
+           ),
          {:ok, secret} <- secret(opts),
          {:ok, options} <- native_options(opts),
          {:ok, session} <- session_opt(opts),
-         {:ok, ref} <- call(Native.open(IO.chardata_to_string(path), mode, secret, options)) do
+         {:ok, ref} <- call(native_open(path, mode, secret, options)) do
       {:ok, %__MODULE__{ref: ref, session: session}}
     end
   end
+
+  # A server's store is opened on a dirty I/O scheduler (network round trips, and
+  # retries while it fails over); a file's on a dirty CPU one (Argon2id).
+  defp native_open("postgres://" <> _ = url, mode, secret, options),
+    do: Native.open_remote(url, mode, secret, options)
+
+  defp native_open("postgresql://" <> _ = url, mode, secret, options),
+    do: Native.open_remote(url, mode, secret, options)
+
+  defp native_open(path, mode, secret, options), do: Native.open(path, mode, secret, options)
 
   # Errors name the option, never its value (it may be the secret).
   defp secret(opts) do
@@ -200,8 +218,9 @@ defmodule Sealkv do
   least 1000) makes it read as absent after that long.
   """
   @spec put(target(), String.t(), String.t(), binary(), keyword()) :: :ok | {:error, Error.t()}
-  def put(target, namespace, key, value, opts \\ []) when is_binary(value) do
-    case Keyword.get(opts, :ttl) do
+  def put(target, namespace, key, value, opts \\ []) do
+    case Keyword.keyword?(opts) && Keyword.get(opts, :ttl) do
+      false -> invalid("options must be a keyword list")
       nil -> set(target, [{namespace, key, value}])
       ms -> set(target, [{namespace, key, value, ms}])
     end
@@ -225,7 +244,9 @@ defmodule Sealkv do
   @spec set(target(), [change()] | %{String.t() => %{String.t() => binary() | nil}}) ::
           :ok | {:error, Error.t()}
   def set(target, changes) when is_map(changes) do
-    set(target, for({ns, entries} <- changes, {key, value} <- entries, do: {ns, key, value}))
+    if Enum.all?(changes, fn {_, entries} -> is_map(entries) end),
+      do: set(target, for({ns, e} <- changes, {key, value} <- e, do: {ns, key, value})),
+      else: invalid("changes must be %{namespace => %{key => value | nil}}")
   end
 
   def set(%__MODULE__{ref: ref, session: s}, changes) when is_list(changes) do
@@ -235,6 +256,10 @@ defmodule Sealkv do
   def set(%Tx{ref: ref}, changes) when is_list(changes) do
     with :ok <- check_ttls(changes), do: ok(Native.tx_set(ref, changes))
   end
+
+  # Anything else: an error, not a FunctionClauseError (whose report would show the
+  # values).
+  def set(_target, _changes), do: invalid("set/2 takes a store or transaction and changes")
 
   # As the Rust library takes them: whole seconds, at least one (ms below are cut).
   defp check_ttls(changes) do
@@ -291,10 +316,15 @@ defmodule Sealkv do
   commit returns `{:error, %Sealkv.Error{}}`.
 
   Called inside a transaction of the same store by the same process, with the same
-  lock key, it joins the outer one (as `Ecto.Repo.transaction/2` does: a rollback
-  inside rolls back the whole); with another lock key it returns
-  `{:error, %Sealkv.Error{code: :nested_lock}}` (taking a second key while holding one
-  deadlocks against a process that takes them in the other order).
+  lock key, it joins the outer one (as `Ecto.Repo.transaction/2` does): a rollback or
+  an exception inside rolls back the whole, even if the outer function rescues it
+  (the outer call then returns `{:error, %Sealkv.Error{code: :rolled_back}}`). With
+  another lock key it returns `{:error, %Sealkv.Error{code: :nested_lock}}` (taking a
+  second key while holding one deadlocks against a process that takes them in the
+  other order).
+
+  Only calls given the `Sealkv.Tx` are part of the transaction: `Sealkv.put(store, …)`
+  inside `fun` writes at once, outside it.
   """
   @spec transaction(t(), String.t(), (Tx.t() -> value)) :: {:ok, value} | {:error, term()}
         when value: term()
@@ -305,7 +335,7 @@ defmodule Sealkv do
         run_transaction(store, lock_key, fun)
 
       %Tx{lock_key: ^lock_key, store: %{session: session}} = tx when session == store.session ->
-        {:ok, fun.(tx)}
+        joined(tx, fun)
 
       %Tx{} ->
         {:error,
@@ -314,6 +344,16 @@ defmodule Sealkv do
            "a transaction was begun inside another of the same store with another lock key"
          )}
     end
+  end
+
+  # Runs an inner transaction's function in the outer one; if it fails in any way, the
+  # outer one can no longer commit.
+  defp joined(%Tx{ref: ref} = tx, fun) do
+    {:ok, fun.(tx)}
+  catch
+    kind, reason ->
+      Process.put({__MODULE__, :rollback_only, ref}, true)
+      :erlang.raise(kind, reason, __STACKTRACE__)
   end
 
   defp run_transaction(store, lock_key, fun) do
@@ -327,9 +367,16 @@ defmodule Sealkv do
       try do
         value = fun.(tx)
 
-        case call(Native.tx_commit(ref)) do
-          {:ok, :ok} -> {:ok, value}
-          {:error, _} = error -> error
+        if Process.delete({__MODULE__, :rollback_only, ref}) do
+          Native.tx_abort(ref)
+
+          {:error,
+           Error.new(:rolled_back, "a transaction joined to this one failed; nothing was written")}
+        else
+          case call(Native.tx_commit(ref)) do
+            {:ok, :ok} -> {:ok, value}
+            {:error, _} = error -> error
+          end
         end
       catch
         :throw, {__MODULE__, :rollback, ^ref, reason} ->
@@ -341,6 +388,7 @@ defmodule Sealkv do
           :erlang.raise(kind, reason, __STACKTRACE__)
       after
         Process.delete({__MODULE__, :tx, store.ref})
+        Process.delete({__MODULE__, :rollback_only, ref})
       end
     end
   end

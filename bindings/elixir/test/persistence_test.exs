@@ -250,6 +250,8 @@ defmodule Sealkv.BaileysEx.PersistenceTest do
     {store, _} = new_store(Path.join(dir, "a.sealkv"))
     bot1 = Sealkv.session(store, "bot1")
     bot2 = Sealkv.session(store, "bot2")
+    # function_exported?/3 does not load a module (KeyStore loads it first too).
+    Code.ensure_loaded!(Persistence)
 
     for {fun, arity} <- [
           load_credentials: 1,
@@ -270,6 +272,21 @@ defmodule Sealkv.BaileysEx.PersistenceTest do
     assert :ok = dispatch(Persistence, bot1, :delete_keys, [:session, "a.0"])
     assert {:error, :not_found} = dispatch(Persistence, bot1, :load_keys, [:session, "a.0"])
     assert {:ok, <<2>>} = dispatch(Persistence, bot2, :load_keys, [:session, "a.0"])
+  end
+
+  test "a context that is not a store is an error that does not carry the data" do
+    secret = %{noise_key: key_pair(99)}
+
+    for result <- [
+          Persistence.save_credentials({:ok, :not_a_store}, secret),
+          Persistence.save_keys("bot.sealkv", :session, "a.0", secret),
+          Persistence.set_keys(nil, %{session: %{"a.0" => secret}}),
+          Persistence.load_keys(nil, :session, "a.0"),
+          Persistence.load_credentials(:nope),
+          Persistence.delete_keys(nil, :session, "a.0")
+        ] do
+      assert {:error, %Sealkv.Error{code: :invalid_argument}} = result
+    end
   end
 
   test "the context-free callbacks use the store given to use_store/1", %{tmp_dir: dir} do

@@ -54,12 +54,20 @@ defmodule Sealkv.SchedulerTest do
     assert gap < 40, "a #{gap} ms gap between ticks during a #{took} ms open"
   end
 
-  test "1,000 durable writes run on dirty schedulers", %{tmp_dir: dir} do
+  test "1,000 durable writes, and transactions, run on dirty schedulers", %{tmp_dir: dir} do
     {store, _} = new_store(Path.join(dir, "w.sealkv"))
 
     {result, took, gap} =
       while_ticking(fn ->
         Enum.each(1..1000, fn i -> :ok = Sealkv.put(store, "ns", "k#{rem(i, 50)}", "value #{i}") end)
+
+        Enum.each(1..200, fn i ->
+          {:ok, :ok} =
+            Sealkv.transaction(Sealkv.session(store, "s"), "k", fn tx ->
+              {:ok, _} = Sealkv.get(tx, "ns", "k")
+              Sealkv.put(tx, "ns", "k", "value #{i}")
+            end)
+        end)
       end)
 
     assert :ok = result

@@ -103,6 +103,9 @@ defmodule SealkvTest do
     secret = "hunter2-passphrase-not-to-show"
 
     for opts <- [
+          %{passphrase: secret},
+          [{:passphrase, secret}, :oops],
+          [passphrase: secret, read_only: true],
           [key: "short-#{secret}"],
           [passphrase: secret, key: key()],
           [],
@@ -112,14 +115,29 @@ defmodule SealkvTest do
           [passphrase: secret, bogus: 1]
         ] do
       assert {:error, %Sealkv.Error{code: code} = err} = Sealkv.create(path, opts)
+      assert {:error, %Sealkv.Error{}} = Sealkv.open_or_create(path, opts)
       assert code in [:invalid_argument, :key], inspect(opts)
       refute inspect(err) =~ secret
       refute Exception.message(err) =~ secret
     end
 
     refute File.exists?(path)
+    assert {:error, %Sealkv.Error{}} = Sealkv.open(path, %{passphrase: secret})
     {store, _} = new_store(path)
     refute inspect(store) =~ "key"
+    bot = Sealkv.session(store, "4915550001")
+    refute inspect(bot) =~ "4915550001"
+    # A value given where it does not belong is an error, never an exception that
+    # would carry it into a crash report.
+    assert {:error, %Sealkv.Error{code: :invalid_argument}} =
+             Sealkv.put({:ok, store}, "ns", "k", secret)
+
+    assert {:error, %Sealkv.Error{code: :invalid_argument}} = Sealkv.put(store, "ns", "k", 42)
+    assert {:error, %Sealkv.Error{code: :invalid_argument}} = Sealkv.set(store, %{"ns" => secret})
+
+    assert {:error, %Sealkv.Error{code: :invalid_argument}} =
+             Sealkv.put(store, "ns", "k", secret, :x)
+
     assert {:error, %Sealkv.Error{code: :invalid_argument}} = Sealkv.get(store, "ns", 42)
 
     assert {:error, %Sealkv.Error{code: :invalid_argument}} =
@@ -148,16 +166,29 @@ defmodule SealkvTest do
     assert {:error, %Sealkv.Error{code: :closed}} =
              Sealkv.put(Sealkv.session(store, "s"), "ns", "k", "v")
 
-    # Opened and dropped: only the garbage collector can close this one.
-    open_and_drop = fn ->
-      {:ok, _} = Sealkv.open(path, key: key)
-      :ok
-    end
+    # Opened and dropped by a process that then waits idle (so it cannot collect its
+    # garbage on its own): only a collection it is told to make can close the handle.
+    parent = self()
 
-    :ok = open_and_drop.()
+    holder =
+      spawn_link(fn ->
+        {:ok, _} = Sealkv.open(path, key: key)
+        send(parent, :opened)
+
+        receive do
+          :collect -> :erlang.garbage_collect()
+        end
+
+        send(parent, :collected)
+        Process.sleep(:infinity)
+      end)
+
+    assert_receive :opened, 5000
     assert {:error, %Sealkv.Error{code: :locked}} = Sealkv.open(path, key: key)
-    :erlang.garbage_collect()
-    # The VM runs resource destructors soon after the collection, not within it.
+    send(holder, :collect)
+    assert_receive :collected, 5000
+    # The VM runs resource destructors soon after the collection, not within it, and
+    # the store is closed on a thread of its own.
     assert {:ok, _} = retry(fn -> Sealkv.open(path, key: key) end, 50)
   end
 

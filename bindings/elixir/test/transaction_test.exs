@@ -133,6 +133,66 @@ defmodule Sealkv.TransactionTest do
     assert {:ok, "2"} = Sealkv.get(store, "counters", "n")
   end
 
+  test "an exception in a joined transaction rolls back the whole, even when rescued",
+       %{tmp_dir: dir} do
+    {store, _} = new_store(Path.join(dir, "t.sealkv"))
+
+    assert {:error, %Sealkv.Error{code: :rolled_back}} =
+             Sealkv.transaction(store, "k", fn tx ->
+               counter(tx)
+
+               try do
+                 Sealkv.transaction(store, "k", fn inner ->
+                   counter(inner)
+                   raise "inner"
+                 end)
+               rescue
+                 RuntimeError -> :rescued
+               end
+             end)
+
+    assert {:ok, nil} = Sealkv.get(store, "counters", "n")
+    assert {:ok, 1} = Sealkv.transaction(store, "k", &counter/1)
+  end
+
+  test "waiting for a lock key held in this VM ends at lock_timeout", %{tmp_dir: dir} do
+    path = Path.join(dir, "t.sealkv")
+    {store, key} = new_store(path)
+    :ok = Sealkv.close(store)
+    {:ok, one} = Sealkv.open(path, key: key, lock_timeout: 300)
+    {:ok, other} = Sealkv.open(path, key: key, lock_timeout: 300)
+    parent = self()
+
+    holder =
+      spawn_link(fn ->
+        Sealkv.transaction(one, "k", fn _ ->
+          send(parent, :holding)
+          receive do: (:release -> :ok)
+        end)
+
+        send(parent, :released)
+      end)
+
+    assert_receive :holding, 5000
+    # Through the same handle (the handle's own lock table) and through another handle
+    # of the file (the file's lock): both give up.
+    for handle <- [one, other] do
+      assert {:error, %Sealkv.Error{code: :lock_timeout}} =
+               Sealkv.transaction(handle, "k", &counter/1)
+    end
+
+    send(holder, :release)
+    assert_receive :released, 5000
+    assert {:ok, 1} = Sealkv.transaction(one, "k", &counter/1)
+  end
+
+  test "a bad write inside a transaction fails where it is made", %{tmp_dir: dir} do
+    {store, _} = new_store(Path.join(dir, "t.sealkv"))
+
+    assert {:ok, {:error, %Sealkv.Error{code: :invalid_name}}} =
+             Sealkv.transaction(store, "k", fn tx -> Sealkv.put(tx, "ns", "", "v") end)
+  end
+
   test "a transaction on a closed store is an error", %{tmp_dir: dir} do
     {store, _} = new_store(Path.join(dir, "t.sealkv"))
     :ok = Sealkv.close(store)

@@ -8,7 +8,8 @@ defmodule Sealkv.Error do
   `:newer_format`, `:corrupt`, `:exists`, `:integrity` (a value failed
   authentication), `:too_large`, `:invalid_name`, `:invalid_ttl`, `:read_only`,
   `:poisoned`, `:commit_failed`, `:meta_tampered`, `:lock_timeout`, `:lock_lost`,
-  `:needs_upgrade`, `:not_alone`, `:nested_lock`, `:key_in_use`, `:key`, `:io`,
+  `:needs_upgrade`, `:not_alone`, `:nested_lock`, `:rolled_back` (a joined transaction
+  failed), `:key_in_use`, `:key`, `:io`,
   `:server` (PostgreSQL), `:closed`, `:invalid_argument`, `:undecodable` (a stored
   term that does not decode, from `Sealkv.BaileysEx.Persistence`), `:internal` (a
   bug: the native code panicked) and `:sealkv_error` (anything else).

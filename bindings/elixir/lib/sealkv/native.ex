@@ -24,6 +24,7 @@ defmodule Sealkv.Native do
   end
 
   def open(_path, _mode, _secret, _options), do: :erlang.nif_error(:sealkv_nif_not_loaded)
+  def open_remote(_url, _mode, _secret, _options), do: :erlang.nif_error(:sealkv_nif_not_loaded)
   def get(_store, _session, _namespace, _keys), do: :erlang.nif_error(:sealkv_nif_not_loaded)
   def set(_store, _session, _changes), do: :erlang.nif_error(:sealkv_nif_not_loaded)
   def delete(_store, _session, _namespace, _key), do: :erlang.nif_error(:sealkv_nif_not_loaded)

@@ -8,6 +8,7 @@ defmodule Sealkv.Tx do
   the function returns. `Sealkv.rollback/2` ends it without writing.
   """
 
+  @derive {Inspect, except: [:lock_key]}
   @enforce_keys [:ref, :store, :lock_key]
   defstruct [:ref, :store, :lock_key]
 

@@ -79,6 +79,8 @@ defmodule Sealkv.BaileysEx.Persistence do
     end
   end
 
+  def use_sealkv_auth_state(_), do: not_a_store()
+
   @doc "The credentials of the store given to `use_store/1`."
   @spec load_credentials() :: {:ok, term()} | {:error, term()}
   def load_credentials do
@@ -101,6 +103,8 @@ defmodule Sealkv.BaileysEx.Persistence do
     end
   end
 
+  def load_credentials(_), do: not_a_store()
+
   defp fresh_state do
     state = BaileysEx.Auth.State
 
@@ -122,6 +126,8 @@ defmodule Sealkv.BaileysEx.Persistence do
     Sealkv.put(store, ns, key, :erlang.term_to_binary(state))
   end
 
+  def save_credentials(_, _), do: not_a_store()
+
   @doc "One key of the store given to `use_store/1`."
   @spec load_keys(atom(), term()) :: {:ok, term()} | {:error, term()}
   def load_keys(type, id) do
@@ -140,6 +146,8 @@ defmodule Sealkv.BaileysEx.Persistence do
     end
   end
 
+  def load_keys(_, _, _), do: not_a_store()
+
   @doc "Saves one key into the store given to `use_store/1`."
   @spec save_keys(atom(), term(), term()) :: :ok | {:error, term()}
   def save_keys(type, id, data) do
@@ -155,6 +163,8 @@ defmodule Sealkv.BaileysEx.Persistence do
     with {:ok, ns, key} <- name(type, id), do: Sealkv.set(store, [{ns, key, encode(data)}])
   end
 
+  def save_keys(_, _, _, _), do: not_a_store()
+
   @doc "Deletes one key from the store given to `use_store/1`."
   @spec delete_keys(atom(), term()) :: :ok | {:error, term()}
   def delete_keys(type, id) do
@@ -167,23 +177,18 @@ defmodule Sealkv.BaileysEx.Persistence do
     with {:ok, ns, key} <- name(type, id), do: Sealkv.set(store, [{ns, key, nil}])
   end
 
+  def delete_keys(_, _, _), do: not_a_store()
+
   @doc """
   Writes a `BaileysEx.Signal.Store` data set, `%{family => %{id => value | nil}}`
   (`nil` deletes), in one atomic, durable transaction.
   """
   @spec set_keys(context(), %{atom() => %{term() => term()}}) :: :ok | {:error, term()}
   def set_keys(%Sealkv{} = store, data) when is_map(data) do
-    changes =
-      for({type, entries} <- data, {id, value} <- entries, do: {type, id, value})
-      |> Enum.reduce_while({:ok, []}, fn {type, id, value}, {:ok, acc} ->
-        case name(type, id) do
-          {:ok, ns, key} -> {:cont, {:ok, [{ns, key, encode(value)} | acc]}}
-          {:error, _} = error -> {:halt, error}
-        end
-      end)
-
-    with {:ok, changes} <- changes, do: Sealkv.set(store, Enum.reverse(changes))
+    with {:ok, changes} <- changes_of(data), do: Sealkv.set(store, changes)
   end
+
+  def set_keys(_, _), do: not_a_store()
 
   @doc """
   The ids saved under each family (`:creds` excluded): `{:ok, %{family => [id]}}`, as
@@ -206,10 +211,37 @@ defmodule Sealkv.BaileysEx.Persistence do
     end
   end
 
+  def list_persisted_keys(_), do: not_a_store()
+
   defp family(ns) do
     String.to_existing_atom(ns)
   rescue
     ArgumentError -> ns
+  end
+
+  # A context that is not a store: an error, not a FunctionClauseError (whose report
+  # would show the credentials or keys given).
+  defp not_a_store,
+    do:
+      {:error,
+       Sealkv.Error.new(:invalid_argument, "the persistence context must be a %Sealkv{} store")}
+
+  defp changes_of(data) do
+    if Enum.all?(data, fn {_, entries} -> is_map(entries) end) do
+      for({type, entries} <- data, {id, value} <- entries, do: {type, id, value})
+      |> Enum.reduce_while({:ok, []}, fn {type, id, value}, {:ok, acc} ->
+        case name(type, id) do
+          {:ok, ns, key} -> {:cont, {:ok, [{ns, key, encode(value)} | acc]}}
+          {:error, _} = error -> {:halt, error}
+        end
+      end)
+      |> then(fn
+        {:ok, changes} -> {:ok, Enum.reverse(changes)}
+        error -> error
+      end)
+    else
+      {:error, Sealkv.Error.new(:invalid_argument, "a data set is %{family => %{id => value}}")}
+    end
   end
 
   defp encode(nil), do: nil
@@ -219,12 +251,38 @@ defmodule Sealkv.BaileysEx.Persistence do
     {:ok, :erlang.binary_to_term(bin, [:safe])}
   rescue
     ArgumentError ->
-      {:error,
-       Sealkv.Error.new(
-         :undecodable,
-         "a stored #{family} value does not decode as an Erlang term here (an atom this " <>
-           "VM does not know, or a damaged term); nothing was created"
-       )}
+      # In interactive mode (iex -S mix) modules load when first called, and with them
+      # the atoms of their structs' fields: load BaileysEx's and try once more.
+      if load_baileys_ex(),
+        do: decode_loaded(bin, family),
+        else: undecodable(family)
+  end
+
+  defp decode_loaded(bin, family) do
+    {:ok, :erlang.binary_to_term(bin, [:safe])}
+  rescue
+    ArgumentError -> undecodable(family)
+  end
+
+  # Whether loading BaileysEx's modules made anything new loaded.
+  defp load_baileys_ex do
+    case Application.spec(:baileys_ex, :modules) do
+      nil ->
+        false
+
+      modules ->
+        unloaded = Enum.reject(modules, &:erlang.module_loaded/1)
+        unloaded != [] and :code.ensure_modules_loaded(unloaded) == :ok
+    end
+  end
+
+  defp undecodable(family) do
+    {:error,
+     Sealkv.Error.new(
+       :undecodable,
+       "a stored #{family} value does not decode as an Erlang term here (an atom this " <>
+         "VM does not know, or a damaged term); nothing was created"
+     )}
   end
 
   # Ids are strings in BaileysEx; integers (pre-key ids) are accepted as their decimal

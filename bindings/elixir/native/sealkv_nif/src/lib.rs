@@ -294,6 +294,25 @@ pub struct StoreRes {
 #[rustler::resource_impl]
 impl Resource for StoreRes {}
 
+impl Drop for StoreRes {
+    /// The VM runs this on a normal scheduler when the collector frees the handle; a
+    /// store's last handle closes its file (and its engine's threads), so that is
+    /// done on a thread of its own.
+    fn drop(&mut self) {
+        let store = self
+            .store
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(store) = store {
+            // When no thread can be had, spawn drops the closure: closed here after all.
+            let _ = std::thread::Builder::new()
+                .name("sealkv-close".into())
+                .spawn(move || drop(store));
+        }
+    }
+}
+
 impl StoreRes {
     fn store(&self) -> NifResult<Store> {
         // A poisoned lock only means a thread panicked while closing.
@@ -315,9 +334,9 @@ fn store_of<'a>(term: Term<'a>) -> NifResult<ResourceArc<StoreRes>> {
         .map_err(|_| invalid("not a sealkv store handle"))
 }
 
-/// Opens the store at `path` (a file or a `postgres://` URL). `mode` is `:open`,
-/// `:create`, `:open_or_create` or `:read_only`. On a dirty CPU scheduler: opening a
-/// passphrase store derives its key with Argon2id.
+/// Opens the store at `path`. `mode` is `:open`, `:create`, `:open_or_create` or
+/// `:read_only`. On a dirty CPU scheduler: opening a passphrase store derives its key
+/// with Argon2id.
 #[rustler::nif(schedule = "DirtyCpu")]
 fn open<'a>(
     env: Env<'a>,
@@ -326,27 +345,47 @@ fn open<'a>(
     secret: Term<'a>,
     options: Term<'a>,
 ) -> Term<'a> {
-    reply(env, || {
-        let path = string_of(path, "the path")?;
-        let mode: Atom = mode.decode().map_err(|_| invalid("unknown open mode"))?;
-        let secret = secret_of(secret)?;
-        let opts = options_of(options)?;
-        let path = Path::new(&path);
-        let store = if mode == atoms::open() {
-            Store::open(path, secret, opts)
-        } else if mode == atoms::create() {
-            Store::create(path, secret, opts)
-        } else if mode == atoms::open_or_create() {
-            sealkv::open_or_create(path, secret, opts)
-        } else if mode == atoms::read_only() {
-            Store::open_read_only(path, secret, opts)
-        } else {
-            return Err(invalid("unknown open mode"));
-        }?;
-        Ok(ResourceArc::new(StoreRes {
-            store: RwLock::new(Some(store)),
-        }))
-    })
+    reply(env, || open_in(path, mode, secret, options))
+}
+
+/// [`open`] for a `postgres://` URL, on a dirty I/O scheduler: it waits on the network
+/// (and keeps trying while the server fails over) more than it derives keys.
+#[rustler::nif(schedule = "DirtyIo")]
+fn open_remote<'a>(
+    env: Env<'a>,
+    url: Term<'a>,
+    mode: Term<'a>,
+    secret: Term<'a>,
+    options: Term<'a>,
+) -> Term<'a> {
+    reply(env, || open_in(url, mode, secret, options))
+}
+
+fn open_in(
+    path: Term<'_>,
+    mode: Term<'_>,
+    secret: Term<'_>,
+    options: Term<'_>,
+) -> NifResult<ResourceArc<StoreRes>> {
+    let path = string_of(path, "the path")?;
+    let mode: Atom = mode.decode().map_err(|_| invalid("unknown open mode"))?;
+    let secret = secret_of(secret)?;
+    let opts = options_of(options)?;
+    let path = Path::new(&path);
+    let store = if mode == atoms::open() {
+        Store::open(path, secret, opts)
+    } else if mode == atoms::create() {
+        Store::create(path, secret, opts)
+    } else if mode == atoms::open_or_create() {
+        sealkv::open_or_create(path, secret, opts)
+    } else if mode == atoms::read_only() {
+        Store::open_read_only(path, secret, opts)
+    } else {
+        return Err(invalid("unknown open mode"));
+    }?;
+    Ok(ResourceArc::new(StoreRes {
+        store: RwLock::new(Some(store)),
+    }))
 }
 
 /// Values of `keys` in `namespace`, in the order asked, `nil` where absent.
@@ -403,6 +442,10 @@ fn batch_of(changes: Term<'_>) -> NifResult<Batch> {
         };
         let ns = string_of(ns, "the namespace")?;
         let key = string_of(key, "the key")?;
+        // Checked here, so that a transaction's bad write fails where it is made, not
+        // at its commit.
+        sealkv::check_name(&ns)?;
+        sealkv::check_name(&key)?;
         if value.decode::<Atom>().is_ok_and(|a| a == atoms::nil()) {
             batch.delete(&ns, &key);
             continue;
@@ -541,8 +584,10 @@ fn tx_of<'a>(term: Term<'a>) -> NifResult<ResourceArc<TxRes>> {
 /// process then receives `{:sealkv_tx, tag, :ok}` once the lock key is held (or
 /// `{:sealkv_tx, tag, {:error, {code, message}}}`). Waiting for the lock key happens on
 /// the transaction's own thread, never on a scheduler: Elixir processes queued on one
-/// key must not take the dirty schedulers its holder needs to finish.
-#[rustler::nif]
+/// key must not take the dirty schedulers its holder needs to finish. (The call itself
+/// runs on a dirty I/O scheduler: a named session's keys are derived under the
+/// keyring's lock, which a rotation holds across a commit.)
+#[rustler::nif(schedule = "DirtyIo")]
 fn tx_begin<'a>(
     env: Env<'a>,
     store: Term<'a>,
