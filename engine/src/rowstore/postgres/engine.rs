@@ -718,7 +718,8 @@ impl RowStore for PgRows {
              SELECT pg_current_xact_id()::text || '@' || {SERVER_LIFE} AS xid; \
              SAVEPOINT barrier; SELECT 1 FROM {} WHERE k = '\\x{}' FOR SHARE; \
              ROLLBACK TO SAVEPOINT barrier",
-            timeout.as_millis().clamp(1, i32::MAX as u128),
+            // Whole milliseconds, rounded up: never a shorter wait than asked.
+            timeout.as_micros().div_ceil(1000).clamp(1, i32::MAX as u128),
             self.names.locks,
             self.names.meta,
             hex(META_KEYRING.as_bytes()),
