@@ -12,8 +12,14 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// The master key comes from, first found: --key-file, SEALKV_MASTER_KEY (64 hex
 /// characters), --passphrase-file, SEALKV_PASSPHRASE, or a prompt on the terminal.
 /// Secrets are never taken as argument values.
+/// `sealkv --version`: the release, and the file formats it reads and writes.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (writes store format 2; opens formats 1 and 2, upgrading a format 1 store as it opens it)"
+);
+
 #[derive(Debug, Parser)]
-#[command(name = "sealkv", version, about, long_about = None)]
+#[command(name = "sealkv", version = VERSION, about, long_about = None)]
 pub struct Cli {
     #[command(flatten)]
     pub secret: SecretArgs,
@@ -250,6 +256,15 @@ pub enum Command {
         /// Store: a file path, or a postgres://user@host:port/db?store=NAME URL.
         db: PathBuf,
     },
+    /// Print a shell completion script (source it, or install it where your shell
+    /// looks: e.g. ~/.local/share/bash-completion/completions/sealkv).
+    Completions {
+        /// Shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `sealkv man > ~/.local/share/man/man1/sealkv.1`.
+    Man,
     /// Import JSON lines as written by export, all or nothing.
     Import {
         /// Store: a file path, or a postgres://user@host:port/db?store=NAME URL.

@@ -1,6 +1,8 @@
 //! One function per command, each a few library calls.
 
 use std::io::{IsTerminal, Read, Write};
+
+use clap::CommandFactory as _;
 use std::path::Path;
 
 use base64::Engine as _;
@@ -40,6 +42,16 @@ fn stdout_write(bytes: &[u8]) -> Result<(), Failure> {
 pub fn run(cli: Cli) -> Result<u8, Failure> {
     let s = &cli.secret;
     match cli.command {
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "sealkv", &mut out);
+            stdout_write(&out)?;
+        }
+        Command::Man => {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(Cli::command()).render(&mut out)?;
+            stdout_write(&out)?;
+        }
         Command::Init {
             db,
             cipher,

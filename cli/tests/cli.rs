@@ -746,3 +746,37 @@ fn health_is_a_healthcheck() {
         .code(2)
         .stderr(predicate::str::contains("cannot reach"));
 }
+
+/// `--version` names the store format this build writes (kept in step with the
+/// library's constant), and completions and the man page come from the same
+/// definitions as the parser: every command is in them.
+#[test]
+fn version_completions_and_man_page_describe_the_commands() {
+    let env = Env::new();
+    let version = env.run(&["--version"]).success();
+    let text = String::from_utf8(version.get_output().stdout.clone()).unwrap();
+    assert!(
+        text.contains(&format!("writes store format {}", sealkv::FORMAT_VERSION)),
+        "{text}"
+    );
+    for shell in ["bash", "zsh", "fish", "powershell"] {
+        let out = env.run(&["completions", shell]).success();
+        let script = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+        for command in ["init", "rotate", "verify", "import-baileys", "completions"] {
+            assert!(
+                script.contains(command),
+                "{shell} completions lack {command}"
+            );
+        }
+    }
+    env.run(&["completions", "tcsh"])
+        .failure()
+        .code(2)
+        .stderr(predicate::str::contains("invalid value"));
+    let man = env.run(&["man"]).success();
+    let page = String::from_utf8(man.get_output().stdout.clone()).unwrap();
+    assert!(page.contains(".TH sealkv 1"), "{page}");
+    for command in ["sealkv\\-rotate", "sealkv\\-verify", "PASSPHRASE"] {
+        assert!(page.contains(command), "the man page lacks {command}");
+    }
+}

@@ -112,6 +112,19 @@ pub enum Error {
         /// Values still sealed under it.
         values: u64,
     },
+    /// A typed value (the `sealkv` crate's `put_as`/`get_as`) could not be encoded, or
+    /// a stored value does not decode as the type asked. Nothing was written. The
+    /// reason never quotes the value.
+    Serde {
+        /// Namespace of the value.
+        namespace: String,
+        /// Key of the value.
+        key: String,
+        /// True when decoding a stored value failed; false when encoding one did.
+        decoding: bool,
+        /// What went wrong (the kind of error and where, never the data).
+        reason: String,
+    },
     /// A key operation the keyring refused (unknown id, primary key, budget spent).
     Key(CryptoError),
     /// An I/O error outside redb (backup, file checks).
@@ -208,6 +221,21 @@ impl fmt::Display for Error {
             Self::Key(e @ (CryptoError::KdfOverLimit { .. } | CryptoError::KdfParams { .. })) => {
                 write!(f, "{e}")
             }
+            Self::Serde {
+                namespace,
+                key,
+                decoding: true,
+                reason,
+            } => write!(
+                f,
+                "the value of {namespace}/{key} does not decode as the type asked ({reason})"
+            ),
+            Self::Serde {
+                namespace,
+                key,
+                decoding: false,
+                reason,
+            } => write!(f, "the value for {namespace}/{key} could not be encoded ({reason})"),
             Self::Key(e) => write!(f, "key operation refused: {e}"),
             Self::Io(e) => write!(f, "i/o error: {e}"),
             Self::Storage(e) => write!(f, "storage error: {e}"),
@@ -345,6 +373,17 @@ impl Error {
             Self::KeyInUse { key_id, values } => Self::KeyInUse {
                 key_id: *key_id,
                 values: *values,
+            },
+            Self::Serde {
+                namespace,
+                key,
+                decoding,
+                reason,
+            } => Self::Serde {
+                namespace: namespace.clone(),
+                key: key.clone(),
+                decoding: *decoding,
+                reason: reason.clone(),
             },
             Self::Key(e) => Self::Key(e.clone()),
             Self::Io(e) => Self::Io(std::io::Error::new(e.kind(), e.to_string())),

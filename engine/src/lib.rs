@@ -48,6 +48,8 @@ mod scope;
 mod session;
 mod store;
 mod txn;
+#[cfg(feature = "serde")]
+mod typed;
 
 pub use commit::Batch;
 pub use error::{Error, Result};

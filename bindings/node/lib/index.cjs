@@ -3,7 +3,38 @@
 // codes. Every store call goes to the native half (`native/`), which runs it on the
 // libuv thread pool.
 
-const native = require('../native/index.cjs')
+/** The package holding the native half for this platform (napi-rs's layout). */
+function nativePackage() {
+  const abi =
+    process.platform === 'linux'
+      ? process.report?.getReport?.().header?.glibcVersionRuntime
+        ? '-gnu'
+        : '-musl'
+      : process.platform === 'win32'
+        ? '-msvc'
+        : ''
+  return `@sealkv/binding-${process.platform}-${process.arch}${abi}`
+}
+
+let native
+try {
+  // In the repository: native/sealkv.<platform>.node from `npm run build`; installed:
+  // the platform package npm picked from optionalDependencies.
+  native = require('../native/index.cjs')
+} catch (cause) {
+  const err = new Error(
+    `sealkv has no native half for ${process.platform}-${process.arch}: the package ` +
+      `${nativePackage()} is missing or does not load. npm installs it as an optional ` +
+      `dependency of sealkv; it is absent when optional dependencies were left out ` +
+      `(--omit=optional, --no-optional) or when sealkv is not built for this platform ` +
+      `(built: linux-x64-gnu; see sealkv's README for the others). Reinstall with ` +
+      `optional dependencies, or build it from source (cargo, then npm run build in ` +
+      `bindings/node).`,
+    { cause },
+  )
+  err.code = 'SEALKV_NO_NATIVE'
+  throw err
+}
 
 /** Key families of Baileys' `SignalDataTypeMap`; each is a namespace of the store. */
 const FAMILIES = Object.freeze([

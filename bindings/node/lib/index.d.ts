@@ -33,6 +33,8 @@ export type SealkvErrorCode =
   | 'SEALKV_SERIALIZE'
   | 'SEALKV_BAD_VALUE'
   | 'SEALKV_NO_BAILEYS'
+  /** Thrown by `require`/`import` itself: the platform's native package is missing (the message names it). */
+  | 'SEALKV_NO_NATIVE'
   | 'SEALKV_ERROR'
 
 /** An error from sealkv. Messages never contain keys, passphrases or values. */

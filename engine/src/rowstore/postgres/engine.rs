@@ -719,7 +719,10 @@ impl RowStore for PgRows {
              SAVEPOINT barrier; SELECT 1 FROM {} WHERE k = '\\x{}' FOR SHARE; \
              ROLLBACK TO SAVEPOINT barrier",
             // Whole milliseconds, rounded up: never a shorter wait than asked.
-            timeout.as_micros().div_ceil(1000).clamp(1, i32::MAX as u128),
+            timeout
+                .as_micros()
+                .div_ceil(1000)
+                .clamp(1, i32::MAX as u128),
             self.names.locks,
             self.names.meta,
             hex(META_KEYRING.as_bytes()),
