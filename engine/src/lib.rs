@@ -54,7 +54,7 @@ mod typed;
 pub use commit::Batch;
 pub use error::{Error, Result};
 pub use expiry::EXPIRY_BUCKET_SECS;
-pub use health::{Health, LastCommit};
+pub use health::{Health, LOCK_HELD_TOO_LONG, LastCommit};
 pub use maintenance::{NamespaceStats, Stats};
 pub use meta::FORMAT_VERSION;
 pub use options::{Clock, Concurrency, Options, Secret, system_clock};

@@ -6,14 +6,14 @@
 //!
 //! | table          | key                                | value                  |
 //! |----------------|------------------------------------|------------------------|
-//! | [`Table::Data`]   | namespace tag ‖ key tag (32 bytes) | sealed envelope        |
-//! | [`Table::Meta`]   | record name (UTF-8)                | record bytes           |
-//! | [`Table::Expiry`] | bucket end ‖ row key (40 bytes)    | empty                  |
+//! | `Table::Data`   | namespace tag ‖ key tag (32 bytes) | sealed envelope        |
+//! | `Table::Meta`   | record name (UTF-8)                | record bytes           |
+//! | `Table::Expiry` | bucket end ‖ row key (40 bytes)    | empty                  |
 //!
-//! A [`RowStore`] gives read views ([`RowRead`]: a row by key, a key range in order,
-//! a count) and durable, atomic write transactions ([`RowWrite`]: puts, deletes and
+//! A `RowStore` gives read views (`RowRead`: a row by key, a key range in order,
+//! a count) and durable, atomic write transactions (`RowWrite`: puts, deletes and
 //! range deletes across the three tables, committed together), and holds lock keys
-//! across processes ([`RowStore::lock`]). Two implement it:
+//! across processes (`RowStore::lock`). Two implement it:
 //!
 //! - [`file`]: one redb file (the embedded default; its file format is the one
 //!   `docs/FORMAT.md` describes, unchanged by this seam);
