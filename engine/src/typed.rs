@@ -59,6 +59,17 @@ fn decode<T: DeserializeOwned>(namespace: &str, key: &str, bytes: &[u8]) -> Resu
     })
 }
 
+/// The value found (if any), decoded.
+fn decode_found<T: DeserializeOwned>(
+    namespace: &str,
+    key: &str,
+    found: Option<crate::store::Value>,
+) -> Result<Option<T>> {
+    found
+        .map(|bytes| decode(namespace, key, &bytes))
+        .transpose()
+}
+
 impl Store {
     /// Stores `value` (MessagePack) under `namespace` and `key`, in one durable commit (see
     /// [`Store::put`]).
@@ -74,9 +85,7 @@ impl Store {
     /// The value under `namespace` and `key`, decoded as a `T`; `None` when
     /// absent.
     pub fn get_as<T: DeserializeOwned>(&self, namespace: &str, key: &str) -> Result<Option<T>> {
-        self.get_one(namespace, key)?
-            .map(|bytes| decode(namespace, key, &bytes))
-            .transpose()
+        decode_found(namespace, key, self.get_one(namespace, key)?)
     }
 }
 
@@ -93,9 +102,7 @@ impl Session {
 
     /// [`Store::get_as`] in this session.
     pub fn get_as<T: DeserializeOwned>(&self, namespace: &str, key: &str) -> Result<Option<T>> {
-        self.get_one(namespace, key)?
-            .map(|bytes| decode(namespace, key, &bytes))
-            .transpose()
+        decode_found(namespace, key, self.get_one(namespace, key)?)
     }
 }
 
@@ -129,9 +136,6 @@ impl Tx<'_> {
     /// Reads a value as a `T`, seeing this transaction's own writes first (see
     /// [`Tx::get`]).
     pub fn get_as<T: DeserializeOwned>(&self, namespace: &str, key: &str) -> Result<Option<T>> {
-        self.get(namespace, &[key])?
-            .remove(key)
-            .map(|bytes| decode(namespace, key, &bytes))
-            .transpose()
+        decode_found(namespace, key, self.get(namespace, &[key])?.remove(key))
     }
 }

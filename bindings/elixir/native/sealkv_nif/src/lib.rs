@@ -564,14 +564,18 @@ impl Resource for TxRes {}
 impl TxRes {
     fn send(&self, op: TxOp) -> NifResult<()> {
         let ops = self.ops.lock().unwrap_or_else(|e| e.into_inner());
-        let ended = || Failure {
-            code: atoms::closed(),
-            message: "the transaction has ended".into(),
-        };
         ops.as_ref()
             .ok_or_else(ended)?
             .send(op)
             .map_err(|_| ended())
+    }
+}
+
+/// A call on a transaction that has committed, been aborted, or lost its thread.
+fn ended() -> Failure {
+    Failure {
+        code: atoms::closed(),
+        message: "the transaction has ended".into(),
     }
 }
 
@@ -706,10 +710,7 @@ fn tx_get<'a>(env: Env<'a>, tx: Term<'a>, namespace: Term<'a>, keys: Term<'a>) -
             keys,
             reply,
         })?;
-        answer.recv().map_err(|_| Failure {
-            code: atoms::closed(),
-            message: "the transaction has ended".into(),
-        })?
+        answer.recv().map_err(|_| ended())?
     });
     encode_result(env, found.map(|values| values_term(env, &values)))
 }
@@ -731,10 +732,7 @@ fn tx_commit<'a>(env: Env<'a>, tx: Term<'a>) -> Term<'a> {
         let tx = tx_of(tx)?;
         let (reply, answer) = channel();
         tx.send(TxOp::Commit(reply))?;
-        let result = answer.recv().map_err(|_| Failure {
-            code: atoms::closed(),
-            message: "the transaction has ended".into(),
-        })?;
+        let result = answer.recv().map_err(|_| ended())?;
         // Ended: later calls on this handle are refused.
         tx.ops.lock().unwrap_or_else(|e| e.into_inner()).take();
         result.map(|()| atoms::ok())
