@@ -132,22 +132,29 @@ fn a_value_of_another_shape_is_an_error_naming_it_not_a_panic() {
         .put("creds", "creds", b"secret-looking plain bytes".to_vec())
         .unwrap();
     store.put_as("counters", "n", &"not a number").unwrap();
+    // Plain text whose first byte is a MessagePack number ('4' is 52): refused whole.
+    store
+        .put("counters", "plain", b"42 apples".to_vec())
+        .unwrap();
 
     for err in [
         store.get_as::<Creds>("creds", "creds").unwrap_err(),
         store.get_as::<u64>("counters", "n").unwrap_err(),
+        store.get_as::<u32>("counters", "plain").unwrap_err(),
     ] {
         let Error::Serde { decoding: true, .. } = &err else {
             panic!("{err:?}");
         };
         let text = err.to_string();
         assert!(
-            text.contains("creds/creds") || text.contains("counters/n"),
+            text.contains("creds/creds") || text.contains("counters/"),
             "{text}"
         );
         // The data itself is never quoted.
         assert!(
-            !text.contains("secret-looking") && !text.contains("not a number"),
+            !text.contains("secret-looking")
+                && !text.contains("not a number")
+                && !text.contains("apples"),
             "{text}"
         );
     }

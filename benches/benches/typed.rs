@@ -1,4 +1,5 @@
-//! Typed values: the encoding `put_as`/`get_as` use (JSON) against postcard, on a
+//! Typed values: the encoding `put_as`/`get_as` use (MessagePack with field names)
+//! against JSON and postcard, on a
 //! creds-shaped struct: encode and decode time, and the bytes stored (raw and after
 //! snappy, which the store applies), then `get_as` against a plain `get_one` on a store.
 //!

@@ -4,6 +4,12 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// `sealkv --version`: the release, and the file formats it reads and writes.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (writes store format 2; opens formats 1 and 2, upgrading a format 1 store as it opens it)"
+);
+
 /// sealkv: an encrypted embedded key-value store in one file.
 ///
 /// Wherever a store path is asked for, a PostgreSQL URL names a store on a server:
@@ -12,14 +18,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// The master key comes from, first found: --key-file, SEALKV_MASTER_KEY (64 hex
 /// characters), --passphrase-file, SEALKV_PASSPHRASE, or a prompt on the terminal.
 /// Secrets are never taken as argument values.
-/// `sealkv --version`: the release, and the file formats it reads and writes.
-const VERSION: &str = concat!(
-    env!("CARGO_PKG_VERSION"),
-    " (writes store format 2; opens formats 1 and 2, upgrading a format 1 store as it opens it)"
-);
 
 #[derive(Debug, Parser)]
-#[command(name = "sealkv", version = VERSION, about, long_about = None)]
+#[command(name = "sealkv", version = VERSION, about)]
 pub struct Cli {
     #[command(flatten)]
     pub secret: SecretArgs,
