@@ -111,3 +111,41 @@ fn the_bindings_write_no_unsafe_code() {
         }
     }
 }
+
+/// The row stores sit below the seam: nothing in `engine/src/rowstore/` may reach up
+/// into the store, its commits, transactions, sessions or reads (issue 26's layering;
+/// the lock guards and private-file creation live below it, in `guards.rs` and
+/// `rowstore/file.rs`).
+#[test]
+fn the_row_stores_import_nothing_from_the_layers_above_them() {
+    fn sources(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).expect("readable directory") {
+            let path = entry.expect("readable entry").path();
+            if path.is_dir() {
+                sources(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("engine/src/rowstore");
+    let mut files = Vec::new();
+    sources(&root, &mut files);
+    assert!(files.len() >= 5, "{files:?}");
+    for path in files {
+        let text = std::fs::read_to_string(&path).expect("readable source");
+        for above in [
+            "crate::store",
+            "crate::commit",
+            "crate::txn",
+            "crate::session",
+            "crate::read::",
+        ] {
+            assert!(
+                !text.contains(above),
+                "{} uses {above}: the row stores must not depend on the layers above them",
+                path.display()
+            );
+        }
+    }
+}

@@ -22,14 +22,16 @@ use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
 use crate::expiry::{AUTO_SWEEP_PER_COMMIT, expires_at, index_key};
+use crate::guards::{lock, read_lock};
 use crate::meta::{META_KEYRING, seal_keyring_into};
 use crate::observe;
 use crate::options::Concurrency;
 use crate::outcome::{Commits, Outcome, TOKEN_BYTES, Token, WRITER_BYTES};
 use crate::rows::{check_name, encode_plain, ns_has_rows, row_key, split_row};
+use crate::rowstore::backoff::Backoff;
 use crate::rowstore::{RowWrite, Table};
 use crate::scope::{Scope, sessions_catalog_tag};
-use crate::store::{Store, lock, read_lock};
+use crate::store::Store;
 
 /// Whether a write transaction also writes the keyring record. Every write path goes
 /// through [`Store::write_with_keyring`], the one place that persists the keyring.
@@ -578,7 +580,7 @@ impl Store {
         let rewrite_own = self.rows().poison_on_failure();
         // On a server, transient failures (a failover under way) are retried with
         // backoff until this deadline, after the first `attempts`.
-        let mut backoff = Backoff::new(self);
+        let mut backoff = self.backoff();
         let mut attempt = 0;
         let started = std::time::Instant::now();
         // Time the last attempt spent writing its rows, before the commit proper.
@@ -708,7 +710,7 @@ impl Store {
     /// Runs a read (or a lock key's take) again while it fails transiently on a server
     /// that may be failing over, with backoff, for at most `Options::failover_timeout`.
     pub(crate) fn riding<T>(&self, mut f: impl FnMut() -> Result<T>) -> Result<T> {
-        let mut backoff = Backoff::new(self);
+        let mut backoff = self.backoff();
         loop {
             match f() {
                 Err(e) if backoff.again(&e) => {}
@@ -733,78 +735,14 @@ impl Store {
     }
 }
 
-/// Waits between tries while a server fails over: 50 ms, doubling up to 1 s, until
-/// `Options::failover_timeout` has passed since the first failure (not since the call
-/// began: a call whose first try waited out a dead host's TCP timeout still gets the
-/// whole window to find the new primary).
-pub(crate) struct Backoff {
-    window: Option<std::time::Duration>,
-    deadline: Option<std::time::Instant>,
-    delay: std::time::Duration,
-    /// When the first wait began (for the failover metrics, recorded on drop).
-    waiting_since: Option<std::time::Instant>,
-    /// The deadline passed while the failure was still one that may pass.
-    gave_up: bool,
-}
-
-impl Backoff {
-    fn new(store: &Store) -> Self {
-        Self::within(
-            store
-                .rows()
+impl Store {
+    /// How this store's calls wait between tries while its server fails over.
+    pub(crate) fn backoff(&self) -> Backoff {
+        Backoff::within(
+            self.rows()
                 .rides_failover()
-                .then_some(store.inner.opts.failover_timeout),
+                .then_some(self.inner.opts.failover_timeout),
         )
-    }
-
-    /// Tries for `window` from the first failure (`None`: no second try).
-    pub(crate) fn within(window: Option<std::time::Duration>) -> Self {
-        Self {
-            window,
-            deadline: None,
-            delay: std::time::Duration::from_millis(50),
-            waiting_since: None,
-            gave_up: false,
-        }
-    }
-
-    /// After the failure `e`: sleeps and says true when another try is worth it.
-    pub(crate) fn again(&mut self, e: &Error) -> bool {
-        let Some(window) = self.window else {
-            return false;
-        };
-        let now = std::time::Instant::now();
-        if !e.is_transient_server() {
-            return false;
-        }
-        let deadline = *self.deadline.get_or_insert(now + window);
-        if now >= deadline {
-            self.gave_up = true;
-            return false;
-        }
-        if self.waiting_since.is_none() {
-            self.waiting_since = Some(now);
-            tracing::info!(target: "sealkv::failover", "the server is unreachable or read-only; trying again");
-        }
-        std::thread::sleep(self.delay.min(deadline - now));
-        self.delay = (self.delay * 2).min(std::time::Duration::from_secs(1));
-        true
-    }
-}
-
-impl Drop for Backoff {
-    fn drop(&mut self) {
-        if let Some(since) = self.waiting_since {
-            let outcome = if self.gave_up { "gave_up" } else { "recovered" };
-            observe::seconds(observe::FAILOVER_WAIT, since.elapsed());
-            observe::count_by(observe::FAILOVER_WAITS, "outcome", outcome, 1);
-            tracing::info!(
-                target: "sealkv::failover",
-                outcome,
-                millis = since.elapsed().as_millis() as u64,
-                "waited for the server"
-            );
-        }
     }
 }
 

@@ -3,10 +3,11 @@
 
 use std::time::Duration;
 
+use crate::guards::lock;
 use crate::meta::META_KEYRING;
 use crate::rotate::META_CURSOR;
 use crate::rowstore::Table;
-use crate::store::{Store, lock};
+use crate::store::Store;
 
 /// How long a lock key may be held before [`Store::health`] reports it.
 pub const LOCK_HELD_TOO_LONG: Duration = Duration::from_secs(60);

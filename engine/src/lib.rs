@@ -34,6 +34,7 @@ mod error;
 mod expiry;
 #[cfg(feature = "test-internals")]
 mod fuzz;
+mod guards;
 mod health;
 mod maintenance;
 mod meta;

@@ -8,14 +8,16 @@ use std::path::Path;
 use sealkv_crypto::Header;
 
 use crate::error::{Error, Result};
+use crate::guards::read_lock;
 use crate::meta::{META_MODE, encode_mode, open_keyring, read_meta, seal_keyring_into};
 use crate::options::Concurrency;
 use crate::read::RowKind;
 use crate::rows::{Row, hex_tag, split_row};
 use crate::rowstore::file::FileRows;
+use crate::rowstore::file::PRIVATE_MODE;
 use crate::rowstore::postgres::PgRows;
 use crate::rowstore::{Location, Table, copy_rows};
-use crate::store::{PRIVATE_MODE, Store, read_lock};
+use crate::store::Store;
 
 impl Store {
     /// Opens every value and reports each one that fails, without stopping at the first.
@@ -31,7 +33,7 @@ impl Store {
             return Ok(());
         }
         let current = crate::meta::meta_record(&*self.rows().view()?, crate::meta::META_KEYRING)?;
-        if current.as_deref() != Some(crate::store::lock(&self.inner.keyring_seen).as_slice()) {
+        if current.as_deref() != Some(crate::guards::lock(&self.inner.keyring_seen).as_slice()) {
             self.reload_keyring()?;
         }
         Ok(())

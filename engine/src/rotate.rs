@@ -14,11 +14,12 @@ use sealkv_crypto::{Context, Header, KeyState, Keyring, envelope, wrap_store_key
 
 use crate::commit::KeyringWrite;
 use crate::error::{Error, Result};
+use crate::guards::{read_lock, write_lock};
 use crate::meta::{Kdf, META_KDF, META_STORE_KEY};
 use crate::options::Secret;
 use crate::rows::{MAX_NAME_LEN, split_row};
 use crate::rowstore::{RowWrite, Table};
-use crate::store::{Store, read_lock, write_lock};
+use crate::store::Store;
 
 pub(crate) const META_CURSOR: &str = "reencrypt_cursor";
 

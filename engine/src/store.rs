@@ -11,13 +11,14 @@ use zeroize::Zeroizing;
 
 use crate::commit::{KeyringWrite, Queue};
 use crate::error::{Error, Result};
+use crate::guards::{lock, read_lock, write_lock};
 use crate::meta::{
     FORMAT_VERSION, Kdf, META_DB_ID, META_FORMAT, META_KDF, META_MODE, META_SETTINGS,
     META_STORE_KEY, Meta, encode_mode, encode_settings, open_keyring, read_meta, seal_keyring_into,
 };
 use crate::options::{Concurrency, Options, Secret};
-use crate::rowstore::file::FileRows;
 use crate::rowstore::file::handle::{Handle, PANIC_PREFIX, contain, map_open_error, precheck};
+use crate::rowstore::file::{FileRows, PRIVATE_MODE, create_private_file};
 use crate::rowstore::postgres::{PgRows, PgUrl};
 use crate::rowstore::{Location, RowStore, RowWrite, Table};
 use crate::scope::Scope;
@@ -449,39 +450,6 @@ impl Store {
     /// True once a commit failed for good: writes are refused until the store is reopened.
     pub fn is_poisoned(&self) -> bool {
         self.inner.poisoned.load(Ordering::Acquire)
-    }
-}
-
-pub(crate) fn read_lock<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
-    // A panic while holding one of our locks cannot leave the data half-updated (every
-    // update is a single assignment), so a poisoned lock is still safe to use.
-    l.read().unwrap_or_else(|p| p.into_inner())
-}
-
-pub(crate) fn write_lock<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    l.write().unwrap_or_else(|p| p.into_inner())
-}
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Mode of the files sealkv creates: the owner's only.
-pub(crate) const PRIVATE_MODE: u32 = 0o600;
-
-/// Creates `path` as a new empty file with `mode` (on Unix; elsewhere the platform's
-/// default). Returns false, creating nothing, when the file exists already.
-pub(crate) fn create_private_file(path: &Path, mode: u32) -> Result<bool> {
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
-    #[cfg(not(unix))]
-    let _ = mode;
-    match options.open(path) {
-        Ok(_) => Ok(true),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-        Err(e) => Err(e.into()),
     }
 }
 

@@ -21,8 +21,9 @@ use std::sync::{Condvar, Mutex};
 
 use crate::commit::Batch;
 use crate::error::{Error, Result};
+use crate::guards::lock;
 use crate::scope::Scope;
-use crate::store::{Store, Value, lock};
+use crate::store::{Store, Value};
 
 /// Exclusive locks by name.
 #[derive(Default)]

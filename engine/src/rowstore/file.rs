@@ -23,8 +23,8 @@ use self::handle::{Handle, Snapshot, map_open_error};
 use self::locks::FileLocks;
 use super::{Found, LockGuard, Range, RowRead, RowStore, RowWrite, Table, View, Visit};
 use crate::error::{Error, Result};
+use crate::guards::{read_lock, write_lock};
 use crate::options::{Concurrency, Options};
-use crate::store::{read_lock, write_lock};
 
 /// The key of a data row: namespace tag then key tag. `&[u8; 32]` compares with one
 /// `memcmp` and reads without copying; redb gives it the same type name as
@@ -138,7 +138,7 @@ impl FileRows {
     /// Writes `rows` (a store's three tables) into a new redb file at `dest`, created
     /// with `mode`; on failure no file is left behind.
     pub(crate) fn write_new(dest: &Path, mode: u32, rows: &dyn RowRead) -> Result<()> {
-        if !crate::store::create_private_file(dest, mode)? {
+        if !create_private_file(dest, mode)? {
             return Err(Error::AlreadyExists(dest.to_path_buf()));
         }
         let result = (|| -> Result<()> {
@@ -582,7 +582,7 @@ fn file_mode(path: &Path) -> Result<u32> {
     #[cfg(not(unix))]
     {
         let _ = path;
-        Ok(crate::store::PRIVATE_MODE)
+        Ok(PRIVATE_MODE)
     }
 }
 
@@ -596,5 +596,24 @@ fn sync_dir(path: &Path) -> std::io::Result<()> {
     match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => fs::File::open(dir)?.sync_all(),
         _ => fs::File::open(".")?.sync_all(),
+    }
+}
+
+/// Mode of the files sealkv creates: the owner's only.
+pub(crate) const PRIVATE_MODE: u32 = 0o600;
+
+/// Creates `path` as a new empty file with `mode` (on Unix; elsewhere the platform's
+/// default). Returns false, creating nothing, when the file exists already.
+pub(crate) fn create_private_file(path: &Path, mode: u32) -> Result<bool> {
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
+    #[cfg(not(unix))]
+    let _ = mode;
+    match options.open(path) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e.into()),
     }
 }

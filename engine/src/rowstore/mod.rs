@@ -29,6 +29,7 @@ use std::time::Duration;
 
 use crate::error::Result;
 
+pub(crate) mod backoff;
 pub(crate) mod file;
 pub mod postgres;
 

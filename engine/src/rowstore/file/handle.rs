@@ -10,7 +10,7 @@ use redb::{Database, ReadableDatabase};
 
 use super::{DataTable, ExpiryTable, MetaTable};
 use crate::error::{Error, Result};
-use crate::store::{read_lock, write_lock};
+use crate::guards::{read_lock, write_lock};
 
 pub(crate) const REDB_MAGIC: &[u8] = b"redb";
 

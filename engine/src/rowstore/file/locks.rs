@@ -21,7 +21,7 @@ use redb::backends::FileBackend;
 use sealkv_crypto::NameKey;
 
 use crate::error::{Error, Result};
-use crate::store::lock;
+use crate::guards::lock;
 
 /// Where lock bytes start: 2^62 + 2^40, well past redb's.
 const AREA: u64 = (1 << 62) + (1 << 40);
@@ -65,7 +65,7 @@ impl FileLocks {
                 "a transaction holds a lock key; compact when it has ended",
             )));
         }
-        *crate::store::write_lock(&self.backend) = Self::open_backend(path)?;
+        *crate::guards::write_lock(&self.backend) = Self::open_backend(path)?;
         Ok(())
     }
 
@@ -107,7 +107,7 @@ impl FileLocks {
                     });
                 }
                 let (start, end) = Self::range(offset);
-                let taken = crate::store::read_lock(&self.backend)
+                let taken = crate::guards::read_lock(&self.backend)
                     .try_lock_range(start, end)
                     .map_err(|e| Error::Io(std::io::Error::other(e)))?;
                 if taken {
@@ -146,7 +146,7 @@ impl Drop for FileLockGuard<'_> {
             let (start, end) = FileLocks::range(self.offset);
             // Unlocking a range this handle holds fails only if the handle is gone;
             // closing it releases the lock as well.
-            let _ = crate::store::read_lock(&self.locks.backend).unlock_range(start, end);
+            let _ = crate::guards::read_lock(&self.locks.backend).unlock_range(start, end);
         }
     }
 }

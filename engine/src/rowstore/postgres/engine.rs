@@ -16,11 +16,11 @@ use sealkv_crypto::NameKey;
 
 use super::PgUrl;
 use crate::error::{Error, Result};
+use crate::guards::lock;
 use crate::meta::META_KEYRING;
 use crate::options::Options;
 use crate::outcome::META_COMMITS;
 use crate::rowstore::{Found, LockGuard, Range, RowRead, RowStore, RowWrite, Table, View, Visit};
-use crate::store::lock;
 
 type Manager = PostgresConnectionManager<NoTls>;
 
@@ -386,7 +386,7 @@ impl PgRows {
         // A URL of several hosts is a replicated server: opening rides a failover like
         // every other call. With one host, an unreachable server is an error at once
         // (more likely a wrong address than a failover).
-        let mut backoff = crate::commit::Backoff::within(
+        let mut backoff = crate::rowstore::backoff::Backoff::within(
             (config.get_hosts().len() > 1).then_some(opts.failover_timeout),
         );
         loop {
