@@ -264,8 +264,13 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff), e.g. `sealkv man > ~/.local/share/man/man1/sealkv.1`.
-    Man,
+    /// Print the man page (roff), e.g. `sealkv man > ~/.local/share/man/man1/sealkv.1`;
+    /// with --dir, write it and one page per command (sealkv-put.1, …) there.
+    Man {
+        /// Folder to write sealkv.1 and sealkv-COMMAND.1 into.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Import JSON lines as written by export, all or nothing.
     Import {
         /// Store: a file path, or a postgres://user@host:port/db?store=NAME URL.

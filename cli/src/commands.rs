@@ -47,10 +47,25 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
             clap_complete::generate(shell, &mut Cli::command(), "sealkv", &mut out);
             stdout_write(&out)?;
         }
-        Command::Man => {
+        Command::Man { dir: None } => {
             let mut out = Vec::new();
             clap_mangen::Man::new(Cli::command()).render(&mut out)?;
             stdout_write(&out)?;
+        }
+        Command::Man { dir: Some(dir) } => {
+            let command = Cli::command();
+            let mut pages = vec![("sealkv".to_string(), command.clone())];
+            for sub in command.get_subcommands() {
+                let name = format!("sealkv-{}", sub.get_name());
+                let version = command.get_version().unwrap_or_default().to_string();
+                pages.push((name.clone(), sub.clone().name(name).version(version)));
+            }
+            for (name, page) in pages {
+                let mut out = Vec::new();
+                clap_mangen::Man::new(page).render(&mut out)?;
+                std::fs::write(dir.join(format!("{name}.1")), out)?;
+            }
+            eprintln!("wrote the man pages into {}", dir.display());
         }
         Command::Init {
             db,

@@ -779,4 +779,15 @@ fn version_completions_and_man_page_describe_the_commands() {
     for command in ["sealkv\\-rotate", "sealkv\\-verify", "PASSPHRASE"] {
         assert!(page.contains(command), "the man page lacks {command}");
     }
+    // One page per command, with its options.
+    let dir = env.path("man");
+    std::fs::create_dir(&dir).unwrap();
+    env.run(&["man", "--dir", s(&dir)]).success();
+    let put = std::fs::read_to_string(dir.join("sealkv-put.1")).unwrap();
+    assert!(
+        put.contains(".TH sealkv-put 1") && put.contains("\\-\\-ttl"),
+        "{put}"
+    );
+    let pages = std::fs::read_dir(&dir).unwrap().count();
+    assert!(pages > 20, "{pages} pages");
 }
