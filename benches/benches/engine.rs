@@ -238,11 +238,76 @@ fn raw_batch_ceiling(c: &mut Criterion) {
     g.finish();
 }
 
+/// A bot's pre-key upload: 812 new 75-byte rows in one durable commit (fresh ids each
+/// time, into a store of 10,000 rows), through sealkv, and raw redb inserting 812
+/// random 32-byte keys (as sealkv's row keys are) in arrival order and sorted.
+fn prekey_batch(c: &mut Criterion) {
+    const KEYED: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("keyed");
+    const ROWS: usize = 812;
+    let dir = tempfile::tempdir().expect("dir");
+    let store = sealkv_store(dir.path(), "b.sealkv", one_process());
+    let value = auth_like_value(75, 4);
+    let mut g = c.benchmark_group("prekey-batch-812");
+    g.sample_size(20).measurement_time(Duration::from_secs(8));
+    let mut round = 0usize;
+    g.bench_function("sealkv", |b| {
+        b.iter(|| {
+            round += 1;
+            let mut batch = sealkv_engine::Batch::new();
+            for i in 0..ROWS {
+                batch.put("pre-key", &format!("{round}-{i}"), value.clone());
+            }
+            store.set(&batch).expect("set");
+        })
+    });
+    let db = redb::Database::create(dir.path().join("raw.redb")).expect("raw");
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut random_key = move || {
+        let mut k = [0u8; 32];
+        for chunk in k.chunks_mut(8) {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            chunk.copy_from_slice(&state.to_le_bytes());
+        }
+        k
+    };
+    let fill_txn = db.begin_write().expect("w");
+    {
+        let mut t = fill_txn.open_table(KEYED).expect("t");
+        for _ in 0..N {
+            t.insert(&random_key(), value.as_slice()).expect("i");
+        }
+    }
+    fill_txn.commit().expect("c");
+    for sorted in [false, true] {
+        let name = if sorted { "raw-redb-sorted" } else { "raw-redb-arrival-order" };
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let mut keys: Vec<[u8; 32]> = (0..ROWS).map(|_| random_key()).collect();
+                if sorted {
+                    keys.sort_unstable();
+                }
+                let txn = db.begin_write().expect("w");
+                {
+                    let mut t = txn.open_table(KEYED).expect("t");
+                    for k in &keys {
+                        t.insert(k, value.as_slice()).expect("i");
+                    }
+                }
+                txn.commit().expect("c");
+            })
+        });
+    }
+    g.finish();
+}
+
 criterion_group!(
     benches,
     point_get,
     durable_set,
     group_commit,
-    raw_batch_ceiling
+    raw_batch_ceiling,
+    prekey_batch
 );
 criterion_main!(benches);
