@@ -281,7 +281,11 @@ fn prekey_batch(c: &mut Criterion) {
     }
     fill_txn.commit().expect("c");
     for sorted in [false, true] {
-        let name = if sorted { "raw-redb-sorted" } else { "raw-redb-arrival-order" };
+        let name = if sorted {
+            "raw-redb-sorted"
+        } else {
+            "raw-redb-arrival-order"
+        };
         g.bench_function(name, |b| {
             b.iter(|| {
                 let mut keys: Vec<[u8; 32]> = (0..ROWS).map(|_| random_key()).collect();
