@@ -30,6 +30,8 @@
 //! ```
 
 pub mod auth;
+#[cfg(feature = "keychain")]
+pub mod keychain;
 mod open;
 
 pub use open::open_or_create;

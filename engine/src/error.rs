@@ -125,6 +125,14 @@ pub enum Error {
         /// What went wrong (the kind of error and where, never the data).
         reason: String,
     },
+    /// The OS credential store (the `sealkv` crate's `keychain` feature) could not give
+    /// or keep a key: none reachable, locked, or no entry. Never a silent fallback.
+    Keychain {
+        /// What failed (service and account named; never a secret).
+        what: String,
+        /// What to do.
+        hint: &'static str,
+    },
     /// A key operation the keyring refused (unknown id, primary key, budget spent).
     Key(CryptoError),
     /// An I/O error outside redb (backup, file checks).
@@ -236,6 +244,7 @@ impl fmt::Display for Error {
                 decoding: false,
                 reason,
             } => write!(f, "the value for {namespace}/{key} could not be encoded ({reason})"),
+            Self::Keychain { what, hint } => write!(f, "keychain: {what} ({hint})"),
             Self::Key(e) => write!(f, "key operation refused: {e}"),
             Self::Io(e) => write!(f, "i/o error: {e}"),
             Self::Storage(e) => write!(f, "storage error: {e}"),
@@ -384,6 +393,10 @@ impl Error {
                 key: key.clone(),
                 decoding: *decoding,
                 reason: reason.clone(),
+            },
+            Self::Keychain { what, hint } => Self::Keychain {
+                what: what.clone(),
+                hint,
             },
             Self::Key(e) => Self::Key(e.clone()),
             Self::Io(e) => Self::Io(std::io::Error::new(e.kind(), e.to_string())),
