@@ -1,0 +1,63 @@
+//! Opening a store through the OS keychain, against a passphrase (Argon2id at its
+//! default cost) and a raw key, in one run: the keychain's lookup is the whole price of
+//! not asking the user.
+//!
+//! Needs a Secret Service; on a machine without a desktop session:
+//!
+//! ```sh
+//! HOME=$(mktemp -d) CARGO_HOME=~/.cargo RUSTUP_HOME=~/.rustup dbus-run-session -- bash -c \
+//!   'printf pw | gnome-keyring-daemon --unlock --components=secrets >/dev/null;
+//!    cargo bench -p sealkv-benches --bench keychain'
+//! ```
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use sealkv::keychain::Keychain;
+use sealkv::{MasterKey, Options, Passphrase, Store};
+
+fn open(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("dir");
+    let keyed = dir.path().join("keyed.sealkv");
+    let key = MasterKey::generate().expect("os random");
+    drop(Store::create(&keyed, key.clone(), Options::default()).expect("create"));
+    let service = format!("sealkv-bench-{}", std::process::id());
+    let keychain = Keychain::new(&service).expect("a Secret Service (see the header)");
+    keychain.store_key("bench", &key).expect("store");
+    let phrased = dir.path().join("phrased.sealkv");
+    drop(
+        Store::create(
+            &phrased,
+            Passphrase::new("correct horse battery"),
+            Options::default(),
+        )
+        .expect("create"),
+    );
+
+    let mut g = c.benchmark_group("open");
+    g.sample_size(20);
+    g.bench_function("keychain", |b| {
+        b.iter(|| {
+            let key = Keychain::new(&service)
+                .and_then(|k| k.load_key("bench"))
+                .expect("load");
+            Store::open(&keyed, key, Options::default()).expect("open")
+        })
+    });
+    g.bench_function("raw-key", |b| {
+        b.iter(|| Store::open(&keyed, key.clone(), Options::default()).expect("open"))
+    });
+    g.bench_function("passphrase-argon2id-default", |b| {
+        b.iter(|| {
+            Store::open(
+                &phrased,
+                Passphrase::new("correct horse battery"),
+                Options::default(),
+            )
+            .expect("open")
+        })
+    });
+    g.finish();
+    keychain.delete_key("bench").expect("delete");
+}
+
+criterion_group!(benches, open);
+criterion_main!(benches);
