@@ -279,6 +279,26 @@ defmodule Sealkv do
   @spec namespaces(t()) :: result([String.t()])
   def namespaces(%__MODULE__{ref: ref, session: s}), do: call(Native.namespaces(ref, s))
 
+  @doc "The named sessions of the store that hold values, sorted."
+  @spec sessions(t()) :: result([String.t()])
+  def sessions(%__MODULE__{ref: ref}), do: call(Native.sessions(ref))
+
+  @doc "Deletes session `id` and all its values in one transaction; `{:ok, had_any?}`."
+  @spec drop_session(t(), String.t()) :: result(boolean())
+  def drop_session(%__MODULE__{ref: ref}, id), do: call(Native.drop_session(ref, id))
+
+  @doc "Deletes every value of this handle's session (the default one unless `session/2`)."
+  @spec clear(t()) :: :ok | {:error, Error.t()}
+  def clear(%__MODULE__{ref: ref, session: s}), do: ok(Native.clear(ref, s))
+
+  @doc "Removes expired values now (reads hide them already); `{:ok, count}`."
+  @spec sweep(t()) :: result(non_neg_integer())
+  def sweep(%__MODULE__{ref: ref}), do: call(Native.sweep(ref))
+
+  @doc "Writes a consistent copy of the store to `dest` (a new file, or a URL), online."
+  @spec backup(t(), Path.t()) :: :ok | {:error, Error.t()}
+  def backup(%__MODULE__{ref: ref}, dest) when is_binary(dest), do: ok(Native.backup(ref, dest))
+
   @doc "Makes a new primary data key (older ones still open older values); `{:ok, id}`."
   @spec rotate(t()) :: result(non_neg_integer())
   def rotate(%__MODULE__{ref: ref}), do: call(Native.rotate(ref))

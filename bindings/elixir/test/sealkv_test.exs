@@ -192,6 +192,31 @@ defmodule SealkvTest do
     assert {:ok, _} = retry(fn -> Sealkv.open(path, key: key) end, 50)
   end
 
+  test "sessions are listed, cleared and dropped; sweep, backup", %{tmp_dir: dir} do
+    path = Path.join(dir, "a.sealkv")
+    {store, key} = new_store(path)
+    bot1 = Sealkv.session(store, "bot1")
+    bot2 = Sealkv.session(store, "bot2")
+    :ok = Sealkv.put(bot1, "ns", "k", "one")
+    :ok = Sealkv.put(bot2, "ns", "k", "two")
+    :ok = Sealkv.put(bot2, "ns", "short", "lived", ttl: 1000)
+    assert {:ok, ["bot1", "bot2"]} = Sealkv.sessions(store)
+    :ok = Sealkv.clear(bot1)
+    assert {:ok, nil} = Sealkv.get(bot1, "ns", "k")
+    assert {:ok, "two"} = Sealkv.get(bot2, "ns", "k")
+    Process.sleep(2100)
+    assert {:ok, 1} = Sealkv.sweep(store)
+
+    copy = Path.join(dir, "copy.sealkv")
+    assert :ok = Sealkv.backup(store, copy)
+    assert {:error, %Sealkv.Error{code: :exists}} = Sealkv.backup(store, copy)
+    assert {:ok, true} = Sealkv.drop_session(store, "bot2")
+    assert {:ok, false} = Sealkv.drop_session(store, "bot2")
+    assert {:ok, nil} = Sealkv.get(bot2, "ns", "k")
+    {:ok, from_copy} = Sealkv.open(copy, key: key, session: "bot2")
+    assert {:ok, "two"} = Sealkv.get(from_copy, "ns", "k")
+  end
+
   test "read-only opens never write", %{tmp_dir: dir} do
     path = Path.join(dir, "a.sealkv")
     {store, key} = new_store(path)

@@ -510,6 +510,46 @@ fn namespaces<'a>(env: Env<'a>, store: Term<'a>, session: Term<'a>) -> Term<'a> 
     })
 }
 
+/// The named sessions that hold values, sorted.
+#[rustler::nif(schedule = "DirtyIo")]
+fn sessions<'a>(env: Env<'a>, store: Term<'a>) -> Term<'a> {
+    reply(env, || Ok(store_of(store)?.store()?.sessions()?))
+}
+
+/// Deletes a named session and all its values in one transaction; `{:ok, had_any}`.
+#[rustler::nif(schedule = "DirtyIo")]
+fn drop_session<'a>(env: Env<'a>, store: Term<'a>, id: Term<'a>) -> Term<'a> {
+    reply(env, || {
+        let id = string_of(id, "the session")?;
+        Ok(store_of(store)?.store()?.drop_session(&id)?)
+    })
+}
+
+/// Deletes every value of the session, in one transaction.
+#[rustler::nif(schedule = "DirtyIo")]
+fn clear<'a>(env: Env<'a>, store: Term<'a>, session: Term<'a>) -> Term<'a> {
+    reply(env, || {
+        store_of(store)?.session(session)?.clear()?;
+        Ok(atoms::ok())
+    })
+}
+
+/// Removes expired values now; `{:ok, count}`.
+#[rustler::nif(schedule = "DirtyIo")]
+fn sweep<'a>(env: Env<'a>, store: Term<'a>) -> Term<'a> {
+    reply(env, || Ok(store_of(store)?.store()?.sweep()?))
+}
+
+/// Writes a consistent copy of the store to `dest` (a new file or a URL), online.
+#[rustler::nif(schedule = "DirtyIo")]
+fn backup<'a>(env: Env<'a>, store: Term<'a>, dest: Term<'a>) -> Term<'a> {
+    reply(env, || {
+        let dest = string_of(dest, "the destination")?;
+        store_of(store)?.store()?.backup(&dest)?;
+        Ok(atoms::ok())
+    })
+}
+
 /// Makes a new primary data key; `{:ok, id}`.
 #[rustler::nif(schedule = "DirtyIo")]
 fn rotate<'a>(env: Env<'a>, store: Term<'a>) -> Term<'a> {
