@@ -10,9 +10,11 @@ defmodule Sealkv.PostgresTest do
   if @base == nil and System.get_env("SEALKV_REQUIRE_PG") in [nil, ""],
     do: @moduletag(skip: "no PostgreSQL (SEALKV_TEST_PG)")
 
+  # A random store name: the server may hold stores of earlier runs (made with other
+  # keys) when it is not a fresh one.
   defp url(name) do
     assert @base, "SEALKV_REQUIRE_PG is set but SEALKV_TEST_PG names no server"
-    "#{@base}?store=elixir_#{System.unique_integer([:positive])}_#{name}"
+    "#{@base}?store=elixir_#{Base.encode16(:crypto.strong_rand_bytes(6), case: :lower)}_#{name}"
   end
 
   test "two bots as sessions of one store, transactions and a reopen" do
