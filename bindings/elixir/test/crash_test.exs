@@ -23,8 +23,10 @@ defmodule Sealkv.CrashTest do
     missing = Enum.reject(1..acked, &(found["k#{&1}"] == "v#{&1}"))
     assert missing == [], "acknowledged writes lost: #{inspect(missing)}"
     assert {:ok, last} = Sealkv.get(store, "crash", "last")
-    # The last write may have committed without its acknowledgement being read.
-    assert String.to_integer(last) in acked..(acked + 1)
+    # Never older than the last acknowledged write. It may be newer: a write can commit
+    # without its acknowledgement reaching us (the VM's output still in its buffers when
+    # SIGKILL lands), and the writer goes on meanwhile.
+    assert String.to_integer(last) >= acked
   end
 
   # Starts a writer at index `start`, kills it with SIGKILL once it has acknowledged
