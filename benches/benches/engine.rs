@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use redb::{ReadableDatabase, TableDefinition};
-use sealkv_benches::{auth_like_value, fill, found_len, key_name, transaction_round};
+use sealkv_benches::{
+    auth_like_value, fill, found_len, key_name, random_row_keys, transaction_round,
+};
 use sealkv_crypto::{Algorithm, Codec, Compression};
 use sealkv_engine::{MasterKey, Options, Store};
 
@@ -194,20 +196,8 @@ fn raw_batch_ceiling(c: &mut Criterion) {
     const KEYED: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("keyed");
     let dir = tempfile::tempdir().expect("dir");
     let db = redb::Database::create(dir.path().join("batch.redb")).expect("raw");
-    // Random-looking keys from a xorshift generator, spread over the B-tree.
-    let mut state = 0x9E37_79B9_7F4A_7C15u64;
-    let keys: Vec<[u8; 32]> = (0..320)
-        .map(|_| {
-            let mut k = [0u8; 32];
-            for chunk in k.chunks_mut(8) {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                chunk.copy_from_slice(&state.to_le_bytes());
-            }
-            k
-        })
-        .collect();
+    let mut random_key = random_row_keys(0x9E37_79B9_7F4A_7C15);
+    let keys: Vec<[u8; 32]> = (0..320).map(|_| random_key()).collect();
     let value = auth_like_value(1024, 3);
     let txn = db.begin_write().expect("w");
     {
@@ -261,17 +251,7 @@ fn prekey_batch(c: &mut Criterion) {
         })
     });
     let db = redb::Database::create(dir.path().join("raw.redb")).expect("raw");
-    let mut state = 0x2545_F491_4F6C_DD1Du64;
-    let mut random_key = move || {
-        let mut k = [0u8; 32];
-        for chunk in k.chunks_mut(8) {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            chunk.copy_from_slice(&state.to_le_bytes());
-        }
-        k
-    };
+    let mut random_key = random_row_keys(0x2545_F491_4F6C_DD1D);
     let fill_txn = db.begin_write().expect("w");
     {
         let mut t = fill_txn.open_table(KEYED).expect("t");

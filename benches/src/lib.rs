@@ -1,5 +1,21 @@
 //! Shared helpers for sealkv's criterion benches (the benches live in `benches/`).
 
+/// A stream of random-looking 32-byte keys (as sealkv's row keys are: keyed tags, spread
+/// over the B-tree), from a xorshift generator started at `seed`.
+pub fn random_row_keys(seed: u64) -> impl FnMut() -> [u8; 32] {
+    let mut state = seed;
+    move || {
+        let mut k = [0u8; 32];
+        for chunk in k.chunks_mut(8) {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            chunk.copy_from_slice(&state.to_le_bytes());
+        }
+        k
+    }
+}
+
 /// A value of `size` bytes shaped like Baileys auth state: JSON with base64 key
 /// material. Deterministic for a given `seed`.
 pub fn auth_like_value(size: usize, seed: u64) -> Vec<u8> {

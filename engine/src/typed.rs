@@ -87,13 +87,14 @@ impl Store {
         key: &str,
         value: &T,
     ) -> Result<()> {
-        self.put(namespace, key, encode(namespace, key, value)?)
+        // Through the default session, as `Store::put` goes.
+        self.default_session().put_as(namespace, key, value)
     }
 
     /// The value under `namespace` and `key`, decoded as a `T`; `None` when
     /// absent.
     pub fn get_as<T: DeserializeOwned>(&self, namespace: &str, key: &str) -> Result<Option<T>> {
-        decode_found(namespace, key, self.get_one(namespace, key)?)
+        self.default_session().get_as(namespace, key)
     }
 }
 
