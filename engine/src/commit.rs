@@ -31,6 +31,7 @@ use crate::rows::{check_name, encode_plain, ns_has_rows, row_key, split_row};
 use crate::rowstore::backoff::Backoff;
 use crate::rowstore::{RowWrite, Table};
 use crate::scope::{Scope, sessions_catalog_tag};
+use crate::state::Tracked;
 use crate::store::Store;
 
 /// Whether a write transaction also writes the keyring record. Every write path goes
@@ -609,6 +610,8 @@ impl Store {
             let attempt_began = std::time::Instant::now();
             let mut committing = false;
             let mut read_count = None;
+            let state_keys = read_lock(&self.inner.state).clone();
+            let mut new_state = None;
             let mut resolved = None;
             // redb can panic on a damaged page (its allocator state, say): contained
             // here it becomes Error::Corrupt and poisons the store, instead of
@@ -641,10 +644,22 @@ impl Store {
                         }
                         read_count = Some(commits.count);
                         let t = std::time::Instant::now();
-                        f(txn)?;
-                        let pushed = commits.push(token, txn);
+                        match &state_keys {
+                            // Format 3: the content hash follows every row written,
+                            // and the state record advances in this transaction.
+                            Some(keys) => {
+                                let mut tracked = Tracked::new(txn, keys);
+                                f(&mut tracked)?;
+                                commits.push(token, &mut tracked)?;
+                                new_state = Some(tracked.finish()?);
+                            }
+                            None => {
+                                f(txn)?;
+                                commits.push(token, txn)?;
+                            }
+                        }
                         writing = t.elapsed();
-                        pushed
+                        Ok(())
                     },
                     &mut committing,
                 )
@@ -656,6 +671,9 @@ impl Store {
                     break Err(self.commit_failed(attempt, true, last));
                 }
                 (None, Ok(())) => {
+                    if let Some(state) = new_state {
+                        *lock(&self.inner.seen_state) = Some(state);
+                    }
                     self.inner.meters.write.record(writing);
                     self.inner
                         .meters
@@ -792,6 +810,8 @@ fn apply(
             txn.delete_range(Table::Data, all)?;
             txn.delete_range(Table::Expiry, all)?;
         }
+        let keys: Vec<&[u8]> = s.rows.iter().map(|(row, _)| &row[..]).collect();
+        txn.prefetch(Table::Data, &keys)?;
         for (row, value) in &s.rows {
             match value {
                 Some(v) => txn.put(Table::Data, row, v)?,

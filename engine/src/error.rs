@@ -133,6 +133,32 @@ pub enum Error {
         /// What to do.
         hint: &'static str,
     },
+    /// No key slot has this id.
+    NoSuchSlot(u32),
+    /// Removing the store's last key slot: nothing could open the store then.
+    LastSlot,
+    /// The store is an older copy than its anchor has seen: a backup, a sync tool or
+    /// someone put an earlier state of the file back. Nothing was served or written.
+    /// If the restore was meant, `accept_restore` (`sealkv accept-restore`) accepts it.
+    RolledBack {
+        /// The file's restore epoch and generation.
+        file: (u64, u64),
+        /// The restore epoch and generation the anchor holds.
+        anchor: (u64, u64),
+        /// Where the anchor is.
+        location: String,
+    },
+    /// The store's anchor could not be read or written: missing, unreadable, from
+    /// another store, or unreachable. Never a silent pass.
+    Anchor {
+        /// What failed (the location named; never a secret).
+        what: String,
+        /// What to do.
+        hint: &'static str,
+    },
+    /// The rows do not add up to the content hash the store keeps: rows were put back,
+    /// added or removed outside sealkv (found by `verify`).
+    ContentChanged,
     /// A key operation the keyring refused (unknown id, primary key, budget spent).
     Key(CryptoError),
     /// An I/O error outside redb (backup, file checks).
@@ -245,6 +271,29 @@ impl fmt::Display for Error {
                 reason,
             } => write!(f, "the value for {namespace}/{key} could not be encoded ({reason})"),
             Self::Keychain { what, hint } => write!(f, "keychain: {what} ({hint})"),
+            Self::NoSuchSlot(id) => write!(f, "the store has no key slot {id}"),
+            Self::LastSlot => f.write_str(
+                "this is the store's last key slot: nothing could open the store without it; \
+                 add another slot first",
+            ),
+            Self::RolledBack {
+                file,
+                anchor,
+                location,
+            } => write!(
+                f,
+                "this store is an older copy than its anchor ({location}) has seen: the file is \
+                 at restore epoch {} generation {}, the anchor at epoch {} generation {}. A \
+                 backup, a sync tool or someone put an earlier copy back, which would bring back \
+                 consumed keys and rewound sessions; nothing was served. Find the newer copy, \
+                 or, if restoring it was meant, run `sealkv accept-restore`",
+                file.0, file.1, anchor.0, anchor.1
+            ),
+            Self::Anchor { what, hint } => write!(f, "anchor: {what} ({hint})"),
+            Self::ContentChanged => f.write_str(
+                "the rows do not add up to the content hash the store keeps: rows were put \
+                 back from an older copy, added or removed outside sealkv",
+            ),
             Self::Key(e) => write!(f, "key operation refused: {e}"),
             Self::Io(e) => write!(f, "i/o error: {e}"),
             Self::Storage(e) => write!(f, "storage error: {e}"),
@@ -398,6 +447,22 @@ impl Error {
                 what: what.clone(),
                 hint,
             },
+            Self::NoSuchSlot(id) => Self::NoSuchSlot(*id),
+            Self::LastSlot => Self::LastSlot,
+            Self::RolledBack {
+                file,
+                anchor,
+                location,
+            } => Self::RolledBack {
+                file: *file,
+                anchor: *anchor,
+                location: location.clone(),
+            },
+            Self::Anchor { what, hint } => Self::Anchor {
+                what: what.clone(),
+                hint,
+            },
+            Self::ContentChanged => Self::ContentChanged,
             Self::Key(e) => Self::Key(e.clone()),
             Self::Io(e) => Self::Io(std::io::Error::new(e.kind(), e.to_string())),
             Self::Storage(e) => Self::Io(std::io::Error::other(e.to_string())),

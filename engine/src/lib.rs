@@ -47,6 +47,8 @@ mod rows;
 pub mod rowstore;
 mod scope;
 mod session;
+mod slots;
+mod state;
 mod store;
 mod txn;
 #[cfg(feature = "serde")]
@@ -67,6 +69,7 @@ pub use sealkv_crypto::{
     Passphrase,
 };
 pub use session::Session;
+pub use slots::{MAX_SLOT_LABEL, MAX_SLOTS, SlotInfo, SlotKind};
 pub use store::{Store, Value};
 pub use txn::Tx;
 

@@ -53,7 +53,12 @@ impl Store {
         let table = self.rows().snapshot()?;
         let owners = self.owners(&ring, &*table);
         let mut failures = Vec::new();
+        let state_keys = crate::guards::read_lock(&self.inner.state).clone();
+        let mut content = crate::state::ContentHash::default();
         table.scan(Table::Data, ALL, &mut |k, v| {
+            if let Some(keys) = &state_keys {
+                content.add(&keys.row(k, v));
+            }
             let Ok(k) = <&[u8; 32]>::try_from(k) else {
                 // Not a row sealkv wrote (its keys are two 16-byte tags): put there
                 // behind the store's back.
@@ -79,6 +84,16 @@ impl Store {
             }
             Ok(true)
         })?;
+        // Rows put back from an older copy, added or removed behind sealkv's back each
+        // open as they are, but the rows no longer add up to the state record's hash.
+        if let Some(keys) = &state_keys {
+            match crate::state::State::read(&*table, keys) {
+                Ok(Some(state)) if state.content == content => {}
+                Ok(Some(_)) => failures.push(Error::ContentChanged),
+                Ok(None) => failures.push(Error::MetaTampered),
+                Err(e) => failures.push(e),
+            }
+        }
         table.scan(Table::Expiry, ALL, &mut |k, _| {
             if k.len() != 40 {
                 failures.push(Error::Corrupt(format!(
@@ -144,7 +159,7 @@ impl Store {
             Location::Postgres(url) => self.contained(|| {
                 let snapshot = source.snapshot()?;
                 let meta = read_meta(&*snapshot, self.path())?;
-                if meta.store_key.is_none() {
+                if meta.format < crate::meta::FORMAT_VERSION {
                     return Err(Error::NeedsUpgrade);
                 }
                 PgRows::create(&url, &self.inner.opts, &mut |w| {

@@ -15,12 +15,18 @@ use sealkv_crypto::{
 
 use crate::error::{Error, Result};
 use crate::options::{Concurrency, Options, Secret};
+use crate::slots::{Slot, SlotInfo, SlotKind, Slots};
+
+/// The id the one slot of a format 1 or 2 file takes (at its upgrade, too).
+pub(crate) const LEGACY_SLOT: u32 = 1;
 use crate::rowstore::{RowRead, RowWrite, Table};
 
 /// Newest file format this build reads and writes. Version 2 authenticates the
-/// governing meta records (a version 2 keyring record); a version 1 file is upgraded on
-/// its first read-write open.
-pub const FORMAT_VERSION: u32 = 2;
+/// governing meta records (a version 2 keyring record); version 3 keeps the key slots
+/// and the anchor's location among them, and a state record (generation, restore
+/// epoch, content hash). Files of versions 1 and 2 are upgraded on their first
+/// read-write open.
+pub const FORMAT_VERSION: u32 = 3;
 
 pub(crate) const META_FORMAT: &str = "format";
 pub(crate) const META_DB_ID: &str = "db_id";
@@ -32,9 +38,22 @@ pub(crate) const META_SETTINGS: &str = "settings";
 pub(crate) const META_STORE_KEY: &str = "store_key";
 /// How processes share the file: `1` exclusive, `2` shared (see [`Concurrency`]).
 pub(crate) const META_MODE: &str = "mode";
-/// The records bound into the keyring, in this order. A record that is absent is
-/// bound as empty (every one of them is written at creation and upgrade).
-pub(crate) const GOVERNING: [&str; 4] = [META_FORMAT, META_KDF, META_SETTINGS, META_MODE];
+/// The key slots (format 3; [`crate::slots`]).
+pub(crate) const META_SLOTS: &str = "slots";
+/// Where the store's anchor is (format 3; [`crate::anchor`]); absent when it has none.
+pub(crate) const META_ANCHOR: &str = "anchor";
+/// The records bound into the keyring of a format 1 or 2 store, in this order. A
+/// record that is absent is bound as empty.
+pub(crate) const GOVERNING_V2: [&str; 4] = [META_FORMAT, META_KDF, META_SETTINGS, META_MODE];
+/// The records bound into the keyring of a format 3 store: the slots replace the `kdf`
+/// and `store_key` records.
+pub(crate) const GOVERNING: [&str; 5] = [
+    META_FORMAT,
+    META_SETTINGS,
+    META_MODE,
+    META_SLOTS,
+    META_ANCHOR,
+];
 
 /// The recorded sharing mode of a store file.
 pub(crate) fn encode_mode(mode: Concurrency) -> [u8; 1] {
@@ -60,8 +79,16 @@ pub(crate) fn decode_mode(bytes: Option<&[u8]>) -> Result<Concurrency> {
 pub(crate) fn governing_digest(
     get: impl Fn(&str) -> Result<Option<Vec<u8>>>,
 ) -> Result<[u8; META_DIGEST_LEN]> {
-    let mut values = Vec::with_capacity(GOVERNING.len());
-    for name in GOVERNING {
+    let format = get(META_FORMAT)?
+        .and_then(|f| <[u8; 4]>::try_from(f.as_slice()).ok())
+        .map_or(0, u32::from_le_bytes);
+    let names: &[&str] = if format >= 3 {
+        &GOVERNING
+    } else {
+        &GOVERNING_V2
+    };
+    let mut values = Vec::with_capacity(names.len());
+    for &name in names {
         values.push((name, get(name)?.unwrap_or_default()));
     }
     let records: Vec<(&str, &[u8])> = values.iter().map(|(n, v)| (*n, v.as_slice())).collect();
@@ -218,12 +245,18 @@ impl Kdf {
 
 /// The meta records of a store, checked.
 pub(crate) struct Meta {
+    /// The format version the file records.
+    pub(crate) format: u32,
     pub(crate) db_id: [u8; 16],
-    pub(crate) kdf: Kdf,
+    /// The key slots (for a format 1 or 2 file, the one its `kdf` and `store_key`
+    /// records make).
+    pub(crate) slots: Slots,
     pub(crate) keyring: Vec<u8>,
     pub(crate) settings: Option<Vec<u8>>,
-    /// The wrapped store key (absent in a store not yet upgraded from format 1).
-    pub(crate) store_key: Option<Vec<u8>>,
+    /// The state record (format 3), not yet authenticated.
+    pub(crate) state: Option<Vec<u8>>,
+    /// The anchor's location record (format 3), if the store has one.
+    pub(crate) anchor: Option<Vec<u8>>,
     /// The recorded sharing mode.
     pub(crate) mode: Concurrency,
     /// Digest of the governing records as read.
@@ -268,20 +301,52 @@ pub(crate) fn read_meta(rows: &dyn RowRead, path: &Path) -> Result<Meta> {
     let db_id = get(META_DB_ID)?
         .and_then(|v| <[u8; 16]>::try_from(v.as_slice()).ok())
         .ok_or_else(|| Error::Corrupt("database id missing".into()))?;
-    let kdf = Kdf::decode(
-        &get(META_KDF)?.ok_or_else(|| Error::Corrupt("key derivation record missing".into()))?,
-    )?;
+    if found < 3 && get(META_SLOTS)?.is_some() {
+        // A format 3 file whose format record was set back: the keyring would catch it
+        // too, but the records it binds are not those of an earlier format.
+        return Err(Error::MetaTampered);
+    }
+    let slots = if found >= 3 {
+        Slots::decode(
+            &get(META_SLOTS)?.ok_or_else(|| Error::Corrupt("the key slots are missing".into()))?,
+        )?
+    } else {
+        let kdf = Kdf::decode(
+            &get(META_KDF)?
+                .ok_or_else(|| Error::Corrupt("key derivation record missing".into()))?,
+        )?;
+        Slots {
+            next_id: LEGACY_SLOT + 1,
+            slots: vec![Slot {
+                info: SlotInfo {
+                    id: LEGACY_SLOT,
+                    kind: match kdf {
+                        Kdf::Raw => SlotKind::Key,
+                        Kdf::Argon2id { .. } => SlotKind::Passphrase,
+                    },
+                    created: 0,
+                    label: None,
+                    service: None,
+                },
+                kdf,
+                wrapped: get(META_STORE_KEY)?,
+            }],
+        }
+    };
     let keyring = get(META_KEYRING)?.ok_or_else(|| Error::Corrupt("keyring missing".into()))?;
     let settings = get(META_SETTINGS)?;
-    let store_key = get(META_STORE_KEY)?;
     let mode = decode_mode(get(META_MODE)?.as_deref())?;
+    let state = get(crate::state::META_STATE)?;
+    let anchor = get(META_ANCHOR)?;
     let digest = governing_digest(get)?;
     Ok(Meta {
+        format: found,
         db_id,
-        kdf,
+        slots,
         keyring,
         settings,
-        store_key,
+        state,
+        anchor,
         mode,
         digest,
     })

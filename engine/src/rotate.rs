@@ -10,12 +10,11 @@
 
 use std::ops::Bound;
 
-use sealkv_crypto::{Context, Header, KeyState, Keyring, envelope, wrap_store_key};
+use sealkv_crypto::{Context, Header, KeyState, Keyring, envelope};
 
 use crate::commit::KeyringWrite;
 use crate::error::{Error, Result};
-use crate::guards::{read_lock, write_lock};
-use crate::meta::{Kdf, META_KDF, META_STORE_KEY};
+use crate::guards::write_lock;
 use crate::options::Secret;
 use crate::rows::{MAX_NAME_LEN, split_row};
 use crate::rowstore::{RowWrite, Table};
@@ -309,31 +308,8 @@ impl Store {
     /// [`Error::WrongKey`] and the new one opens everything.
     pub fn rekey(&self, new_secret: impl Into<Secret>) -> Result<()> {
         self.check_writable()?;
-        let new_secret = new_secret.into();
-        let kdf = Kdf::for_secret(&new_secret, self.inner.opts.kdf)?;
-        let new_master = kdf.master_key(&new_secret, &self.inner.opts.kdf_limits)?;
-        let kdf_bytes = kdf.encode();
-        // The store key stays: processes that have the store open keep using it.
-        let wrapped = wrap_store_key(
-            &new_master,
-            &self.inner.db_id,
-            &read_lock(&self.inner.master),
-        )
-        .map_err(Error::Key)?;
-        let mut ring = write_lock(&self.inner.keyring);
-        let _commit = self.commit_lock();
-        for _ in 0..16 {
-            // The new key derivation record first: the keyring sealed after it binds it.
-            match self.write_with_keyring(&ring, KeyringWrite::Always, |txn| {
-                txn.put(Table::Meta, META_KDF.as_bytes(), &kdf_bytes)?;
-                txn.put(Table::Meta, META_STORE_KEY.as_bytes(), &wrapped)?;
-                Ok(())
-            }) {
-                Err(Error::KeyringChanged) => self.reload_into(&mut ring)?,
-                other => return other,
-            }
-        }
-        Err(Error::KeyringChanged)
+        let slot = *crate::guards::lock(&self.inner.slot);
+        self.replace_slot(slot, &new_secret.into())
     }
 
     /// True when the primary key is due for rotation: older than `rotate_after`, or an

@@ -13,8 +13,9 @@ use crate::commit::{KeyringWrite, Queue};
 use crate::error::{Error, Result};
 use crate::guards::{lock, read_lock, write_lock};
 use crate::meta::{
-    FORMAT_VERSION, Kdf, META_DB_ID, META_FORMAT, META_KDF, META_MODE, META_SETTINGS,
-    META_STORE_KEY, Meta, encode_mode, encode_settings, open_keyring, read_meta, seal_keyring_into,
+    FORMAT_VERSION, Kdf, LEGACY_SLOT, META_DB_ID, META_FORMAT, META_KDF, META_MODE, META_SETTINGS,
+    META_SLOTS, META_STORE_KEY, Meta, encode_mode, encode_settings, open_keyring, read_meta,
+    seal_keyring_into,
 };
 use crate::options::{Concurrency, Options, Secret};
 use crate::rowstore::file::handle::{Handle, PANIC_PREFIX, contain, map_open_error, precheck};
@@ -22,6 +23,8 @@ use crate::rowstore::file::{FileRows, PRIVATE_MODE, create_private_file};
 use crate::rowstore::postgres::{PgRows, PgUrl};
 use crate::rowstore::{Location, RowStore, RowWrite, Table};
 use crate::scope::Scope;
+use crate::slots::{Slot, SlotInfo, SlotKind, Slots};
+use crate::state::{META_STATE, State, StateKeys};
 use crate::txn::KeyLocks;
 
 /// A value read from the store, wiped from memory when dropped.
@@ -59,6 +62,13 @@ pub(crate) struct Inner {
     pub(crate) keyring_seen: Mutex<Vec<u8>>,
     /// How processes share the file (its recorded mode).
     pub(crate) mode: Concurrency,
+    /// The slot this handle was opened with (the one `rekey` replaces).
+    pub(crate) slot: Mutex<u32>,
+    /// The keys of the state record, once the store is of format 3: every commit then
+    /// keeps the content hash and advances the generation.
+    pub(crate) state: RwLock<Option<StateKeys>>,
+    /// The state this handle last read or committed.
+    pub(crate) seen_state: Mutex<Option<State>>,
     pub(crate) opts: Options,
     pub(crate) poisoned: AtomicBool,
     pub(crate) locks: KeyLocks,
@@ -89,9 +99,44 @@ impl Store {
         secret: impl Into<Secret>,
         opts: Options,
     ) -> Result<Self> {
-        let location = Location::parse(path.as_ref())?;
-        let shown = location.display_path();
         let secret = secret.into();
+        let kind = match secret {
+            Secret::Key(_) => SlotKind::Key,
+            Secret::Passphrase(_) => SlotKind::Passphrase,
+        };
+        Self::create_with_slot(path.as_ref(), secret, kind, None, opts)
+    }
+
+    /// Creates a store as [`Store::create`] does, whose first slot is a keychain slot:
+    /// `key` is to be kept in the OS keychain under `service`, with the new store's
+    /// [`Store::id_hex`] as the account. The `sealkv` crate's `Keychain` does that; a
+    /// store whose only slot is in a keychain is lost with that keychain, so add a
+    /// recovery slot ([`Store::add_slot`]).
+    pub fn create_with_keychain_slot(
+        path: impl AsRef<Path>,
+        key: MasterKey,
+        service: &str,
+        opts: Options,
+    ) -> Result<Self> {
+        crate::slots::check_text("service", Some(service))?;
+        Self::create_with_slot(
+            path.as_ref(),
+            Secret::Key(key),
+            SlotKind::Keychain,
+            Some(service),
+            opts,
+        )
+    }
+
+    fn create_with_slot(
+        path: &Path,
+        secret: Secret,
+        kind: SlotKind,
+        service: Option<&str>,
+        opts: Options,
+    ) -> Result<Self> {
+        let location = Location::parse(path)?;
+        let shown = location.display_path();
         if let Location::File(path) = &location
             && fs::metadata(path)
                 .map(|m| m.len() > 0 || m.is_dir())
@@ -106,6 +151,26 @@ impl Store {
         let store_key = MasterKey::generate().map_err(Error::Key)?;
         let wrapped = wrap_store_key(&kek, &db_id, &store_key).map_err(Error::Key)?;
         let keyring = Keyring::new(opts.cipher, (opts.clock)()).map_err(Error::Key)?;
+        let slots = Slots {
+            next_id: LEGACY_SLOT + 1,
+            slots: vec![Slot {
+                info: SlotInfo {
+                    id: LEGACY_SLOT,
+                    kind,
+                    created: (opts.clock)(),
+                    label: None,
+                    service: service.map(str::to_owned),
+                },
+                kdf: kdf.clone(),
+                wrapped: Some(wrapped),
+            }],
+        };
+        let state_keys = StateKeys::derive(store_key.expose(), &db_id);
+        let state = State {
+            generation: 0,
+            epoch: 0,
+            content: Default::default(),
+        };
         // A store on a server is shared by nature: any process on any host may open it.
         let mode = match location {
             Location::File(_) => opts.concurrency,
@@ -116,10 +181,10 @@ impl Store {
             let records: [(&str, &[u8]); 6] = [
                 (META_FORMAT, &FORMAT_VERSION.to_le_bytes()),
                 (META_DB_ID, &db_id),
-                (META_KDF, &kdf.encode()),
                 (META_SETTINGS, &encode_settings(&opts)),
                 (META_MODE, &encode_mode(mode)),
-                (META_STORE_KEY, &wrapped),
+                (META_SLOTS, &slots.encode()),
+                (META_STATE, &state.encode(&state_keys)),
             ];
             for (name, value) in records {
                 w.put(Table::Meta, name.as_bytes(), value)?;
@@ -170,6 +235,7 @@ impl Store {
                 ring: keyring,
                 record,
                 mode,
+                slot: LEGACY_SLOT,
             },
             opts,
         ))
@@ -220,7 +286,7 @@ impl Store {
         let shown = PathBuf::from(url.to_string());
         let rows = PgRows::open(url, &opts, read_only)?;
         let meta = read_meta(&*rows.view()?, &shown)?;
-        let (_, unlocked) = unlock(&meta, &secret, &opts, None)?;
+        let (derived, unlocked) = unlock(&meta, &secret, &opts, None)?;
         if meta.check_bound(&unlocked.ring)? || meta.mode != Concurrency::Shared {
             // Stores on a server are created at format 2 or later, shared.
             return Err(Error::MetaTampered);
@@ -228,7 +294,11 @@ impl Store {
         meta.apply_settings(&mut opts)?;
         rows.set_name_key(unlocked.ring.name_key());
         let store = Self::assemble(&shown, Box::new(rows), unlocked, opts);
+        store.check_state(&meta)?;
         if !read_only {
+            if meta.format < FORMAT_VERSION {
+                store.with_fresh_keyring(|| store.upgrade(&derived.kek, false))?;
+            }
             store.maybe_auto_rotate()?;
         }
         Ok(store)
@@ -264,11 +334,14 @@ impl Store {
             if read_only {
                 meta.apply_settings(&mut opts)?;
                 let rows = FileRows::new(path, view, &opts, meta.mode, unlocked.ring.name_key())?;
-                return Ok(Self::assemble(path, Box::new(rows), unlocked, opts));
+                let store = Self::assemble(path, Box::new(rows), unlocked, opts);
+                store.check_state(&meta)?;
+                return Ok(store);
             }
             meta.apply_settings(&mut opts.clone())?;
-            derived = Some((meta.kdf.clone(), kek));
-            if meta.store_key.is_some() {
+            checked_state(&meta, &unlocked.key, &unlocked.db_id)?;
+            derived = Some(kek);
+            if meta.format >= 2 {
                 mode = meta.mode;
             }
             drop(view);
@@ -281,7 +354,7 @@ impl Store {
         let mut meta = read_meta(&*db.snapshot()?, path)?;
         // Another process may have upgraded a format 1 file between the two reads: open
         // in the mode the file now records (authenticated below).
-        if meta.store_key.is_some() && meta.mode != mode {
+        if meta.format >= 2 && meta.mode != mode {
             drop(db);
             mode = meta.mode;
             db = Handle::read_write(FileRows::open_redb(path, &opts, false, mode)?);
@@ -290,30 +363,50 @@ impl Store {
                 return Err(Error::MetaTampered);
             }
         }
-        let (kek, mut unlocked) = unlock(&meta, &secret, &opts, derived)?;
-        let upgrade = meta.check_bound(&unlocked.ring)?;
+        let (derived, mut unlocked) = unlock(&meta, &secret, &opts, derived)?;
+        meta.check_bound(&unlocked.ring)?;
         meta.apply_settings(&mut opts)?;
         let missing_settings = meta.settings.is_none();
         unlocked.mode = mode;
         let rows = FileRows::new(path, db, &opts, mode, unlocked.ring.name_key())?;
         let store = Self::assemble(path, Box::new(rows), unlocked, opts);
-        if upgrade {
-            store.with_fresh_keyring(|| store.upgrade(&kek, missing_settings))?;
+        store.check_state(&meta)?;
+        if meta.format < FORMAT_VERSION {
+            store.with_fresh_keyring(|| store.upgrade(&derived.kek, missing_settings))?;
         }
         store.maybe_auto_rotate()?;
         Ok(store)
     }
 
-    /// Upgrades a format 1 store: the format record says [`FORMAT_VERSION`], the
-    /// settings and sharing mode are recorded, a store key is made and sealed under
-    /// the master key, and the keyring is sealed again under the store key as a
-    /// version 2 record that authenticates them all.
+    /// Upgrades a store of an earlier format to [`FORMAT_VERSION`], in one transaction:
+    /// the settings and sharing mode are recorded; a format 1 store gets a store key,
+    /// sealed under the master key; the slot its `kdf` and `store_key` records make
+    /// becomes slot 1 of a `slots` record; a state record starts at generation 1 with
+    /// the content hash of every row; and the keyring is sealed again (as a version 2
+    /// record) binding them all.
     fn upgrade(&self, kek: &MasterKey, missing_settings: bool) -> Result<()> {
         let ring = write_lock(&self.inner.keyring);
         let _commit = self.commit_lock();
         let settings = encode_settings(&self.inner.opts);
-        let store_key = MasterKey::generate().map_err(Error::Key)?;
-        let wrapped = wrap_store_key(kek, &self.inner.db_id, &store_key).map_err(Error::Key)?;
+        let db_id = self.inner.db_id;
+        let meta = read_meta(&*self.rows().view()?, self.path())?;
+        if meta.format >= FORMAT_VERSION {
+            // Another process upgraded it meanwhile.
+            return Ok(());
+        }
+        let mut slots = meta.slots;
+        let store_key = match (
+            meta.format,
+            slots.slots.first().and_then(|s| s.wrapped.clone()),
+        ) {
+            (2.., Some(_)) => read_lock(&self.inner.master).clone(),
+            _ => MasterKey::generate().map_err(Error::Key)?,
+        };
+        let wrapped = wrap_store_key(kek, &db_id, &store_key).map_err(Error::Key)?;
+        for slot in &mut slots.slots {
+            slot.wrapped = Some(wrapped.clone());
+        }
+        let keys = StateKeys::derive(store_key.expose(), &db_id);
         let mode = encode_mode(self.inner.mode);
         self.write_with_keyring(&ring, KeyringWrite::Under(&store_key), |w| {
             w.put(
@@ -325,10 +418,30 @@ impl Store {
                 w.put(Table::Meta, META_SETTINGS.as_bytes(), &settings)?;
             }
             w.put(Table::Meta, META_MODE.as_bytes(), &mode)?;
-            w.put(Table::Meta, META_STORE_KEY.as_bytes(), &wrapped)?;
+            w.put(Table::Meta, META_SLOTS.as_bytes(), &slots.encode())?;
+            w.delete(Table::Meta, META_KDF.as_bytes())?;
+            w.delete(Table::Meta, META_STORE_KEY.as_bytes())?;
+            let state = State {
+                generation: 1,
+                epoch: 0,
+                content: keys.content_of(&*w)?,
+            };
+            w.put(Table::Meta, META_STATE.as_bytes(), &state.encode(&keys))?;
             Ok(())
         })?;
+        *write_lock(&self.inner.state) = Some(keys);
         *write_lock(&self.inner.master) = store_key;
+        Ok(())
+    }
+
+    /// Authenticates the state record of `meta` (format 3) with this store's key, and
+    /// starts keeping it: from here on every commit advances it.
+    fn check_state(&self, meta: &Meta) -> Result<()> {
+        let key = read_lock(&self.inner.master).clone();
+        if let Some((keys, state)) = checked_state(meta, &key, &self.inner.db_id)? {
+            *lock(&self.inner.seen_state) = Some(state);
+            *write_lock(&self.inner.state) = Some(keys);
+        }
         Ok(())
     }
 
@@ -339,6 +452,7 @@ impl Store {
             ring,
             record,
             mode,
+            slot,
         } = unlocked;
         let default_scope = Arc::new(Scope::default_session(ring.name_key()));
         Self {
@@ -357,6 +471,9 @@ impl Store {
                 keyring: RwLock::new(ring),
                 keyring_seen: Mutex::new(record),
                 mode,
+                slot: Mutex::new(slot),
+                state: RwLock::new(None),
+                seen_state: Mutex::new(None),
                 opts,
                 poisoned: AtomicBool::new(false),
                 locks: KeyLocks::default(),
@@ -476,6 +593,8 @@ pub(crate) struct Unlocked {
     /// The keyring record read.
     record: Vec<u8>,
     mode: Concurrency,
+    /// The slot that opened it.
+    slot: u32,
 }
 
 /// Runs an open in a trace span, and counts wrong keys. Neither the path nor the error's
@@ -501,48 +620,102 @@ fn observed_open(read_only: bool, open: impl FnOnce() -> Result<Store>) -> Resul
     result
 }
 
-/// Derives the master key for `meta` (or reuses `known`, derived from the same key
-/// derivation record), unwraps the store key and opens the keyring. Returns the master
-/// key too (an upgrade wraps a new store key under it).
+/// The state record of `meta`, authenticated under `store_key` (`None` before format 3).
+fn checked_state(
+    meta: &Meta,
+    store_key: &MasterKey,
+    db_id: &[u8; 16],
+) -> Result<Option<(StateKeys, State)>> {
+    if meta.format < 3 {
+        return Ok(None);
+    }
+    let keys = StateKeys::derive(store_key.expose(), db_id);
+    let record = meta.state.as_deref().ok_or(Error::MetaTampered)?;
+    let state = State::decode(record, &keys)?;
+    Ok(Some((keys, state)))
+}
+
+/// A master key derived for one slot, kept for a second read of the same records.
+pub(crate) struct Derived {
+    slot: u32,
+    kdf: Kdf,
+    kek: MasterKey,
+}
+
+/// Finds the slot `secret` opens: derives each candidate slot's master key (or reuses
+/// `known`, derived from the same slot record), unwraps the store key and opens the
+/// keyring. Slots of another kind are not tried; a wrong secret for one slot moves on
+/// to the next. Returns the master key too (an upgrade wraps the store key under it).
 fn unlock(
     meta: &Meta,
     secret: &Secret,
     opts: &Options,
-    known: Option<(Kdf, MasterKey)>,
-) -> Result<(MasterKey, Unlocked)> {
-    let kek = match known {
-        Some((kdf, kek)) if kdf == meta.kdf => kek,
-        _ => {
-            let t = std::time::Instant::now();
-            let kek = meta.kdf.master_key(secret, &opts.kdf_limits)?;
-            tracing::debug!(
-                target: "sealkv::open",
-                kdf_millis = t.elapsed().as_millis() as u64,
-                "master key derived"
-            );
-            kek
-        }
-    };
-    let key = match &meta.store_key {
-        Some(wrapped) => unwrap_store_key(&kek, &meta.db_id, wrapped).map_err(|e| match e {
-            sealkv_crypto::CryptoError::WrongKey => Error::WrongKey,
-            sealkv_crypto::CryptoError::UnsupportedVersion(v) => Error::NewerFormat {
-                found: v.into(),
-                supported: FORMAT_VERSION,
+    known: Option<Derived>,
+) -> Result<(Derived, Unlocked)> {
+    let candidates: Vec<&Slot> = meta
+        .slots
+        .slots
+        .iter()
+        .filter(|s| s.takes(secret))
+        .collect();
+    if candidates.is_empty() {
+        return Err(Error::KeyKindMismatch {
+            expected: match secret {
+                Secret::Key(_) => "passphrase",
+                Secret::Passphrase(_) => "raw key",
             },
-            other => Error::Corrupt(format!("store key: {other}")),
-        })?,
-        None => kek.clone(),
-    };
-    let ring = open_keyring(&key, &meta.db_id, &meta.keyring)?;
-    Ok((
-        kek,
-        Unlocked {
-            db_id: meta.db_id,
-            key,
-            ring,
-            record: meta.keyring.clone(),
-            mode: meta.mode,
-        },
-    ))
+        });
+    }
+    let mut known = known;
+    for slot in candidates {
+        let kek = match known.take() {
+            Some(d) if d.slot == slot.info.id && d.kdf == slot.kdf => d.kek,
+            other => {
+                known = other;
+                let t = std::time::Instant::now();
+                let kek = slot.kdf.master_key(secret, &opts.kdf_limits)?;
+                tracing::debug!(
+                    target: "sealkv::open",
+                    kdf_millis = t.elapsed().as_millis() as u64,
+                    "master key derived"
+                );
+                kek
+            }
+        };
+        let key = match &slot.wrapped {
+            Some(wrapped) => match unwrap_store_key(&kek, &meta.db_id, wrapped) {
+                Ok(key) => key,
+                Err(sealkv_crypto::CryptoError::WrongKey) => continue,
+                Err(sealkv_crypto::CryptoError::UnsupportedVersion(v)) => {
+                    return Err(Error::NewerFormat {
+                        found: v.into(),
+                        supported: FORMAT_VERSION,
+                    });
+                }
+                Err(other) => return Err(Error::Corrupt(format!("store key: {other}"))),
+            },
+            None => kek.clone(),
+        };
+        let ring = match open_keyring(&key, &meta.db_id, &meta.keyring) {
+            // A format 1 file: the master key seals the keyring itself.
+            Err(Error::WrongKey) if slot.wrapped.is_none() => continue,
+            other => other?,
+        };
+        return Ok((
+            Derived {
+                slot: slot.info.id,
+                kdf: slot.kdf.clone(),
+                kek,
+            },
+            Unlocked {
+                db_id: meta.db_id,
+                key,
+                ring,
+                record: meta.keyring.clone(),
+                mode: meta.mode,
+                slot: slot.info.id,
+            },
+        ));
+    }
+    Err(Error::WrongKey)
 }

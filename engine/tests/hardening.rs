@@ -130,14 +130,16 @@ fn passphrase_store(dir: &Path) -> PathBuf {
     path
 }
 
-/// The key derivation record with other parameters and the same salt.
+/// The key slot record with other Argon2id parameters for its one slot, same salt.
+/// Layout (docs/FORMAT.md): version, next id, count, then the slot's id, kind,
+/// created, two empty texts and the key derivation record's length: its kind byte is
+/// at 23, and m, t, p follow.
 fn kdf_record(path: &Path, params: KdfParams) -> Vec<u8> {
-    let old = get_meta(path, "kdf");
-    let mut out = vec![old[0]];
-    out.extend_from_slice(&params.m_cost_kib.to_le_bytes());
-    out.extend_from_slice(&params.t_cost.to_le_bytes());
-    out.extend_from_slice(&params.p_cost.to_le_bytes());
-    out.extend_from_slice(&old[13..]);
+    let mut out = get_meta(path, "slots");
+    assert_eq!(out[23], 1, "an Argon2id record");
+    out[24..28].copy_from_slice(&params.m_cost_kib.to_le_bytes());
+    out[28..32].copy_from_slice(&params.t_cost.to_le_bytes());
+    out[32..36].copy_from_slice(&params.p_cost.to_le_bytes());
     out
 }
 
@@ -166,7 +168,7 @@ fn hostile_kdf_parameters_are_refused_before_deriving() {
         },
     ];
     for params in hostile {
-        set_meta(&path, "kdf", &kdf_record(&path, params));
+        set_meta(&path, "slots", &kdf_record(&path, params));
         let before = bytes(&path);
         for read_only in [false, true] {
             let opened = if read_only {

@@ -112,6 +112,13 @@ pub(crate) trait RowWrite: RowRead {
     fn locks_held(&mut self, proofs: &[&str]) -> Result<Vec<bool>> {
         Ok(vec![true; proofs.len()])
     }
+    /// A hint that the rows under `keys` are about to be written: a layer that reads
+    /// each row before replacing it (the content hash) reads them in one go (one
+    /// statement on a server). Engines themselves need nothing.
+    fn prefetch(&mut self, table: Table, keys: &[&[u8]]) -> Result<()> {
+        let _ = (table, keys);
+        Ok(())
+    }
 }
 
 /// A read view shared across threads.
