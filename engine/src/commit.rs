@@ -673,6 +673,7 @@ impl Store {
                 (None, Ok(())) => {
                     if let Some(state) = new_state {
                         *lock(&self.inner.seen_state) = Some(state);
+                        self.note_committed(state);
                     }
                     self.inner.meters.write.record(writing);
                     self.inner

@@ -32,6 +32,9 @@ pub struct Health {
     pub locks_held_too_long: usize,
     /// That threshold.
     pub lock_threshold: Duration,
+    /// The anchor's last write failed: it lags the store, which widens the window of
+    /// rollbacks it would miss, until a write succeeds.
+    pub anchor_lagging: bool,
 }
 
 /// The outcome and age of a handle's last commit.
@@ -59,6 +62,11 @@ impl Health {
         }
         if let Some(LastCommit { ok: false, age }) = self.last_commit {
             out.push(format!("the last commit failed, {} s ago", age.as_secs()));
+        }
+        if self.anchor_lagging {
+            out.push(
+                "the anchor could not be written: it lags the store until a write succeeds".into(),
+            );
         }
         if self.locks_held_too_long > 0 {
             out.push(format!(
@@ -127,6 +135,7 @@ impl Store {
                 .filter(|age| *age > lock_threshold)
                 .count(),
             lock_threshold,
+            anchor_lagging: self.anchor_lagging(),
         }
     }
 }

@@ -29,6 +29,7 @@
 //! # }
 //! ```
 
+pub mod anchor;
 mod commit;
 mod error;
 mod expiry;
@@ -54,6 +55,7 @@ mod txn;
 #[cfg(feature = "serde")]
 mod typed;
 
+pub use anchor::AnchorLocation;
 pub use commit::Batch;
 pub use error::{Error, Result};
 pub use expiry::EXPIRY_BUCKET_SECS;

@@ -63,8 +63,16 @@ pub const FAILOVER_WAITS: &str = "sealkv_failover_waits_total";
 /// Time calls spent waiting for a server to come back.
 pub const FAILOVER_WAIT: &str = "sealkv_failover_wait_seconds";
 
+/// Anchor writes that failed (the anchor lags the store until one succeeds).
+pub const ANCHOR_FAILURES: &str = "sealkv_anchor_failures_total";
+
 /// Every metric this crate records: name, kind and help text.
 pub const METRICS: &[(&str, Kind, &str)] = &[
+    (
+        ANCHOR_FAILURES,
+        Kind::Counter,
+        "Anchor writes that failed (the anchor lags the store until one succeeds).",
+    ),
     (
         COMMITS,
         Kind::Counter,

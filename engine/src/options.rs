@@ -113,6 +113,10 @@ pub struct Options {
     /// Checked at open and in every commit; a store URL's `sync_replicas=N` raises it.
     /// Default 0 (no check).
     pub sync_replicas: u32,
+    /// An anchor to check this open against, for a store that records none
+    /// ([`crate::Store::set_anchor`] records one, which every later open checks without
+    /// being told). Default none.
+    pub anchor: Option<crate::AnchorLocation>,
     #[doc(hidden)]
     pub backend: Option<BackendFactory>,
 }
@@ -132,6 +136,7 @@ impl fmt::Debug for Options {
             .field("stall_timeout", &self.stall_timeout)
             .field("failover_timeout", &self.failover_timeout)
             .field("sync_replicas", &self.sync_replicas)
+            .field("anchor", &self.anchor)
             .finish_non_exhaustive()
     }
 }
@@ -166,6 +171,7 @@ impl Default for Options {
             stall_timeout: Duration::from_secs(30),
             failover_timeout: Duration::from_secs(30),
             sync_replicas: 0,
+            anchor: None,
             backend: None,
         }
     }

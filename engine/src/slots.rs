@@ -381,18 +381,28 @@ impl Store {
     /// Rewrites the `slots` record with `change` applied, and the keyring (which binds
     /// it) in the same transaction; retried on a keyring another process changed.
     fn change_slots(&self, mut change: impl FnMut(&mut Slots) -> Result<()>) -> Result<()> {
+        self.change_governing(|txn| {
+            let record = txn
+                .get(Table::Meta, META_SLOTS.as_bytes())?
+                .map(|v| v.to_vec())
+                .ok_or_else(|| Error::Corrupt("the key slot record is missing".into()))?;
+            let mut slots = Slots::decode(&record)?;
+            change(&mut slots)?;
+            txn.put(Table::Meta, META_SLOTS.as_bytes(), &slots.encode())
+        })
+    }
+
+    /// Runs `change` (which writes governing meta records) and seals the keyring again
+    /// in the same transaction, so it binds them; retried on a keyring another process
+    /// changed.
+    pub(crate) fn change_governing(
+        &self,
+        mut change: impl FnMut(&mut dyn crate::rowstore::RowWrite) -> Result<()>,
+    ) -> Result<()> {
         let mut ring = write_lock(&self.inner.keyring);
         let _commit = self.commit_lock();
         for _ in 0..16 {
-            match self.write_with_keyring(&ring, KeyringWrite::Always, |txn| {
-                let record = txn
-                    .get(Table::Meta, META_SLOTS.as_bytes())?
-                    .map(|v| v.to_vec())
-                    .ok_or_else(|| Error::Corrupt("the key slot record is missing".into()))?;
-                let mut slots = Slots::decode(&record)?;
-                change(&mut slots)?;
-                txn.put(Table::Meta, META_SLOTS.as_bytes(), &slots.encode())
-            }) {
+            match self.write_with_keyring(&ring, KeyringWrite::Always, &mut change) {
                 Err(Error::KeyringChanged) => self.reload_into(&mut ring)?,
                 other => return other,
             }

@@ -9,6 +9,7 @@ use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard};
 use sealkv_crypto::{Keyring, MasterKey, fill_random, unwrap_store_key, wrap_store_key};
 use zeroize::Zeroizing;
 
+use crate::anchor::Anchor;
 use crate::commit::{KeyringWrite, Queue};
 use crate::error::{Error, Result};
 use crate::guards::{lock, read_lock, write_lock};
@@ -69,6 +70,8 @@ pub(crate) struct Inner {
     pub(crate) state: RwLock<Option<StateKeys>>,
     /// The state this handle last read or committed.
     pub(crate) seen_state: Mutex<Option<State>>,
+    /// The store's anchor, if it has one.
+    pub(crate) anchor: Mutex<Option<Arc<Anchor>>>,
     pub(crate) opts: Options,
     pub(crate) poisoned: AtomicBool,
     pub(crate) locks: KeyLocks,
@@ -226,7 +229,7 @@ impl Store {
         let sealed = sealed.ok_or_else(|| Error::Corrupt("the keyring was not written".into()))?;
         keyring.mark_persisted(&sealed);
         let record = sealed.record().to_vec();
-        Ok(Self::assemble(
+        let store = Self::assemble(
             &shown,
             rows,
             Unlocked {
@@ -238,7 +241,10 @@ impl Store {
                 slot: LEGACY_SLOT,
             },
             opts,
-        ))
+        );
+        *lock(&store.inner.seen_state) = Some(state);
+        *write_lock(&store.inner.state) = Some(state_keys);
+        Ok(store)
     }
 
     /// Opens an existing store (a file path, or a PostgreSQL URL as for
@@ -252,7 +258,7 @@ impl Store {
     pub fn open(path: impl AsRef<Path>, secret: impl Into<Secret>, opts: Options) -> Result<Self> {
         let (path, secret) = (path.as_ref(), secret.into());
         observed_open(false, || {
-            contain(|| Self::open_inner(path, secret, opts, false)).map_err(truncation)
+            contain(|| Self::open_inner(path, secret, opts, false, true)).map_err(truncation)
         })
     }
 
@@ -266,14 +272,41 @@ impl Store {
     ) -> Result<Self> {
         let (path, secret) = (path.as_ref(), secret.into());
         observed_open(true, || {
-            contain(|| Self::open_inner(path, secret, opts, true)).map_err(truncation)
+            contain(|| Self::open_inner(path, secret, opts, true, true)).map_err(truncation)
         })
     }
 
-    fn open_inner(path: &Path, secret: Secret, opts: Options, read_only: bool) -> Result<Self> {
+    /// Opens a store whose anchor says it is an older copy (or whose anchor is missing
+    /// or unreadable), and accepts it as the current state: the restore epoch advances
+    /// (in the file, in one commit), and the anchor is written again from the file, so
+    /// a copy from before this restore (at the old epoch) is refused from now on. Use it
+    /// when the restore was meant (the application should then start over what a
+    /// restore breaks: re-pair a messaging session, say). Returns the open store.
+    pub fn accept_restore(
+        path: impl AsRef<Path>,
+        secret: impl Into<Secret>,
+        opts: Options,
+    ) -> Result<Self> {
+        let (path, secret) = (path.as_ref(), secret.into());
+        let store = observed_open(false, || {
+            contain(|| Self::open_inner(path, secret, opts, false, false)).map_err(truncation)
+        })?;
+        store.advance_epoch()?;
+        Ok(store)
+    }
+
+    fn open_inner(
+        path: &Path,
+        secret: Secret,
+        opts: Options,
+        read_only: bool,
+        check_anchor: bool,
+    ) -> Result<Self> {
         match Location::parse(path)? {
-            Location::File(path) => Self::open_file(&path, secret, opts, read_only),
-            Location::Postgres(url) => Self::open_postgres(&url, secret, opts, read_only),
+            Location::File(path) => Self::open_file(&path, secret, opts, read_only, check_anchor),
+            Location::Postgres(url) => {
+                Self::open_postgres(&url, secret, opts, read_only, check_anchor)
+            }
         }
     }
 
@@ -282,6 +315,7 @@ impl Store {
         secret: Secret,
         mut opts: Options,
         read_only: bool,
+        check_anchor: bool,
     ) -> Result<Self> {
         let shown = PathBuf::from(url.to_string());
         let rows = PgRows::open(url, &opts, read_only)?;
@@ -295,6 +329,7 @@ impl Store {
         rows.set_name_key(unlocked.ring.name_key());
         let store = Self::assemble(&shown, Box::new(rows), unlocked, opts);
         store.check_state(&meta)?;
+        store.attach_anchor(&meta, read_only, check_anchor)?;
         if !read_only {
             if meta.format < FORMAT_VERSION {
                 store.with_fresh_keyring(|| store.upgrade(&derived.kek, false))?;
@@ -304,7 +339,13 @@ impl Store {
         Ok(store)
     }
 
-    fn open_file(path: &Path, secret: Secret, mut opts: Options, read_only: bool) -> Result<Self> {
+    fn open_file(
+        path: &Path,
+        secret: Secret,
+        mut opts: Options,
+        read_only: bool,
+        check_anchor: bool,
+    ) -> Result<Self> {
         let mut derived = None;
         // The mode to open the file in for writing: the one it records, or, for a file
         // of format 1 (which records none), the one asked for (its upgrade records it).
@@ -336,10 +377,17 @@ impl Store {
                 let rows = FileRows::new(path, view, &opts, meta.mode, unlocked.ring.name_key())?;
                 let store = Self::assemble(path, Box::new(rows), unlocked, opts);
                 store.check_state(&meta)?;
+                store.attach_anchor(&meta, true, check_anchor)?;
                 return Ok(store);
             }
             meta.apply_settings(&mut opts.clone())?;
-            checked_state(&meta, &unlocked.key, &unlocked.db_id)?;
+            if let Some((_, state)) = checked_state(&meta, &unlocked.key, &unlocked.db_id)?
+                && check_anchor
+            {
+                // An older copy is refused before a writer opens the file (which
+                // writes its header).
+                crate::anchor::precheck(&meta, &opts, &unlocked.key, &unlocked.db_id, state)?;
+            }
             derived = Some(kek);
             if meta.format >= 2 {
                 mode = meta.mode;
@@ -371,6 +419,7 @@ impl Store {
         let rows = FileRows::new(path, db, &opts, mode, unlocked.ring.name_key())?;
         let store = Self::assemble(path, Box::new(rows), unlocked, opts);
         store.check_state(&meta)?;
+        store.attach_anchor(&meta, false, check_anchor)?;
         if meta.format < FORMAT_VERSION {
             store.with_fresh_keyring(|| store.upgrade(&derived.kek, missing_settings))?;
         }
@@ -408,6 +457,7 @@ impl Store {
         }
         let keys = StateKeys::derive(store_key.expose(), &db_id);
         let mode = encode_mode(self.inner.mode);
+        let mut started = None;
         self.write_with_keyring(&ring, KeyringWrite::Under(&store_key), |w| {
             w.put(
                 Table::Meta,
@@ -427,8 +477,10 @@ impl Store {
                 content: keys.content_of(&*w)?,
             };
             w.put(Table::Meta, META_STATE.as_bytes(), &state.encode(&keys))?;
+            started = Some(state);
             Ok(())
         })?;
+        *lock(&self.inner.seen_state) = started;
         *write_lock(&self.inner.state) = Some(keys);
         *write_lock(&self.inner.master) = store_key;
         Ok(())
@@ -474,6 +526,7 @@ impl Store {
                 slot: Mutex::new(slot),
                 state: RwLock::new(None),
                 seen_state: Mutex::new(None),
+                anchor: Mutex::new(None),
                 opts,
                 poisoned: AtomicBool::new(false),
                 locks: KeyLocks::default(),
@@ -567,6 +620,19 @@ impl Store {
     /// True once a commit failed for good: writes are refused until the store is reopened.
     pub fn is_poisoned(&self) -> bool {
         self.inner.poisoned.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for Inner {
+    /// Writes what an interval anchor held back, so a store closed cleanly leaves its
+    /// anchor current.
+    fn drop(&mut self) {
+        let anchor = self.anchor.get_mut().map(Option::take).unwrap_or_default();
+        if let Some(anchor) = anchor
+            && let Err(e) = anchor.flush()
+        {
+            tracing::warn!(target: "sealkv::anchor", error = %e, "anchor not written at close");
+        }
     }
 }
 

@@ -177,7 +177,10 @@ fn a_value_moved_to_another_sessions_row_fails_to_open() {
         assert!(matches!(err, Error::Integrity { .. }), "{err:?}");
         assert!(err.to_string().contains(&format!("{s}/n/k")), "{err}");
     }
-    assert_eq!(store.verify().unwrap().len(), 2);
+    // Both values, and the content hash the swapped rows no longer add up to.
+    let failures = store.verify().unwrap();
+    assert_eq!(failures.len(), 3, "{failures:?}");
+    assert!(matches!(failures[2], Error::ContentChanged), "{failures:?}");
 }
 
 #[test]

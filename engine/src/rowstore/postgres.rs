@@ -146,6 +146,30 @@ impl PgUrl {
         })
     }
 
+    /// True when the URL holds a password (in its credentials or as `password=`).
+    pub(crate) fn has_password(&self) -> bool {
+        self.connect != self.shown_without_store()
+    }
+
+    /// The shown URL without the parameters that `connect` lacks.
+    fn shown_without_store(&self) -> String {
+        let mut shown = self.shown.clone();
+        let cut = format!("?store={}", self.store);
+        if let Some(i) = shown.find(&cut) {
+            let rest = shown[i + cut.len()..].to_string();
+            shown.truncate(i);
+            let rest: Vec<&str> = rest
+                .split('&')
+                .filter(|p| !p.is_empty() && !p.starts_with("sync_replicas="))
+                .collect();
+            if !rest.is_empty() {
+                shown.push('?');
+                shown.push_str(&rest.join("&"));
+            }
+        }
+        shown
+    }
+
     /// The store's name.
     pub fn store(&self) -> &str {
         &self.store
@@ -160,7 +184,7 @@ impl PgUrl {
 #[cfg(feature = "postgres")]
 mod engine;
 #[cfg(feature = "postgres")]
-pub(crate) use engine::PgRows;
+pub(crate) use engine::{PgRows, config_of, off_runtime};
 
 /// Without the `postgres` feature, every PostgreSQL address is refused.
 #[cfg(not(feature = "postgres"))]

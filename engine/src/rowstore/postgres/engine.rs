@@ -29,7 +29,7 @@ type Manager = PostgresConnectionManager<NoTls>;
 /// async application (whatsapp-rust's client, any tokio service) calling the store
 /// from a task would panic. Called from such a thread, `f` runs on a scoped thread of
 /// its own instead (tens of microseconds, next to a round trip to the server).
-fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+pub(crate) fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
     if tokio::runtime::Handle::try_current().is_err() {
         return f();
     }
@@ -343,7 +343,7 @@ pub(crate) struct PgRows {
     lock_salt: OnceLock<[u8; 16]>,
 }
 
-fn config_of(url: &PgUrl, opts: &Options) -> Result<postgres::Config> {
+pub(crate) fn config_of(url: &PgUrl, opts: &Options) -> Result<postgres::Config> {
     let mut config: postgres::Config = url
         .connect
         .parse()
