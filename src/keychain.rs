@@ -13,12 +13,14 @@
 //! A key kept only here is lost with the keychain (a reset, a new machine): keep
 //! another way into the store (a recovery passphrase) beside it.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use keyring_core::{CredentialStore, Entry};
+use sealkv_engine::anchor::{AnchorStore, Rank};
 use zeroize::Zeroizing;
 
-use crate::{Error, MasterKey, Result};
+use crate::{AnchorLocation, Error, MasterKey, Options, Result, SlotKind, Store};
 
 /// Master keys under one service name in the OS credential store.
 pub struct Keychain {
@@ -94,6 +96,74 @@ impl Keychain {
         }
     }
 
+    /// Creates a store at `path` whose key lives in this keychain: a fresh random
+    /// 32-byte key, kept under the store's id (which `sealkv stats` shows), opens it
+    /// through a keychain slot, and the store is anchored in the keychain too (beside
+    /// the key; see `docs/SECURITY.md`, "Rollback"). A store whose only slot is in a
+    /// keychain is lost with that keychain: add a recovery slot
+    /// ([`Store::add_slot`] with a passphrase). Nothing is left behind on failure.
+    pub fn create_store(&self, path: impl AsRef<Path>, opts: Options) -> Result<Store> {
+        install_anchors();
+        let path = path.as_ref();
+        let key = MasterKey::generate()?;
+        let store = Store::create_with_keychain_slot(path, key.clone(), &self.service, opts)?;
+        let account = store.id_hex();
+        let kept = self
+            .store_key(&account, &key)
+            .and_then(|()| store.set_anchor(Some(AnchorLocation::Keychain(self.service.clone()))));
+        if let Err(e) = kept {
+            drop(store);
+            let _ = self.delete_key(&account);
+            let _ = self.delete_key(&format!("{account}.anchor"));
+            if let crate::Location::File(file) = crate::Location::parse(path)? {
+                let _ = std::fs::remove_file(file);
+            }
+            return Err(e);
+        }
+        Ok(store)
+    }
+
+    /// The key of the store at `path` in this keychain (the store must have a keychain
+    /// slot under this service).
+    pub fn key_for(&self, path: impl AsRef<Path>) -> Result<MasterKey> {
+        let info = sealkv_engine::inspect(path.as_ref())?;
+        if !info
+            .slots
+            .iter()
+            .any(|s| s.kind == SlotKind::Keychain && s.service.as_deref() == Some(&self.service))
+        {
+            return Err(Error::Keychain {
+                what: format!(
+                    "{} has no keychain slot for service {}",
+                    path.as_ref().display(),
+                    self.service
+                ),
+                hint: "open it another way (`sealkv slots` lists its slots)",
+            });
+        }
+        self.load_key(&info.id_hex())
+    }
+
+    /// Opens the store at `path` with the key this keychain holds for it.
+    pub fn open_store(&self, path: impl AsRef<Path>, opts: Options) -> Result<Store> {
+        install_anchors();
+        let key = self.key_for(path.as_ref())?;
+        Store::open(path, key, opts)
+    }
+
+    /// Adds a keychain slot to `store`: a fresh random key, kept in this keychain under
+    /// the store's id, opens it from now on. Returns the slot's id.
+    pub fn add_slot(&self, store: &Store, label: Option<&str>) -> Result<u32> {
+        let key = MasterKey::generate()?;
+        let account = store.id_hex();
+        self.store_key(&account, &key)?;
+        store
+            .add_keychain_slot(&key, &self.service, label)
+            .inspect_err(|_| {
+                let _ = self.delete_key(&account);
+            })
+    }
+
     /// An [`Error::Keychain`] for `e`, in words of our own: some of keyring-core's
     /// errors carry the stored bytes.
     fn failure(&self, doing: &str, account: &str, e: &keyring_core::Error) -> Error {
@@ -145,4 +215,56 @@ fn platform_store(service: &str) -> Result<Arc<CredentialStore>> {
         ),
         hint: "open the store another way",
     })
+}
+
+/// Lets every store opened in this process check and advance anchors kept in the OS
+/// keychain (`AnchorLocation::Keychain`). [`Keychain`]'s own opens call it; a program
+/// that opens a keychain-anchored store another way (with its recovery passphrase,
+/// say) calls it once first. Without it such an open is refused with a clear error.
+pub fn install_anchors() {
+    sealkv_engine::anchor::install_keychain_anchors(keychain_anchor);
+}
+
+fn keychain_anchor(service: &str, account: &str) -> Result<Box<dyn AnchorStore>> {
+    Ok(Box::new(KeychainAnchor {
+        keychain: Keychain::new(service)?,
+        account: account.to_string(),
+    }))
+}
+
+/// An anchor record in a keychain entry beside the store's key.
+struct KeychainAnchor {
+    keychain: Keychain,
+    account: String,
+}
+
+impl AnchorStore for KeychainAnchor {
+    fn read(&self) -> Result<Vec<Vec<u8>>> {
+        match self.keychain.entry(&self.account)?.get_secret() {
+            Ok(record) => Ok(vec![record]),
+            Err(keyring_core::Error::NoEntry) => Ok(Vec::new()),
+            Err(e) => Err(self
+                .keychain
+                .failure("cannot read the anchor of", &self.account, &e)),
+        }
+    }
+
+    fn advance(&self, record: &[u8], at: (u64, u64), rank: &Rank<'_>) -> Result<()> {
+        // Never backwards: another process may have written a newer record.
+        if self
+            .read()?
+            .iter()
+            .filter_map(|r| rank(r))
+            .any(|held| held >= at)
+        {
+            return Ok(());
+        }
+        self.keychain
+            .entry(&self.account)?
+            .set_secret(record)
+            .map_err(|e| {
+                self.keychain
+                    .failure("cannot write the anchor of", &self.account, &e)
+            })
+    }
 }

@@ -38,10 +38,11 @@ pub use open::open_or_create;
 
 pub use sealkv_crypto::{AES_GCM_SEAL_BUDGET, CryptoError};
 pub use sealkv_engine::{
-    Algorithm, Batch, Clock, Codec, Compression, Concurrency, EXPIRY_BUCKET_SECS, Error,
-    FORMAT_VERSION, Health, KdfLimits, KdfParams, KeyInfo, KeyState, LastCommit, Location,
-    MAX_NAME_LEN, MasterKey, NamespaceStats, Options, Passphrase, ReencryptProgress, Result,
-    Secret, Session, Stats, Store, Tx, Value, check_name, observe, system_clock,
+    Algorithm, AnchorLocation, Batch, Clock, Codec, Compression, Concurrency, EXPIRY_BUCKET_SECS,
+    Error, FORMAT_VERSION, Health, KdfLimits, KdfParams, KeyInfo, KeyState, LastCommit, Location,
+    MAX_NAME_LEN, MAX_SLOTS, MasterKey, NamespaceStats, Options, Passphrase, ReencryptProgress,
+    Result, Secret, Session, SlotInfo, SlotKind, Stats, Store, StoreInfo, Tx, Value, anchor,
+    check_name, inspect, observe, system_clock,
 };
 
 /// The README's examples, compiled and run as doc tests.

@@ -7,7 +7,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// `sealkv --version`: the release, and the file formats it reads and writes.
 const VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
-    " (writes store format 2; opens formats 1 and 2, upgrading a format 1 store as it opens it)"
+    " (writes store format 3; opens formats 1 to 3, upgrading an older store when it opens it \
+     for writing)"
 );
 
 /// sealkv: an encrypted embedded key-value store in one file.
@@ -15,9 +16,14 @@ const VERSION: &str = concat!(
 /// Wherever a store path is asked for, a PostgreSQL URL names a store on a server:
 /// postgres://user@host:port/dbname?store=NAME (the password from PGPASSWORD).
 ///
-/// The master key comes from, first found: --key-file, SEALKV_MASTER_KEY (64 hex
-/// characters), --passphrase-file, SEALKV_PASSPHRASE, or a prompt on the terminal.
-/// Secrets are never taken as argument values.
+/// The master key comes from, first found: --keychain (the OS keychain), --key-file,
+/// SEALKV_MASTER_KEY (64 hex characters), --passphrase-file, SEALKV_PASSPHRASE, or a
+/// prompt on the terminal. Any of the store's key slots opens it. Secrets are never
+/// taken as argument values.
+///
+/// Exit status: 0 success, 1 not found, 2 usage or other error, 3 wrong key, 4 damaged
+/// or changed store, 5 unhealthy, 6 an older copy than the store's anchor has seen
+/// (see accept-restore), 7 the anchor cannot be read or written.
 
 #[derive(Debug, Parser)]
 #[command(name = "sealkv", version = VERSION, about)]
@@ -36,6 +42,10 @@ pub struct SecretArgs {
     /// File holding the passphrase (one trailing newline is ignored).
     #[arg(long, global = true, value_name = "PATH")]
     pub passphrase_file: Option<PathBuf>,
+    /// Take the master key from the OS keychain, under this service (the account is
+    /// the store's id). With init: make a fresh key there and a keychain slot for it.
+    #[arg(long, global = true, value_name = "SERVICE")]
+    pub keychain: Option<String>,
     /// Most memory a store's Argon2id parameters may ask for, in MiB. A store's
     /// parameters come from its file; raise this only for a file you trust.
     #[arg(long, global = true, value_name = "MIB", default_value_t = 1024)]
@@ -99,6 +109,58 @@ pub enum Command {
         /// Compression before sealing.
         #[arg(long, value_enum, default_value = "snappy")]
         compression: CompressionArg,
+        /// Where to anchor the store against rollback: a file path, keychain:SERVICE
+        /// or postgres://user@host/db (see `sealkv anchor`). With --keychain the store
+        /// is anchored in the keychain unless this says otherwise.
+        #[arg(long, value_name = "LOCATION")]
+        anchor: Option<String>,
+    },
+    /// List the store's key slots: id, kind, when added, label (keychain: service).
+    Slots {
+        /// Store: a file path, or a postgres://user@host:port/db?store=NAME URL.
+        db: PathBuf,
+    },
+    /// Add a key slot: one more way to open the store (the new secret from
+    /// --new-key-file, --new-passphrase-file, SEALKV_NEW_PASSPHRASE, the prompt, or
+    /// a fresh key kept in the OS keychain with --new-keychain).
+    AddSlot {
+        /// Store: a file path, or a postgres://user@host:port/db?store=NAME URL.
+        db: PathBuf,
+        /// File holding the new slot's raw key.
+        #[arg(long, value_name = "PATH", group = "new")]
+        new_key_file: Option<PathBuf>,
+        /// File holding the new slot's passphrase.
+        #[arg(long, value_name = "PATH", group = "new")]
+        new_passphrase_file: Option<PathBuf>,
+        /// Make a fresh key in the OS keychain under this service.
+        #[arg(long, value_name = "SERVICE", group = "new")]
+        new_keychain: Option<String>,
+        /// A label to tell the slot by (e.g. "recovery").
+        #[arg(long)]
+        label: Option<String>,
+    },
+    /// Remove a key slot (not the last one); its secret no longer opens the store.
+    RemoveSlot {
+        /// Store: a file path, or a postgres://user@host:port/db?store=NAME URL.
+        db: PathBuf,
+        /// The slot's id (`sealkv slots`).
+        id: u32,
+    },
+    /// Anchor the store against rollback at LOCATION (a file path, keychain:SERVICE, or
+    /// postgres://user@host/db without a password), or `none` to stop: every later open
+    /// refuses an older copy of the store (exit 6).
+    Anchor {
+        /// Store: a file path, or a postgres://user@host:port/db?store=NAME URL.
+        db: PathBuf,
+        /// Where to keep the anchor, or none.
+        location: String,
+    },
+    /// Accept this copy of the store as current after a restore meant as one (its
+    /// anchor says it is older): advance its restore epoch and write the anchor from it.
+    /// The copy that was current before is refused from then on.
+    AcceptRestore {
+        /// Store: a file path, or a postgres://user@host:port/db?store=NAME URL.
+        db: PathBuf,
     },
     /// Store a value, read from FILE, or from stdin when FILE is absent or -.
     Put {

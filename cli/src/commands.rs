@@ -13,15 +13,60 @@ use crate::Failure;
 use crate::cli::{CipherArg, Cli, Command, CompressionArg};
 use crate::secrets;
 
+/// The secret that opens `db`: from the OS keychain with `--keychain`, else as
+/// [`secrets::master`] finds it.
+fn secret_for(db: &Path, cli_secret: &crate::cli::SecretArgs) -> Result<sealkv::Secret, Failure> {
+    match &cli_secret.keychain {
+        Some(service) => Ok(sealkv::Secret::Key(
+            sealkv::keychain::Keychain::new(service)?.key_for(db)?,
+        )),
+        None => secrets::master(cli_secret, false),
+    }
+}
+
 fn open(db: &Path, cli_secret: &crate::cli::SecretArgs) -> Result<Store, Failure> {
-    let secret = secrets::master(cli_secret, false)?;
+    let secret = secret_for(db, cli_secret)?;
     Ok(Store::open(db, secret, cli_secret.options())?)
 }
 
 /// Opens for commands that only read: the file is not written at all.
 fn open_ro(db: &Path, cli_secret: &crate::cli::SecretArgs) -> Result<Store, Failure> {
-    let secret = secrets::master(cli_secret, false)?;
+    let secret = secret_for(db, cli_secret)?;
     Ok(Store::open_read_only(db, secret, cli_secret.options())?)
+}
+
+/// A recovery secret given beside `--keychain` at init: a passphrase file or
+/// SEALKV_PASSPHRASE, or a key file or SEALKV_MASTER_KEY.
+fn recovery_secret(s: &crate::cli::SecretArgs) -> Result<Option<sealkv::Secret>, Failure> {
+    let given = s.key_file.is_some()
+        || s.passphrase_file.is_some()
+        || std::env::var_os("SEALKV_MASTER_KEY").is_some_and(|v| !v.is_empty())
+        || std::env::var_os("SEALKV_PASSPHRASE").is_some_and(|v| !v.is_empty());
+    given.then(|| secrets::master(s, false)).transpose()
+}
+
+fn format_time(secs: u64) -> String {
+    if secs == 0 {
+        return "-".into();
+    }
+    // Days since the epoch to a civil date (Howard Hinnant's algorithm).
+    let days = (secs / 86_400) as i64;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    let t = secs % 86_400;
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        t / 3600,
+        t / 60 % 60,
+        t % 60
+    )
 }
 
 /// The session a command works in: `--session ID`, or the default one.
@@ -71,8 +116,12 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
             db,
             cipher,
             compression,
+            anchor,
         } => {
-            let secret = secrets::master(s, true)?;
+            let anchor = anchor
+                .as_deref()
+                .map(sealkv::AnchorLocation::parse)
+                .transpose()?;
             let opts = Options {
                 cipher: match cipher {
                     CipherArg::Xchacha20poly1305 => Algorithm::XChaCha20Poly1305,
@@ -85,8 +134,106 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
                 },
                 ..s.options()
             };
-            let store = Store::create(&db, secret, opts)?;
-            eprintln!("created {}", store.path().display());
+            let store = match &s.keychain {
+                Some(service) => {
+                    let recovery = recovery_secret(s)?;
+                    let keychain = sealkv::keychain::Keychain::new(service)?;
+                    let store = keychain.create_store(&db, opts)?;
+                    match recovery {
+                        Some(secret) => {
+                            let id = store.add_slot(secret, Some("recovery"))?;
+                            eprintln!("added recovery slot {id}");
+                        }
+                        None => eprintln!(
+                            "warning: the store's only key is in the keychain; add a recovery \
+                             slot (`sealkv add-slot --keychain {service} DB \
+                             --new-passphrase-file F`) or it is lost with the keychain"
+                        ),
+                    }
+                    store
+                }
+                None => Store::create(&db, secrets::master(s, true)?, opts)?,
+            };
+            if let Some(anchor) = anchor {
+                store.set_anchor(Some(anchor))?;
+            }
+            eprintln!(
+                "created {} (store id {})",
+                store.path().display(),
+                store.id_hex()
+            );
+        }
+        Command::Slots { db } => {
+            let store = open_ro(&db, s)?;
+            let mut out = String::new();
+            for slot in store.slots()? {
+                out.push_str(&format!(
+                    "{}\t{}\t{}\t{}{}{}\n",
+                    slot.id,
+                    slot.kind.name(),
+                    format_time(slot.created),
+                    slot.label.as_deref().unwrap_or("-"),
+                    slot.service
+                        .as_deref()
+                        .map(|svc| format!("\tservice={svc}"))
+                        .unwrap_or_default(),
+                    if slot.id == store.opened_slot() {
+                        "\t(opened with)"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+            stdout_write(out.as_bytes())?;
+        }
+        Command::AddSlot {
+            db,
+            new_key_file,
+            new_passphrase_file,
+            new_keychain,
+            label,
+        } => {
+            let store = open(&db, s)?;
+            let id = match new_keychain {
+                Some(service) => {
+                    sealkv::keychain::Keychain::new(&service)?.add_slot(&store, label.as_deref())?
+                }
+                None => {
+                    let new = secrets::new_master(
+                        new_key_file.as_deref(),
+                        new_passphrase_file.as_deref(),
+                    )?;
+                    store.add_slot(new, label.as_deref())?
+                }
+            };
+            eprintln!("added slot {id}");
+        }
+        Command::RemoveSlot { db, id } => {
+            let store = open(&db, s)?;
+            store.remove_slot(id)?;
+            eprintln!("removed slot {id}; its secret no longer opens the store");
+        }
+        Command::Anchor { db, location } => {
+            let store = open(&db, s)?;
+            if location == "none" {
+                store.set_anchor(None)?;
+                eprintln!("the store has no anchor now: older copies are no longer refused");
+            } else {
+                store.set_anchor(Some(sealkv::AnchorLocation::parse(&location)?))?;
+                eprintln!(
+                    "anchored at {location}; an older copy of the store is refused from now on"
+                );
+            }
+        }
+        Command::AcceptRestore { db } => {
+            let secret = secret_for(&db, s)?;
+            let store = Store::accept_restore(&db, secret, s.options())?;
+            eprintln!(
+                "accepted this copy: restore epoch {}, generation {}; the copy that was \
+                 current before is refused from now on",
+                store.restore_epoch(),
+                store.generation()
+            );
         }
         Command::Put {
             db,
@@ -281,8 +428,17 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
                 sealkv::Location::Postgres(_) => "table size",
             };
             out.push_str(&format!(
-                "{what}: {} bytes\nrows: {}\n",
-                st.file_size, st.entries
+                "store id: {}\nformat: {}\ngeneration: {}\nrestore epoch: {}\nanchor: {}\n\
+                 {what}: {} bytes\nrows: {}\n",
+                store.id_hex(),
+                store.format()?,
+                store.generation(),
+                store.restore_epoch(),
+                store
+                    .anchor()
+                    .map_or_else(|| "none".to_string(), |a| a.to_string()),
+                st.file_size,
+                st.entries
             ));
             for (ns, n) in &st.namespaces {
                 out.push_str(&format!(

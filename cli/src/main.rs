@@ -61,6 +61,12 @@ impl From<sealkv::Error> for Failure {
                 .hint("stop the programs using the store, then run `sealkv compact`"),
             E::MetaTampered => Failure::new(4, message)
                 .hint("restore the store from a backup; do not write to this file"),
+            E::RolledBack { .. } => Failure::new(6, message).hint(
+                "find the newer copy of the store; if restoring this one was meant, run \
+                 `sealkv accept-restore DB`",
+            ),
+            E::Anchor { hint, .. } => Failure::new(7, message).hint(hint),
+            E::Keychain { .. } => Failure::new(2, message),
             E::Key(sealkv::CryptoError::KdfOverLimit { .. }) => Failure::new(2, message),
             E::Key(sealkv::CryptoError::InvalidKey(_)) => Failure::new(2, message).hint(
                 "give a non-empty passphrase (SEALKV_PASSPHRASE, --passphrase-file or the prompt)",
@@ -105,6 +111,8 @@ fn main() -> ExitCode {
             default_hook(info);
         }
     }));
+    // Stores anchored in the OS keychain are checked whichever way they are opened.
+    sealkv::keychain::install_anchors();
     let cli = cli::Cli::parse();
     match commands::run(cli) {
         Ok(code) => ExitCode::from(code),

@@ -480,10 +480,12 @@ fn hostile_kdf_parameters_are_refused_with_the_flags_that_allow_them() {
                 .and(predicate::str::contains("--max-kdf-memory")),
         );
     // Rewritten to 4 GiB x 64 passes (the salt kept): refused before deriving.
-    let mut kdf = get_meta(&db, "kdf");
-    kdf[1..5].copy_from_slice(&(4u32 << 20).to_le_bytes());
-    kdf[5..9].copy_from_slice(&64u32.to_le_bytes());
-    set_meta(&db, "kdf", &kdf);
+    // The one slot's key derivation record starts at byte 23 of the slots record
+    // (docs/FORMAT.md): kind, then m and t.
+    let mut slots = get_meta(&db, "slots");
+    slots[24..28].copy_from_slice(&(4u32 << 20).to_le_bytes());
+    slots[28..32].copy_from_slice(&64u32.to_le_bytes());
+    set_meta(&db, "slots", &slots);
     let before = std::fs::read(&db).unwrap();
     e.run(&["stats", s(&db)])
         .code(2)

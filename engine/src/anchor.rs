@@ -244,7 +244,7 @@ struct Written {
 impl Anchor {
     /// Opens the anchor at `location` for the store of `db_id`.
     pub(crate) fn open(location: AnchorLocation, key: RecordKey) -> Result<Self> {
-        let account = format!("{}.anchor", hex(&key.db_id));
+        let account = format!("{}.anchor", crate::store::hex_id(&key.db_id));
         let store: Box<dyn AnchorStore> = match &location {
             AnchorLocation::File(path) => Box::new(FileAnchor { path: path.clone() }),
             AnchorLocation::Keychain(service) => match KEYCHAIN.get() {
@@ -513,10 +513,6 @@ impl Store {
         }
         Ok(())
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The anchor store [`AnchorLocation::File`] uses: a file at `path` holding two record

@@ -72,7 +72,7 @@ pub use sealkv_crypto::{
 };
 pub use session::Session;
 pub use slots::{MAX_SLOT_LABEL, MAX_SLOTS, SlotInfo, SlotKind};
-pub use store::{Store, Value};
+pub use store::{Store, StoreInfo, Value, inspect};
 pub use txn::Tx;
 
 /// Internals for tests and fuzz targets. Not a stable API.

@@ -356,18 +356,7 @@ impl Store {
             // shared mode, which follows any writer's commits), or, for a file that
             // needs crash recovery (which a read-only open refuses), a recovery in
             // memory over the file.
-            let view = match redb::Builder::new()
-                .set_cache_size(if read_only { opts.cache_size } else { 1 << 20 })
-                .set_concurrency_mode(redb::ConcurrencyMode::MultiWriter)
-                .open_read_only(path)
-            {
-                // Wrapped at once: redb's drop can panic on a damaged file.
-                Ok(ro) => Handle::read_only(ro),
-                Err(redb::DatabaseError::RepairAborted) => {
-                    Handle::recovered(path, if read_only { opts.cache_size } else { 1 << 20 })?
-                }
-                Err(e) => return Err(map_open_error(e, path)),
-            };
+            let view = probe_view(path, if read_only { opts.cache_size } else { 1 << 20 })?;
             let meta = read_meta(&*view.snapshot()?, path)?;
             let (kek, unlocked) = unlock(&meta, &secret, &opts, None)?;
             // Every check that can refuse the file runs here, before a writer opens it.
@@ -549,6 +538,17 @@ impl Store {
         })
     }
 
+    /// The store's id in lowercase hex (as `sealkv stats` shows it): the account of
+    /// its keychain entries.
+    pub fn id_hex(&self) -> String {
+        hex_id(&self.inner.db_id)
+    }
+
+    /// The format version the store's file (or tables) records now.
+    pub fn format(&self) -> Result<u32> {
+        Ok(read_meta(&*self.rows().view()?, &self.inner.path)?.format)
+    }
+
     /// The path of the store file.
     pub fn path(&self) -> &Path {
         &self.inner.path
@@ -621,6 +621,80 @@ impl Store {
     pub fn is_poisoned(&self) -> bool {
         self.inner.poisoned.load(Ordering::Acquire)
     }
+}
+
+/// A view of a file that writes nothing: a read-only open (in the shared mode, which
+/// follows any writer's commits), or, for a file that needs crash recovery (which a
+/// read-only open refuses), a recovery in memory over the file.
+fn probe_view(path: &Path, cache_size: usize) -> Result<Handle> {
+    match redb::Builder::new()
+        .set_cache_size(cache_size)
+        .set_concurrency_mode(redb::ConcurrencyMode::MultiWriter)
+        .open_read_only(path)
+    {
+        // Wrapped at once: redb's drop can panic on a damaged file.
+        Ok(ro) => Ok(Handle::read_only(ro)),
+        Err(redb::DatabaseError::RepairAborted) => Handle::recovered(path, cache_size),
+        Err(e) => Err(map_open_error(e, path)),
+    }
+}
+
+/// What can be read of a store without its key (none of it authenticated until a key
+/// opens the store): its id, format, key slots and anchor.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct StoreInfo {
+    /// The store's id, bound into every sealed value (hex in [`StoreInfo::id_hex`]).
+    pub id: [u8; 16],
+    /// The file format version.
+    pub format: u32,
+    /// The key slots.
+    pub slots: Vec<SlotInfo>,
+    /// Where its anchor is, if it records one.
+    pub anchor: Option<crate::AnchorLocation>,
+}
+
+impl StoreInfo {
+    /// The store's id in lowercase hex: the account of its keychain entries.
+    pub fn id_hex(&self) -> String {
+        hex_id(&self.id)
+    }
+}
+
+pub(crate) fn hex_id(id: &[u8; 16]) -> String {
+    id.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Reads what a store shows without its key ([`StoreInfo`]): which slots could open it
+/// (a keychain slot's service, say). Writes nothing.
+pub fn inspect(path: impl AsRef<Path>) -> Result<StoreInfo> {
+    let path = path.as_ref();
+    contain(|| {
+        let meta = match Location::parse(path)? {
+            Location::File(path) => {
+                precheck(&path)?;
+                read_meta(&*probe_view(&path, 1 << 20)?.snapshot()?, &path)?
+            }
+            Location::Postgres(url) => {
+                let shown = PathBuf::from(url.to_string());
+                read_meta(
+                    &*PgRows::open(&url, &Options::default(), true)?.view()?,
+                    &shown,
+                )?
+            }
+        };
+        Ok(StoreInfo {
+            id: meta.db_id,
+            format: meta.format,
+            slots: meta.slots.slots.into_iter().map(|s| s.info).collect(),
+            anchor: meta
+                .anchor
+                .as_deref()
+                .map(crate::AnchorLocation::decode)
+                .transpose()?,
+        })
+    })
+    .map_err(truncation)
 }
 
 impl Drop for Inner {
