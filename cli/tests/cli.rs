@@ -793,3 +793,110 @@ fn version_completions_and_man_page_describe_the_commands() {
     let pages = std::fs::read_dir(&dir).unwrap().count();
     assert!(pages > 20, "{pages} pages");
 }
+
+#[test]
+fn slots_are_listed_added_and_removed_and_any_one_opens_the_store() {
+    let e = Env::new();
+    e.init();
+    let db = e.db();
+    e.cmd()
+        .args(["put", s(&db), "n", "k"])
+        .write_stdin("v")
+        .assert()
+        .success();
+    let key = e.path("recovery.key");
+    std::fs::write(&key, "ab".repeat(32)).unwrap();
+    e.run(&[
+        "add-slot",
+        s(&db),
+        "--new-key-file",
+        s(&key),
+        "--label",
+        "recovery",
+    ])
+    .success()
+    .stderr(predicate::str::contains("added slot 2"));
+    e.run(&["slots", s(&db)]).success().stdout(
+        predicate::str::contains("1\tpassphrase\t")
+            .and(predicate::str::contains("\t(opened with)"))
+            .and(predicate::str::contains("2\tkey\t"))
+            .and(predicate::str::contains("\trecovery")),
+    );
+    // The key slot opens the store with no passphrase at all.
+    e.cmd()
+        .env_remove("SEALKV_PASSPHRASE")
+        .args(["--key-file", s(&key), "get", s(&db), "n", "k"])
+        .assert()
+        .success()
+        .stdout("v");
+    // Removing the passphrase slot: the passphrase no longer opens it.
+    e.cmd()
+        .env_remove("SEALKV_PASSPHRASE")
+        .args(["--key-file", s(&key), "remove-slot", s(&db), "1"])
+        .assert()
+        .success();
+    e.run(&["get", s(&db), "n", "k"]).code(3);
+    // The last slot cannot go; an unknown one is named.
+    e.cmd()
+        .env_remove("SEALKV_PASSPHRASE")
+        .args(["--key-file", s(&key), "remove-slot", s(&db), "2"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("last key slot"));
+    e.cmd()
+        .env_remove("SEALKV_PASSPHRASE")
+        .args(["--key-file", s(&key), "remove-slot", s(&db), "9"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("no key slot 9"));
+}
+
+#[test]
+fn an_older_copy_exits_6_until_accept_restore_and_a_lost_anchor_exits_7() {
+    let e = Env::new();
+    let db = e.db();
+    let anchor = e.path("db.anchor");
+    e.run(&["init", s(&db), "--anchor", s(&anchor)]).success();
+    e.cmd()
+        .args(["put", s(&db), "n", "k"])
+        .write_stdin("old")
+        .assert()
+        .success();
+    let backup = e.path("backup.sealkv");
+    std::fs::copy(&db, &backup).unwrap();
+    e.cmd()
+        .args(["put", s(&db), "n", "k"])
+        .write_stdin("new")
+        .assert()
+        .success();
+    e.run(&["stats", s(&db)]).success().stdout(
+        predicate::str::contains("format: 3")
+            .and(predicate::str::contains("generation: 3"))
+            .and(predicate::str::contains(format!(
+                "anchor: {}",
+                anchor.display()
+            ))),
+    );
+    std::fs::copy(&backup, &db).unwrap();
+    for command in [
+        vec!["get", s(&db), "n", "k"],
+        vec!["ls", s(&db)],
+        vec!["verify", s(&db)],
+    ] {
+        e.run(&command).code(6).stdout("").stderr(
+            predicate::str::contains("older copy").and(predicate::str::contains("accept-restore")),
+        );
+    }
+    e.run(&["accept-restore", s(&db)])
+        .success()
+        .stderr(predicate::str::contains("restore epoch 1"));
+    e.run(&["get", s(&db), "n", "k"]).success().stdout("old");
+    std::fs::remove_file(&anchor).unwrap();
+    e.run(&["get", s(&db), "n", "k"])
+        .code(7)
+        .stderr(predicate::str::contains("no anchor record"));
+    e.run(&["accept-restore", s(&db)]).success();
+    e.run(&["anchor", s(&db), "none"]).success();
+    std::fs::copy(&backup, &db).unwrap();
+    e.run(&["get", s(&db), "n", "k"]).code(6);
+}
