@@ -85,6 +85,16 @@ defmodule Sealkv do
   @spec open_or_create(Path.t(), [option()]) :: result(t())
   def open_or_create(path, opts), do: open_in(path, :open_or_create, opts)
 
+  @doc """
+  Opens a store its anchor says is an older copy (every other open gives
+  `{:error, %Sealkv.Error{code: :older_copy}}`), or whose anchor is gone (`:anchor`),
+  and accepts it as current: its restore epoch advances and the anchor is written from
+  it, so the copy that was current before the restore is refused from now on. Use it
+  only when the restore was meant, then start over what a restore breaks (re-pair).
+  """
+  @spec accept_restore(Path.t(), [option()]) :: result(t())
+  def accept_restore(path, opts), do: open_in(path, :accept_restore, opts)
+
   defp open_in(path, mode, opts) do
     with :ok <- check(is_binary(path), "the path must be a string"),
          :ok <- check(Keyword.keyword?(opts), "options must be a keyword list"),
@@ -298,6 +308,21 @@ defmodule Sealkv do
   @doc "Writes a consistent copy of the store to `dest` (a new file, or a URL), online."
   @spec backup(t(), Path.t()) :: :ok | {:error, Error.t()}
   def backup(%__MODULE__{ref: ref}, dest) when is_binary(dest), do: ok(Native.backup(ref, dest))
+
+  @doc """
+  Anchors the store against rollback at `location` (a file path, `"keychain:SERVICE"`,
+  or a `postgres://` URL without a password), or removes its anchor (`nil`). Every
+  later open, from any program, refuses an older copy with `:older_copy`.
+  """
+  @spec set_anchor(t(), String.t() | nil) :: :ok | {:error, Error.t()}
+  def set_anchor(%__MODULE__{ref: ref}, nil), do: ok(Native.set_anchor(ref, nil))
+
+  def set_anchor(%__MODULE__{ref: ref}, location) when is_binary(location),
+    do: ok(Native.set_anchor(ref, location))
+
+  @doc "How many restores were accepted (`accept_restore/2`); `{:ok, n}`."
+  @spec restore_epoch(t()) :: result(non_neg_integer())
+  def restore_epoch(%__MODULE__{ref: ref}), do: call(Native.restore_epoch(ref))
 
   @doc "Makes a new primary data key (older ones still open older values); `{:ok, id}`."
   @spec rotate(t()) :: result(non_neg_integer())

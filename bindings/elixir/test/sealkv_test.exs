@@ -235,4 +235,39 @@ defmodule SealkvTest do
       {:error, _} -> Process.sleep(100) && retry(f, n - 1)
     end
   end
+
+  test "an older copy put back is refused with :older_copy until accept_restore/2",
+       %{tmp_dir: dir} do
+    path = Path.join(dir, "a.sealkv")
+    {store, key} = new_store(path)
+    assert :ok = Sealkv.set_anchor(store, Path.join(dir, "a.anchor"))
+    assert :ok = Sealkv.put(store, "creds", "creds", "old")
+    :ok = Sealkv.close(store)
+    backup = File.read!(path)
+
+    {:ok, store} = Sealkv.open(path, key: key)
+    assert :ok = Sealkv.put(store, "creds", "creds", "new")
+    :ok = Sealkv.close(store)
+    newer = File.read!(path)
+
+    File.write!(path, backup)
+
+    assert {:error, %Sealkv.Error{code: :older_copy, message: message}} =
+             Sealkv.open(path, key: key)
+
+    assert message =~ "accept-restore"
+    assert {:error, %Sealkv.Error{code: :older_copy}} = Sealkv.open(path, key: key, read_only: true)
+
+    assert {:ok, store} = Sealkv.accept_restore(path, key: key)
+    assert {:ok, 1} = Sealkv.restore_epoch(store)
+    assert {:ok, "old"} = Sealkv.get(store, "creds", "creds")
+    :ok = Sealkv.close(store)
+
+    File.write!(path, newer)
+    assert {:error, %Sealkv.Error{code: :older_copy}} = Sealkv.open(path, key: key)
+
+    File.write!(path, backup)
+    File.rm!(Path.join(dir, "a.anchor"))
+    assert {:error, %Sealkv.Error{code: :anchor}} = Sealkv.open(path, key: key)
+  end
 end

@@ -110,6 +110,7 @@ function nativeOptions(opts, mode) {
     concurrency: opts.concurrency,
     syncReplicas: wholeNumber(opts.syncReplicas, 'syncReplicas', 64),
     failoverTimeoutMs: wholeNumber(opts.failoverTimeoutMs, 'failoverTimeoutMs', 2 ** 32 - 1),
+    acceptRestore: mode === 'acceptRestore',
   }
 }
 
@@ -365,6 +366,37 @@ class Store {
    */
   static openOrCreate(path, opts = {}) {
     return Store.#open(path, opts, 'openOrCreate')
+  }
+
+  /**
+   * Opens a store whose anchor says it is an older copy (it rejects every other open
+   * with `SEALKV_ROLLED_BACK`), or whose anchor is gone (`SEALKV_ANCHOR`), and accepts
+   * it as current: its restore epoch advances and the anchor is written from it, so
+   * the copy that was current before is refused from now on. Use it only when the
+   * restore was meant; then start over what a restore breaks (re-pair the bot).
+   */
+  static acceptRestore(path, opts = {}) {
+    return Store.#open(path, opts, 'acceptRestore')
+  }
+
+  /**
+   * How many restores were accepted (`acceptRestore`). A bot that keeps state elsewhere
+   * compares it with the epoch it saw last, and re-pairs when it grew.
+   */
+  get restoreEpoch() {
+    return this.#native.restoreEpoch
+  }
+
+  /**
+   * Anchors the store against rollback at `location` (a file path, `keychain:SERVICE`
+   * or `postgres://user@host/db` without a password), or removes the anchor (`null`).
+   * Every later open, from any program, refuses an older copy with `SEALKV_ROLLED_BACK`.
+   */
+  setAnchor(location) {
+    if (location !== null && (typeof location !== 'string' || location === '')) {
+      return Promise.reject(new SealkvError('SEALKV_INVALID_ARGUMENT', 'location must be a non-empty string or null'))
+    }
+    return call(() => this.#native.setAnchor(location))
   }
 
   /** The session this view reads and writes (null: the default session). */

@@ -124,6 +124,12 @@ export declare class Store {
    * all end up opening the one that won.
    */
   static openOrCreate(path: string, options: OpenOptions): Promise<Store>
+  /**
+   * Opens a store its anchor says is an older copy (other opens reject with
+   * `SEALKV_ROLLED_BACK`), or whose anchor is gone (`SEALKV_ANCHOR`), and accepts it as
+   * current: the restore epoch advances, and the copy current before is refused from now on.
+   */
+  static acceptRestore(path: string, options: OpenOptions): Promise<Store>
   /** The session of this view (null: the default session). */
   readonly sessionId: string | null
   /** Whether the store was closed. */
@@ -164,6 +170,14 @@ export declare class Store {
   isHealthy(): Promise<boolean>
   /** Writes a consistent copy to a new file, while the store is in use. */
   backup(dest: string): Promise<void>
+  /**
+   * Anchors the store against rollback (a file path, `keychain:SERVICE`, or a
+   * `postgres://` URL without a password), or removes the anchor (`null`): every later
+   * open refuses an older copy with `SEALKV_ROLLED_BACK`.
+   */
+  setAnchor(location: string | null): Promise<void>
+  /** How many restores were accepted (`Store.acceptRestore`). */
+  readonly restoreEpoch: number
   /** Closes the store and all its views. */
   close(): Promise<void>
 }

@@ -52,6 +52,12 @@ fn code_of(err: &Error) -> &'static str {
         Error::Key(_) => "SEALKV_KEY",
         Error::Io(_) | Error::Storage(_) => "SEALKV_IO",
         Error::Server { .. } => "SEALKV_SERVER",
+        Error::RolledBack { .. } => "SEALKV_ROLLED_BACK",
+        Error::Anchor { .. } => "SEALKV_ANCHOR",
+        Error::ContentChanged => "SEALKV_CONTENT_CHANGED",
+        Error::NoSuchSlot(_) => "SEALKV_NO_SUCH_SLOT",
+        Error::LastSlot => "SEALKV_LAST_SLOT",
+        Error::Keychain { .. } => "SEALKV_KEYCHAIN",
         _ => "SEALKV_ERROR",
     }
 }
@@ -136,6 +142,9 @@ pub struct OpenInput {
     /// PostgreSQL: how long calls keep trying while the server fails over, in ms
     /// (default 30000).
     pub failover_timeout_ms: Option<u32>,
+    /// Accept this copy of the store as current after a restore meant as one (its
+    /// anchor says it is older): see `Store::accept_restore`.
+    pub accept_restore: Option<bool>,
 }
 
 /// One change of a batch: a put (with `value`) or a delete (`value` absent or null).
@@ -251,6 +260,7 @@ pub struct OpenTask {
     create: bool,
     create_new: bool,
     read_only: bool,
+    accept_restore: bool,
 }
 
 impl Task for OpenTask {
@@ -261,7 +271,9 @@ impl Task for OpenTask {
         guarded(|| {
             let (secret, opts) = self.setup.take().ok_or_else(closed)??;
             let path = Path::new(&self.path);
-            let result = if self.create_new {
+            let result = if self.accept_restore {
+                Store::accept_restore(path, secret, opts)
+            } else if self.create_new {
                 Store::create(path, secret, opts)
             } else if self.read_only {
                 Store::open_read_only(path, secret, opts)
@@ -287,6 +299,7 @@ pub fn open_store(path: String, secret: SecretInput, options: OpenInput) -> Asyn
     let create = options.create.unwrap_or(true);
     let create_new = options.create_new.unwrap_or(false);
     let read_only = options.read_only.unwrap_or(false);
+    let accept_restore = options.accept_restore.unwrap_or(false);
     let setup = guarded(|| options_of(&options).and_then(|opts| Ok((secret_of(secret)?, opts))));
     prometheus();
     AsyncTask::new(OpenTask {
@@ -295,6 +308,7 @@ pub fn open_store(path: String, secret: SecretInput, options: OpenInput) -> Asyn
         create,
         create_new,
         read_only,
+        accept_restore,
     })
 }
 
@@ -547,6 +561,26 @@ impl NativeStore {
                 last_commit_age_ms: h.last_commit.map(|c| c.age.as_secs_f64() * 1000.0),
             })
         })
+    }
+
+    /// Anchors the store against rollback at `location` (a file path,
+    /// `keychain:SERVICE` or a `postgres://` URL without a password), or removes its
+    /// anchor (`null`): see `Store::set_anchor`.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn set_anchor(&self, location: Option<String>) -> AsyncTask<Work<()>> {
+        self.on_store(move |store| {
+            let location = location
+                .as_deref()
+                .map(sealkv::AnchorLocation::parse)
+                .transpose()?;
+            store.set_anchor(location)
+        })
+    }
+
+    /// The store's restore epoch: how many restores were accepted.
+    #[napi(getter)]
+    pub fn restore_epoch(&self) -> napi::Result<f64> {
+        guarded(|| Ok(self.store()?.restore_epoch() as f64))
     }
 
     /// Writes a consistent copy of the store to `dest` (a new file), online.

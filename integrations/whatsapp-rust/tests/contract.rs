@@ -912,3 +912,35 @@ async fn errors_do_not_name_the_row() {
     let err = b.put_session(&long, b"s").await.unwrap_err();
     assert!(!format!("{err:?}").contains(&long[..100]));
 }
+
+/// A store put back from an older copy would bring back consumed one-time pre-keys:
+/// the backend's open refuses it with the engine's `RolledBack`.
+#[tokio::test]
+async fn an_older_copy_that_would_resurrect_a_consumed_prekey_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wa.sealkv");
+    let store = sealkv::Store::create(&path, key(), Options::default()).unwrap();
+    store
+        .set_anchor(Some(sealkv::AnchorLocation::File(
+            dir.path().join("wa.anchor"),
+        )))
+        .unwrap();
+    let b = SealkvBackend::from_store(store).unwrap();
+    b.store_prekey(7, b"one-time", false).await.unwrap();
+    drop(b);
+    let backup = dir.path().join("backup.sealkv");
+    std::fs::copy(&path, &backup).unwrap();
+    let b = reopen_file(&path);
+    b.remove_prekey(7).await.unwrap();
+    drop(b);
+    std::fs::copy(&backup, &path).unwrap();
+    match SealkvBackend::open(&path, key(), Options::default()) {
+        Err(sealkv::Error::RolledBack { .. }) => {}
+        Err(other) => panic!("{other}"),
+        Ok(_) => panic!("the older copy opened: pre-key 7 would be used twice"),
+    }
+}
+
+fn reopen_file(path: &std::path::Path) -> SealkvBackend {
+    SealkvBackend::open(path, key(), Options::default()).unwrap()
+}

@@ -9,7 +9,10 @@ defmodule Sealkv.Error do
   authentication), `:too_large`, `:invalid_name`, `:invalid_ttl`, `:read_only`,
   `:poisoned`, `:commit_failed`, `:meta_tampered`, `:lock_timeout`, `:lock_lost`,
   `:needs_upgrade`, `:not_alone`, `:nested_lock`, `:rolled_back` (a joined transaction
-  failed), `:key_in_use`, `:key`, `:io`,
+  failed), `:key_in_use`, `:key`, `:io`, `:older_copy` (the store is an older copy
+  than its anchor has seen: see `Sealkv.accept_restore/2`), `:anchor` (the anchor
+  cannot be read or written), `:content_changed` (from `Sealkv.verify/1`: rows put back
+  or removed outside sealkv), `:no_such_slot`, `:last_slot`, `:keychain`,
   `:server` (PostgreSQL), `:closed`, `:invalid_argument`, `:undecodable` (a stored
   term that does not decode, from `Sealkv.BaileysEx.Persistence`), `:internal` (a
   bug: the native code panicked) and `:sealkv_error` (anything else).

@@ -31,6 +31,8 @@ defmodule Sealkv.Native do
   def list(_store, _session, _namespace), do: :erlang.nif_error(:sealkv_nif_not_loaded)
   def namespaces(_store, _session), do: :erlang.nif_error(:sealkv_nif_not_loaded)
   def rotate(_store), do: :erlang.nif_error(:sealkv_nif_not_loaded)
+  def set_anchor(_store, _location), do: :erlang.nif_error(:sealkv_nif_not_loaded)
+  def restore_epoch(_store), do: :erlang.nif_error(:sealkv_nif_not_loaded)
   def sessions(_store), do: :erlang.nif_error(:sealkv_nif_not_loaded)
   def drop_session(_store, _id), do: :erlang.nif_error(:sealkv_nif_not_loaded)
   def clear(_store, _session), do: :erlang.nif_error(:sealkv_nif_not_loaded)

@@ -38,6 +38,7 @@ mod atoms {
         open,
         create,
         open_or_create,
+        accept_restore,
         read_only,
         // Secrets
         passphrase,
@@ -73,6 +74,12 @@ mod atoms {
         not_alone,
         nested_lock,
         key_in_use,
+        older_copy,
+        anchor,
+        content_changed,
+        no_such_slot,
+        last_slot,
+        keychain,
         io,
         server,
         closed,
@@ -140,6 +147,12 @@ fn code_of(err: &Error) -> Atom {
         Error::Key(_) => atoms::key(),
         Error::Io(_) | Error::Storage(_) => atoms::io(),
         Error::Server { .. } => atoms::server(),
+        Error::RolledBack { .. } => atoms::older_copy(),
+        Error::Anchor { .. } => atoms::anchor(),
+        Error::ContentChanged => atoms::content_changed(),
+        Error::NoSuchSlot(_) => atoms::no_such_slot(),
+        Error::LastSlot => atoms::last_slot(),
+        Error::Keychain { .. } => atoms::keychain(),
         _ => atoms::sealkv_error(),
     }
 }
@@ -334,8 +347,8 @@ fn store_of<'a>(term: Term<'a>) -> NifResult<ResourceArc<StoreRes>> {
         .map_err(|_| invalid("not a sealkv store handle"))
 }
 
-/// Opens the store at `path`. `mode` is `:open`, `:create`, `:open_or_create` or
-/// `:read_only`. On a dirty CPU scheduler: opening a passphrase store derives its key
+/// Opens the store at `path`. `mode` is `:open`, `:create`, `:open_or_create`,
+/// `:read_only` or `:accept_restore`. On a dirty CPU scheduler: opening a passphrase store derives its key
 /// with Argon2id.
 #[rustler::nif(schedule = "DirtyCpu")]
 fn open<'a>(
@@ -380,6 +393,8 @@ fn open_in(
         sealkv::open_or_create(path, secret, opts)
     } else if mode == atoms::read_only() {
         Store::open_read_only(path, secret, opts)
+    } else if mode == atoms::accept_restore() {
+        Store::accept_restore(path, secret, opts)
     } else {
         return Err(invalid("unknown open mode"));
     }?;
@@ -548,6 +563,27 @@ fn backup<'a>(env: Env<'a>, store: Term<'a>, dest: Term<'a>) -> Term<'a> {
         store_of(store)?.store()?.backup(&dest)?;
         Ok(atoms::ok())
     })
+}
+
+/// Anchors the store at `location` (a string), or removes its anchor (`nil`).
+#[rustler::nif(schedule = "DirtyIo")]
+fn set_anchor<'a>(env: Env<'a>, store: Term<'a>, location: Term<'a>) -> Term<'a> {
+    reply(env, || {
+        let location = if location.is_atom() {
+            None
+        } else {
+            let text = string_of(location, "the anchor location")?;
+            Some(sealkv::AnchorLocation::parse(&text)?)
+        };
+        store_of(store)?.store()?.set_anchor(location)?;
+        Ok(atoms::ok())
+    })
+}
+
+/// The store's restore epoch; `{:ok, n}`.
+#[rustler::nif]
+fn restore_epoch<'a>(env: Env<'a>, store: Term<'a>) -> Term<'a> {
+    reply(env, || Ok(store_of(store)?.store()?.restore_epoch()))
 }
 
 /// Makes a new primary data key; `{:ok, id}`.
