@@ -246,7 +246,7 @@ impl Anchor {
     pub(crate) fn open(location: AnchorLocation, key: RecordKey) -> Result<Self> {
         let account = format!("{}.anchor", crate::store::hex_id(&key.db_id));
         let store: Box<dyn AnchorStore> = match &location {
-            AnchorLocation::File(path) => Box::new(FileAnchor { path: path.clone() }),
+            AnchorLocation::File(path) => file_store(path.clone()),
             AnchorLocation::Keychain(service) => match KEYCHAIN.get() {
                 Some(make) => make(service, &account)?,
                 None => {
@@ -519,12 +519,17 @@ impl Store {
 /// slots, written in turn under a file lock. For an [`install_keychain_anchors`]
 /// provider that keeps its records in files (tests; a platform without a keychain).
 pub fn file_store(path: PathBuf) -> Box<dyn AnchorStore> {
-    Box::new(FileAnchor { path })
+    Box::new(FileAnchor {
+        path,
+        open: Mutex::new(None),
+    })
 }
 
 /// A file holding two record slots, written in turn.
 struct FileAnchor {
     path: PathBuf,
+    /// The file, kept open between writes (opening it costs more than the write).
+    open: Mutex<Option<File>>,
 }
 
 impl FileAnchor {
@@ -555,14 +560,38 @@ impl AnchorStore for FileAnchor {
     }
 
     fn advance(&self, record: &[u8], at: (u64, u64), rank: &Rank<'_>) -> Result<()> {
+        let mut open = lock(&self.open);
+        if open.is_none() {
+            let mut options = OpenOptions::new();
+            options.read(true).write(true).create(true).truncate(false);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            *open = Some(options.open(&self.path).map_err(|e| self.error(e))?);
+        }
+        let file = open.as_mut().unwrap_or_else(|| unreachable!("just opened"));
+        let result = self.advance_in(file, record, at, rank);
+        let _ = file.unlock();
+        if result.is_err() {
+            // Opened afresh next time.
+            *open = None;
+        }
+        result
+    }
+}
+
+impl FileAnchor {
+    /// [`AnchorStore::advance`] on the open file, under its lock.
+    fn advance_in(
+        &self,
+        file: &mut File,
+        record: &[u8],
+        at: (u64, u64),
+        rank: &Rank<'_>,
+    ) -> Result<()> {
         use std::io::{Seek, SeekFrom, Write};
-        let mut options = OpenOptions::new();
-        options.read(true).write(true).create(true).truncate(false);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut file = options.open(&self.path).map_err(|e| self.error(e))?;
         file.lock().map_err(|e| self.error(e))?;
-        let slots = Self::slots(&mut file).map_err(|e| self.error(e))?;
+        file.seek(SeekFrom::Start(0)).map_err(|e| self.error(e))?;
+        let slots = Self::slots(file).map_err(|e| self.error(e))?;
         let ranks: Vec<Option<(u64, u64)>> =
             (0..2).map(|i| slots.get(i).and_then(|s| rank(s))).collect();
         if ranks.iter().flatten().any(|r| *r >= at) {

@@ -610,7 +610,9 @@ impl Store {
             let attempt_began = std::time::Instant::now();
             let mut committing = false;
             let mut read_count = None;
-            let state_keys = read_lock(&self.inner.state).clone();
+            let state_keys = read_lock(&self.inner.state)
+                .clone()
+                .filter(|_| crate::state::kept());
             let mut new_state = None;
             let mut resolved = None;
             // redb can panic on a damaged page (its allocator state, say): contained

@@ -81,4 +81,6 @@ pub mod internal {
     #[cfg(feature = "test-internals")]
     pub use crate::fuzz::{fuzz_concurrent, fuzz_open, fuzz_ops, fuzz_options, write_seed_store};
     pub use crate::rowstore::file::backend::BackendFactory;
+    #[cfg(feature = "test-internals")]
+    pub use crate::state::BENCH_WITHOUT_STATE;
 }

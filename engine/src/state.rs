@@ -28,6 +28,25 @@ use crate::rowstore::{Found, Range, RowRead, RowWrite, Table, Visit};
 /// The meta record holding the state.
 pub(crate) const META_STATE: &str = "state";
 
+/// For benches only (feature `test-internals`): commits made while set keep no state
+/// (no generation, no content hash, no anchor), as before format 3, so one run can
+/// measure what keeping it costs. A store written so fails `verify`.
+#[cfg(feature = "test-internals")]
+pub static BENCH_WITHOUT_STATE: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// False while a bench turned the state off ([`BENCH_WITHOUT_STATE`]).
+pub(crate) fn kept() -> bool {
+    #[cfg(feature = "test-internals")]
+    {
+        !BENCH_WITHOUT_STATE.load(std::sync::atomic::Ordering::Relaxed)
+    }
+    #[cfg(not(feature = "test-internals"))]
+    {
+        true
+    }
+}
+
 const STATE_VERSION: u8 = 1;
 const STATE_BODY: usize = 1 + 8 + 8 + 32;
 const STATE_LEN: usize = STATE_BODY + 32;
@@ -198,29 +217,20 @@ impl<'a> Tracked<'a> {
         }
     }
 
-    /// The hash of the row under `key` now (looked up once per transaction).
-    fn current(&mut self, key: &[u8]) -> Result<Option<[u64; 4]>> {
-        let Ok(k) = <[u8; 32]>::try_from(key) else {
-            // Not a key sealkv writes; hashed all the same, looked up each time.
-            return Ok(self
-                .inner
-                .get(Table::Data, key)?
-                .map(|v| self.keys.row(key, &v)));
-        };
-        if let Some(h) = self.current.get(&k) {
-            return Ok(*h);
-        }
-        let h = self
-            .inner
-            .get(Table::Data, key)?
-            .map(|v| self.keys.row(key, &v));
-        self.current.insert(k, h);
-        Ok(h)
+    /// The hash of the row under `key` as a prefetch found it (or this transaction
+    /// left it), if known.
+    fn known(&self, key: &[u8]) -> Option<Option<[u64; 4]>> {
+        <[u8; 32]>::try_from(key)
+            .ok()
+            .and_then(|k| self.current.get(&k).copied())
     }
 
     fn set_current(&mut self, key: &[u8], h: Option<[u64; 4]>) {
-        if let Ok(k) = <[u8; 32]>::try_from(key) {
-            self.current.insert(k, h);
+        if !self.current.is_empty()
+            && let Ok(k) = <[u8; 32]>::try_from(key)
+            && let Some(slot) = self.current.get_mut(&k)
+        {
+            *slot = h;
         }
     }
 
@@ -263,30 +273,59 @@ impl RowRead for Tracked<'_> {
 
 impl RowWrite for Tracked<'_> {
     fn put(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<()> {
-        if table == Table::Data {
-            if let Some(old) = self.current(key)? {
-                self.added.sub(&old);
-            }
-            let new = self.keys.row(key, value);
-            self.added.add(&new);
-            self.set_current(key, Some(new));
+        if table != Table::Data {
+            return self.inner.put(table, key, value);
         }
-        self.inner.put(table, key, value)
+        let keys = self.keys;
+        let new = keys.row(key, value);
+        let mut replaced = None;
+        match self.known(key) {
+            // Looked up already (a prefetch): a plain put.
+            Some(before) => {
+                replaced = before;
+                self.inner.put(table, key, value)?;
+            }
+            None => self.inner.replace(table, key, value, &mut |old| {
+                replaced = old.map(|v| keys.row(key, v));
+            })?,
+        }
+        if let Some(old) = replaced {
+            self.added.sub(&old);
+        }
+        self.added.add(&new);
+        self.set_current(key, Some(new));
+        Ok(())
     }
 
     fn delete(&mut self, table: Table, key: &[u8]) -> Result<()> {
-        if table == Table::Data {
-            if let Some(old) = self.current(key)? {
-                self.added.sub(&old);
-            }
-            self.set_current(key, None);
+        if table != Table::Data {
+            return self.inner.delete(table, key);
         }
-        self.inner.delete(table, key)
+        let keys = self.keys;
+        let mut removed = None;
+        match self.known(key) {
+            Some(before) => {
+                removed = before;
+                self.inner.delete(table, key)?;
+            }
+            None => self.inner.remove(table, key, &mut |old| {
+                removed = old.map(|v| keys.row(key, v));
+            })?,
+        }
+        if let Some(old) = removed {
+            self.added.sub(&old);
+        }
+        self.set_current(key, None);
+        Ok(())
     }
 
     fn put_if_absent(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<()> {
         if table == Table::Data {
-            if self.current(key)?.is_none() {
+            let absent = match self.known(key) {
+                Some(h) => h.is_none(),
+                None => self.inner.get(table, key)?.is_none(),
+            };
+            if absent {
                 self.put(table, key, value)?;
             }
             return Ok(());
@@ -316,8 +355,10 @@ impl RowWrite for Tracked<'_> {
         self.inner.locks_held(proofs)
     }
 
+    /// Looks the rows up in one go where the engine reads them in one statement (a
+    /// server); on a file, `replace` learns each old row while writing it instead.
     fn prefetch(&mut self, table: Table, keys: &[&[u8]]) -> Result<()> {
-        if table != Table::Data {
+        if table != Table::Data || !self.inner.batches_reads() {
             return Ok(());
         }
         let wanted: Vec<&[u8]> = keys
@@ -325,7 +366,7 @@ impl RowWrite for Tracked<'_> {
             .copied()
             .filter(|k| <[u8; 32]>::try_from(*k).is_ok_and(|k| !self.current.contains_key(&k)))
             .collect();
-        if wanted.len() < 2 {
+        if wanted.is_empty() {
             return Ok(());
         }
         let found: Vec<Option<[u64; 4]>> = self
@@ -336,7 +377,9 @@ impl RowWrite for Tracked<'_> {
             .map(|(v, k)| v.map(|v| self.keys.row(k, &v)))
             .collect();
         for (k, h) in wanted.iter().zip(found) {
-            self.set_current(k, h);
+            if let Ok(k) = <[u8; 32]>::try_from(*k) {
+                self.current.insert(k, h);
+            }
         }
         Ok(())
     }

@@ -559,6 +559,45 @@ impl RowWrite for RedbWrite<'_> {
         Ok(())
     }
 
+    fn replace(
+        &mut self,
+        table: Table,
+        key: &[u8],
+        value: &[u8],
+        old: &mut dyn FnMut(Option<&[u8]>),
+    ) -> Result<()> {
+        match <&[u8; 32]>::try_from(key) {
+            Ok(k) if table == Table::Data => {
+                let before = self.data.insert(k, value)?;
+                old(before.as_ref().map(|v| v.value()));
+                Ok(())
+            }
+            _ => {
+                old(self.get(table, key)?.as_deref());
+                self.put(table, key, value)
+            }
+        }
+    }
+
+    fn remove(
+        &mut self,
+        table: Table,
+        key: &[u8],
+        old: &mut dyn FnMut(Option<&[u8]>),
+    ) -> Result<()> {
+        match <&[u8; 32]>::try_from(key) {
+            Ok(k) if table == Table::Data => {
+                let before = self.data.remove(k)?;
+                old(before.as_ref().map(|v| v.value()));
+                Ok(())
+            }
+            _ => {
+                old(self.get(table, key)?.as_deref());
+                self.delete(table, key)
+            }
+        }
+    }
+
     fn delete_range(&mut self, table: Table, range: Range<'_>) -> Result<()> {
         match table {
             Table::Data => self

@@ -94,6 +94,29 @@ pub(crate) trait RowWrite: RowRead {
     fn put(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<()>;
     /// Removes `key` if present.
     fn delete(&mut self, table: Table, key: &[u8]) -> Result<()>;
+    /// [`RowWrite::put`], first handing `old` the value it replaces (`None`: none), as
+    /// this transaction sees it. An engine that learns it while writing (redb's insert
+    /// returns it) saves the lookup.
+    fn replace(
+        &mut self,
+        table: Table,
+        key: &[u8],
+        value: &[u8],
+        old: &mut dyn FnMut(Option<&[u8]>),
+    ) -> Result<()> {
+        old(self.get(table, key)?.as_deref());
+        self.put(table, key, value)
+    }
+    /// [`RowWrite::delete`], first handing `old` the value it removes (`None`: none).
+    fn remove(
+        &mut self,
+        table: Table,
+        key: &[u8],
+        old: &mut dyn FnMut(Option<&[u8]>),
+    ) -> Result<()> {
+        old(self.get(table, key)?.as_deref());
+        self.delete(table, key)
+    }
     /// Stores `value` under `key` unless a value is there already (a server does it in
     /// the statement that writes the batch, without a read first).
     fn put_if_absent(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<()> {
@@ -111,6 +134,12 @@ pub(crate) trait RowWrite: RowRead {
     /// cannot lapse while their holder lives have no proofs to check.
     fn locks_held(&mut self, proofs: &[&str]) -> Result<Vec<bool>> {
         Ok(vec![true; proofs.len()])
+    }
+    /// True when [`RowRead::get_many`] reads many rows for the price of one (a server's
+    /// one statement), so a layer that must read rows before writing them reads them
+    /// together first.
+    fn batches_reads(&self) -> bool {
+        false
     }
     /// A hint that the rows under `keys` are about to be written: a layer that reads
     /// each row before replacing it (the content hash) reads them in one go (one

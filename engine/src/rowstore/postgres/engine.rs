@@ -1293,6 +1293,43 @@ impl Drop for PgWrite<'_> {
 }
 
 impl RowRead for PgWrite<'_> {
+    /// This transaction's pending changes where it has them, the rest from the server
+    /// in one statement.
+    fn get_many(&self, table: Table, keys: &[&[u8]]) -> Result<Vec<Option<Found<'_>>>> {
+        let mut out: Vec<Option<Option<Vec<u8>>>> = Vec::with_capacity(keys.len());
+        let mut ask = Vec::new();
+        for k in keys {
+            let pending = self.pending.borrow().get(&(table, k.to_vec())).cloned();
+            match pending {
+                Some(Change::Put(v)) => out.push(Some(Some(v))),
+                Some(Change::Delete) => out.push(Some(None)),
+                Some(Change::PutIfAbsent(_)) => {
+                    // Whether the server has a row decides: send it, then read.
+                    self.flush()?;
+                    out.push(None);
+                    ask.push(*k);
+                }
+                None => {
+                    out.push(None);
+                    ask.push(*k);
+                }
+            }
+        }
+        let mut found = if ask.is_empty() {
+            BTreeMap::new()
+        } else {
+            let mut client = self.client.borrow_mut();
+            self.noted(get_rows(&mut **client, self.names, self.shown, table, &ask))?
+        };
+        Ok(keys
+            .iter()
+            .zip(out)
+            .map(|(k, known)| match known {
+                Some(v) => v.map(Found::Owned),
+                None => found.remove(*k).map(Found::Owned),
+            })
+            .collect())
+    }
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Found<'_>>> {
         let pending = self.pending.borrow().get(&(table, key.to_vec())).cloned();
         match pending {
@@ -1342,6 +1379,9 @@ impl RowRead for PgWrite<'_> {
 }
 
 impl RowWrite for PgWrite<'_> {
+    fn batches_reads(&self) -> bool {
+        true
+    }
     fn put(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<()> {
         if table == Table::Meta
             && let Some(known) = self.known.get_mut(key)
