@@ -7,7 +7,7 @@
 //! - The **restore epoch** counts knowing restores (`Store::accept_restore`): the
 //!   generation starts a new run, and a copy from before the restore is refused too.
 //! - The **content hash** is a sum, lane by lane modulo 2⁶⁴, of a keyed BLAKE3 of every
-//!   data row (its key and its sealed bytes). A commit adds the rows it writes and
+//!   data row (its key, and its sealed value's length and AEAD tag). A commit adds the rows it writes and
 //!   subtracts the rows it replaces or deletes, so keeping it costs a lookup and two
 //!   hashes per row, never a scan. Someone without the key can still put single rows
 //!   of an older copy back, or delete rows; the sum over the rows then no longer
@@ -104,12 +104,20 @@ impl StateKeys {
         }
     }
 
-    /// The keyed hash of one data row.
+    /// The keyed hash of one data row: of its key, its length and its last 16 bytes.
+    ///
+    /// A sealed value ends with its AEAD tag, which authenticates the whole envelope
+    /// (random nonce included): two envelopes with one tag are a 2⁻¹²⁸ accident, and an
+    /// envelope whose other bytes were changed fails to open (`verify` reports it as
+    /// such). So the tag stands for the row, and the hash is one BLAKE3 block whatever
+    /// the value's size.
     pub(crate) fn row(&self, key: &[u8], value: &[u8]) -> [u64; 4] {
+        let tail = &value[value.len().saturating_sub(16)..];
         let mut h = blake3::Hasher::new_keyed(&self.rows);
         h.update(&(key.len() as u64).to_le_bytes())
             .update(key)
-            .update(value);
+            .update(&(value.len() as u64).to_le_bytes())
+            .update(tail);
         let out = h.finalize();
         let mut lanes = [0u64; 4];
         for (lane, chunk) in lanes.iter_mut().zip(out.as_bytes().chunks_exact(8)) {
