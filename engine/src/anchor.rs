@@ -1,7 +1,7 @@
 //! Anchors: a record outside the store of the newest state it was seen in, so that an
 //! older copy of the store put back is refused at open.
 //!
-//! Every commit advances the store's generation ([`crate::state`]). The anchor holds
+//! Every commit advances the store's generation (its state record). The anchor holds
 //! the highest `(restore epoch, generation)` written, in a record authenticated under
 //! a subkey of the store key and bound to the store's id. At open, a file whose state
 //! is below the anchor's is [`Error::RolledBack`]; a missing or unreadable anchor is
