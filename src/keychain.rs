@@ -147,7 +147,21 @@ impl Keychain {
     /// Opens the store at `path` with the key this keychain holds for it.
     pub fn open_store(&self, path: impl AsRef<Path>, opts: Options) -> Result<Store> {
         install_anchors();
+        let info = sealkv_engine::inspect(path.as_ref())?;
         let key = self.key_for(path.as_ref())?;
+        // A copy that records no anchor (from before `create_store` anchored it, or
+        // before format 3) is still checked against the anchor this keychain holds.
+        let anchored = self
+            .entry(&format!("{}.anchor", info.id_hex()))?
+            .get_secret()
+            .is_ok();
+        let opts = match opts.anchor {
+            None if anchored => Options {
+                anchor: Some(AnchorLocation::Keychain(self.service.clone())),
+                ..opts
+            },
+            _ => opts,
+        };
         Store::open(path, key, opts)
     }
 
@@ -249,8 +263,20 @@ impl AnchorStore for KeychainAnchor {
         }
     }
 
+    fn rebase(&self, record: &[u8]) -> Result<()> {
+        self.keychain
+            .entry(&self.account)?
+            .set_secret(record)
+            .map_err(|e| {
+                self.keychain
+                    .failure("cannot write the anchor of", &self.account, &e)
+            })
+    }
+
     fn advance(&self, record: &[u8], at: (u64, u64), rank: &Rank<'_>) -> Result<()> {
-        // Never backwards: another process may have written a newer record.
+        // Not backwards from what this read saw (the keychain has no compare-and-swap:
+        // two processes writing at once can leave the older of their two records,
+        // which only widens the window, never raises a false alarm).
         if self
             .read()?
             .iter()
@@ -259,12 +285,6 @@ impl AnchorStore for KeychainAnchor {
         {
             return Ok(());
         }
-        self.keychain
-            .entry(&self.account)?
-            .set_secret(record)
-            .map_err(|e| {
-                self.keychain
-                    .failure("cannot write the anchor of", &self.account, &e)
-            })
+        self.rebase(record)
     }
 }

@@ -15,12 +15,28 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// True when a Secret Service answers (`secret-tool` can store and find an item).
+/// True when a Secret Service answers: an item stored with `secret-tool` reads back.
+/// Without one the test skips itself, unless `SEALKV_REQUIRE_KEYCHAIN` is set.
 fn have_keychain() -> bool {
-    let ok = Std::new("secret-tool")
-        .args(["search", "service", "sealkv-probe"])
-        .output()
-        .is_ok_and(|o| o.status.success() || o.status.code() == Some(1));
+    let probe = format!("sealkv-probe-{}", std::process::id());
+    let stored = std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_some()
+        && Std::new("sh")
+            .args([
+                "-c",
+                &format!(
+                    "printf probe | secret-tool store --label=probe service {probe} username p"
+                ),
+            ])
+            .status()
+            .is_ok_and(|s| s.success());
+    let ok = stored
+        && Std::new("secret-tool")
+            .args(["lookup", "service", &probe, "username", "p"])
+            .output()
+            .is_ok_and(|o| o.stdout == b"probe");
+    let _ = Std::new("secret-tool")
+        .args(["clear", "service", &probe, "username", "p"])
+        .status();
     if !ok {
         assert!(
             std::env::var_os("SEALKV_REQUIRE_KEYCHAIN").is_none(),
@@ -28,7 +44,7 @@ fn have_keychain() -> bool {
         );
         eprintln!("skipped: no Secret Service");
     }
-    ok && std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_some()
+    ok
 }
 
 fn sealkv() -> Command {

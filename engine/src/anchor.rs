@@ -101,6 +101,24 @@ impl AnchorLocation {
         Ok(Self::File(path))
     }
 
+    /// Checks a location built by hand as [`AnchorLocation::parse`] checks text: a file
+    /// path absolute and UTF-8, a service name of 1 to 128 bytes, a URL without a
+    /// password.
+    pub fn checked(&self) -> Result<()> {
+        let text = match self {
+            Self::File(p) if !p.is_absolute() || p.to_str().is_none() => {
+                return Err(Error::Anchor {
+                    what: format!("{}: an anchor path must be absolute UTF-8", p.display()),
+                    hint: "name the file with an absolute path",
+                });
+            }
+            Self::File(p) => p.to_str().unwrap_or_default().to_owned(),
+            Self::Keychain(s) => format!("keychain:{s}"),
+            Self::Postgres(u) => u.clone(),
+        };
+        Self::parse(&text).map(drop)
+    }
+
     pub(crate) fn encode(&self) -> Vec<u8> {
         let (kind, text) = match self {
             Self::File(p) => (1u8, p.to_str().unwrap_or_default()),
@@ -160,6 +178,8 @@ pub trait AnchorStore: Send + Sync {
     /// there already. `rank` reads a record's position (`None`: not a valid record of
     /// this store).
     fn advance(&self, record: &[u8], at: (u64, u64), rank: &Rank<'_>) -> Result<()>;
+    /// Stores `record` whatever is there (an accepted restore; a damaged record).
+    fn rebase(&self, record: &[u8]) -> Result<()>;
 }
 
 /// Makes the keychain anchor of a store: `(service, account)`.
@@ -299,22 +319,41 @@ impl Anchor {
         }
     }
 
-    /// Checks the file's position `file` against the anchor: below it is
-    /// [`Error::RolledBack`]; no anchor record is [`Error::Anchor`].
-    pub(crate) fn check(&self, file: (u64, u64)) -> Result<()> {
-        match self.read()? {
+    /// Checks the file against the anchor: the anchor is read first, then the file's
+    /// position (`file`, a fresh read), so a commit another process makes in between
+    /// (which may advance the anchor) can only make the file newer, never raise a false
+    /// alarm. Below the anchor is [`Error::RolledBack`]; no anchor record is
+    /// [`Error::Anchor`]. Returns the file's position.
+    pub(crate) fn check(&self, file: &mut dyn FnMut() -> Result<(u64, u64)>) -> Result<(u64, u64)> {
+        let held = self.read()?;
+        let at = file()?;
+        match held {
             None => Err(Error::Anchor {
                 what: format!("{}: no anchor record for this store", self.location),
                 hint: "the anchor was deleted or moved: if this file is the copy to keep, \
                        run `sealkv accept-restore`, which writes it again",
             }),
-            Some(anchor) if file < anchor => Err(Error::RolledBack {
-                file,
+            Some(anchor) if at < anchor => Err(Error::RolledBack {
+                file: at,
                 anchor,
                 location: self.location.to_string(),
             }),
-            Some(_) => Ok(()),
+            Some(_) => Ok(at),
         }
+    }
+
+    /// Writes `at` whatever the anchor holds (a restore accepted knowingly; a damaged
+    /// anchor written again).
+    pub(crate) fn rebase(&self, at: (u64, u64)) -> Result<()> {
+        let mut w = lock(&self.written);
+        let result = self.store.rebase(&self.key.record(at));
+        if result.is_ok() {
+            w.when = Some(Instant::now());
+            w.at = at;
+            w.pending = None;
+            w.failing = false;
+        }
+        result
     }
 
     /// Records that the file reached `at`: written now if the anchor's interval has
@@ -364,21 +403,31 @@ impl Anchor {
     }
 }
 
-/// Checks the anchor of `meta` (or `opts`) against `state`, before the store is open.
+/// Where the anchor of a store is: the one it records, else the one `opts` names.
+fn location_of(meta: &Meta, opts: &crate::Options) -> Result<Option<AnchorLocation>> {
+    match (&meta.anchor, &opts.anchor) {
+        (Some(record), _) => AnchorLocation::decode(record).map(Some),
+        (None, Some(named)) => named.checked().map(|()| Some(named.clone())),
+        (None, None) => Ok(None),
+    }
+}
+
+/// Checks the anchor of `meta` (or `opts`) before the store is open; `position` reads
+/// the file's `(epoch, generation)` afresh (`(0, 0)` for a file of an earlier format,
+/// which no anchor can have seen).
 pub(crate) fn precheck(
     meta: &Meta,
     opts: &crate::Options,
     store_key: &sealkv_crypto::MasterKey,
     db_id: &[u8; 16],
-    state: State,
+    position: &mut dyn FnMut() -> Result<(u64, u64)>,
 ) -> Result<()> {
-    let location = match (&meta.anchor, &opts.anchor) {
-        (Some(record), _) => AnchorLocation::decode(record)?,
-        (None, Some(named)) => named.clone(),
-        (None, None) => return Ok(()),
+    let Some(location) = location_of(meta, opts)? else {
+        return Ok(());
     };
     Anchor::open(location, RecordKey::derive(store_key.expose(), db_id))?
-        .check((state.epoch, state.generation))
+        .check(position)
+        .map(drop)
 }
 
 impl Store {
@@ -386,28 +435,42 @@ impl Store {
         RecordKey::derive(read_lock(&self.inner.master).expose(), &self.inner.db_id)
     }
 
-    /// Opens the anchor the store records (or the one `Options::anchor` names) and, if
-    /// `check`, refuses a file older than it. A read-write handle brings the anchor up
-    /// to the file.
-    pub(crate) fn attach_anchor(&self, meta: &Meta, read_only: bool, check: bool) -> Result<()> {
-        let location = match (&meta.anchor, &self.inner.opts.anchor) {
-            (Some(record), _) => AnchorLocation::decode(record)?,
-            (None, Some(named)) => named.clone(),
-            (None, None) => return Ok(()),
+    /// The store's `(epoch, generation)` as a fresh read sees it (`(0, 0)` before
+    /// format 3).
+    pub(crate) fn fresh_position(&self) -> Result<(u64, u64)> {
+        let Some(keys) = read_lock(&self.inner.state).clone() else {
+            return Ok((0, 0));
         };
-        let Some(state) = *lock(&self.inner.seen_state) else {
-            // A file of an earlier format has no generation yet (its upgrade starts one).
+        let state = State::read(&*self.rows().view()?, &keys)?.ok_or(Error::MetaTampered)?;
+        let mut seen = lock(&self.inner.seen_state);
+        if seen.is_none_or(|s| (s.epoch, s.generation) < (state.epoch, state.generation)) {
+            *seen = Some(state);
+        }
+        Ok((state.epoch, state.generation))
+    }
+
+    /// Opens the anchor the store records (or the one `Options::anchor` names) and, if
+    /// `check`, refuses a file older than it (a file of an earlier format counts as
+    /// the oldest). A read-write handle brings the anchor up to the file. A store of an
+    /// earlier format keeps no anchor until its upgrade.
+    pub(crate) fn attach_anchor(&self, meta: &Meta, read_only: bool, check: bool) -> Result<()> {
+        let Some(location) = location_of(meta, &self.inner.opts)? else {
             return Ok(());
         };
         let anchor = Anchor::open(location, self.record_key())?;
-        let at = (state.epoch, state.generation);
+        let kept = read_lock(&self.inner.state).is_some();
         if check {
-            anchor.check(at)?;
-            if !read_only && let Err(e) = anchor.advance(at, true) {
+            let at = anchor.check(&mut || self.fresh_position())?;
+            if !read_only
+                && kept
+                && let Err(e) = anchor.advance(at, true)
+            {
                 tracing::warn!(target: "sealkv::anchor", error = %e, "anchor not advanced at open");
             }
         }
-        *lock(&self.inner.anchor) = Some(Arc::new(anchor));
+        if kept {
+            *lock(&self.inner.anchor) = Some(Arc::new(anchor));
+        }
         Ok(())
     }
 
@@ -461,14 +524,19 @@ impl Store {
         self.check_writable()?;
         let anchor = match location {
             Some(location) => {
+                location.checked()?;
+                if read_lock(&self.inner.state).is_none() {
+                    return Err(Error::NeedsUpgrade);
+                }
                 let anchor = Anchor::open(location, self.record_key())?;
-                let state = lock(&self.inner.seen_state).ok_or(Error::NeedsUpgrade)?;
-                let at = (state.epoch, state.generation);
-                anchor.check(at).or_else(|e| match e {
+                let at = match anchor.check(&mut || self.fresh_position()) {
+                    Ok(at) => at,
                     // A new anchor: nothing to check yet.
-                    Error::Anchor { .. } if anchor.read()?.is_none() => Ok(()),
-                    other => Err(other),
-                })?;
+                    Err(Error::Anchor { .. }) if anchor.read()?.is_none() => {
+                        self.fresh_position()?
+                    }
+                    Err(other) => return Err(other),
+                };
                 anchor.advance(at, true)?;
                 Some(Arc::new(anchor))
             }
@@ -487,29 +555,46 @@ impl Store {
         Ok(())
     }
 
-    /// Advances the restore epoch in one commit and writes the anchor from the file
-    /// ([`Store::accept_restore`]).
+    /// Advances the restore epoch in one commit, past both the file's and the anchor's,
+    /// and writes the anchor from the file whatever it held ([`Store::accept_restore`]),
+    /// then reads it back.
     pub(crate) fn advance_epoch(&self) -> Result<()> {
         self.check_writable()?;
         let keys = read_lock(&self.inner.state)
             .clone()
             .ok_or(Error::NeedsUpgrade)?;
+        let anchor = lock(&self.inner.anchor).clone();
+        // An anchor that cannot be read (damaged, missing) has no epoch to pass.
+        let held = anchor
+            .as_ref()
+            .and_then(|a| a.read().ok().flatten())
+            .map_or(0, |(epoch, _)| epoch);
         self.with_fresh_keyring(|| {
             let ring = self.ring();
             let _commit = self.commit_lock();
             self.write_with_keyring(&ring, KeyringWrite::IfNeeded, |txn| {
                 let state = State::read(&*txn, &keys)?.ok_or(Error::MetaTampered)?;
                 let next = State {
-                    epoch: state.epoch + 1,
+                    epoch: state.epoch.max(held) + 1,
                     ..state
                 };
                 txn.put(Table::Meta, META_STATE.as_bytes(), &next.encode(&keys))
             })
         })?;
-        let anchor = lock(&self.inner.anchor).clone();
         if let Some(anchor) = anchor {
             let state = lock(&self.inner.seen_state).ok_or(Error::NeedsUpgrade)?;
-            anchor.advance((state.epoch, state.generation), true)?;
+            let at = (state.epoch, state.generation);
+            anchor.rebase(at)?;
+            if anchor.read()? != Some(at) {
+                return Err(Error::Anchor {
+                    what: format!(
+                        "{}: the anchor did not take the accepted state",
+                        anchor.location
+                    ),
+                    hint: "another process may be writing the store: close it, then run \
+                           accept-restore again",
+                });
+            }
         }
         Ok(())
     }
@@ -560,6 +645,17 @@ impl AnchorStore for FileAnchor {
     }
 
     fn advance(&self, record: &[u8], at: (u64, u64), rank: &Rank<'_>) -> Result<()> {
+        self.with_file(|file| self.advance_in(file, record, at, rank))
+    }
+
+    fn rebase(&self, record: &[u8]) -> Result<()> {
+        self.with_file(|file| self.rebase_in(file, record))
+    }
+}
+
+impl FileAnchor {
+    /// Runs `f` on the file (opened, or created, the first time), and unlocks it.
+    fn with_file(&self, f: impl FnOnce(&mut File) -> Result<()>) -> Result<()> {
         let mut open = lock(&self.open);
         if open.is_none() {
             let mut options = OpenOptions::new();
@@ -569,7 +665,7 @@ impl AnchorStore for FileAnchor {
             *open = Some(options.open(&self.path).map_err(|e| self.error(e))?);
         }
         let file = open.as_mut().unwrap_or_else(|| unreachable!("just opened"));
-        let result = self.advance_in(file, record, at, rank);
+        let result = f(file);
         let _ = file.unlock();
         if result.is_err() {
             // Opened afresh next time.
@@ -580,6 +676,21 @@ impl AnchorStore for FileAnchor {
 }
 
 impl FileAnchor {
+    fn rebase_in(&self, file: &mut File, record: &[u8]) -> Result<()> {
+        use std::io::{Seek, SeekFrom, Write};
+        file.lock().map_err(|e| self.error(e))?;
+        file.set_len(0)
+            .and_then(|()| file.seek(SeekFrom::Start(0)))
+            .and_then(|_| file.write_all(record))
+            .and_then(|()| file.write_all(record))
+            .and_then(|()| file.sync_all())
+            .map_err(|e| self.error(e))?;
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            sync_dir(dir);
+        }
+        Ok(())
+    }
+
     /// [`AnchorStore::advance`] on the open file, under its lock.
     fn advance_in(
         &self,
@@ -726,6 +837,23 @@ mod pg {
             })
             .map(drop)
         }
+
+        fn rebase(&self, record: &[u8]) -> Result<()> {
+            let id = self.db_id.to_vec();
+            let record = record.to_vec();
+            let u = |i: usize| i64::from_le_bytes(record[i..i + 8].try_into().unwrap_or_default());
+            let (epoch, generation) = (u(32), u(40));
+            self.run(move |c| {
+                c.execute(
+                    "INSERT INTO sealkv_anchors (id, epoch, generation, record) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO UPDATE \
+                     SET epoch = EXCLUDED.epoch, generation = EXCLUDED.generation, \
+                         record = EXCLUDED.record",
+                    &[&id, &epoch, &generation, &record],
+                )
+            })
+            .map(drop)
+        }
     }
 }
 
@@ -804,8 +932,8 @@ mod tests {
         bytes[newer * RECORD_LEN + 40] ^= 1;
         std::fs::write(dir.path().join("a"), &bytes).unwrap();
         assert_eq!(a.read().unwrap(), Some((0, 5)));
-        assert!(a.check((0, 4)).is_err());
-        a.check((0, 5)).unwrap();
+        assert!(a.check(&mut || Ok((0, 4))).is_err());
+        a.check(&mut || Ok((0, 5))).unwrap();
         // Another store's file is refused, not overwritten.
         let other = RecordKey::derive(&[1; 32], &[9; 16]);
         let c = Anchor::open(AnchorLocation::File(dir.path().join("a")), other).unwrap();

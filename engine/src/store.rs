@@ -332,7 +332,7 @@ impl Store {
         store.attach_anchor(&meta, read_only, check_anchor)?;
         if !read_only {
             if meta.format < FORMAT_VERSION {
-                store.with_fresh_keyring(|| store.upgrade(&derived.kek, false))?;
+                store.upgrade_or_adopt(&derived.kek, false)?;
             }
             store.maybe_auto_rotate()?;
         }
@@ -356,27 +356,49 @@ impl Store {
             // shared mode, which follows any writer's commits), or, for a file that
             // needs crash recovery (which a read-only open refuses), a recovery in
             // memory over the file.
-            let view = probe_view(path, if read_only { opts.cache_size } else { 1 << 20 })?;
+            let cache = if read_only { opts.cache_size } else { 1 << 20 };
+            let mut view = probe_view(path, cache)?;
             let meta = read_meta(&*view.snapshot()?, path)?;
             let (kek, unlocked) = unlock(&meta, &secret, &opts, None)?;
             // Every check that can refuse the file runs here, before a writer opens it.
             meta.check_bound(&unlocked.ring)?;
+            checked_state(&meta, &unlocked.key, &unlocked.db_id)?;
+            if check_anchor {
+                // An older copy is refused before a writer opens the file (which
+                // writes its header). The file's state is read again after the anchor:
+                // another process may have committed since.
+                let (key, db_id) = (&unlocked.key, &unlocked.db_id);
+                let position = |rows: &dyn crate::rowstore::RowRead| -> Result<(u64, u64)> {
+                    let now = read_meta(rows, path)?;
+                    Ok(checked_state(&now, key, db_id)?
+                        .map_or((0, 0), |(_, s)| (s.epoch, s.generation)))
+                };
+                let checked = crate::anchor::precheck(&meta, &opts, key, db_id, &mut || {
+                    position(&*view.snapshot()?)
+                });
+                if let Err(Error::RolledBack { .. }) = checked {
+                    // A read-only handle may not have seen the latest commit of another
+                    // process yet (the one whose anchor write was just read): ask again
+                    // through a handle opened now, and read through that one.
+                    let fresh = probe_view(path, cache)?;
+                    crate::anchor::precheck(&meta, &opts, key, db_id, &mut || {
+                        position(&*fresh.snapshot()?)
+                    })?;
+                    view = fresh;
+                } else {
+                    checked?;
+                }
+            }
             if read_only {
                 meta.apply_settings(&mut opts)?;
                 let rows = FileRows::new(path, view, &opts, meta.mode, unlocked.ring.name_key())?;
                 let store = Self::assemble(path, Box::new(rows), unlocked, opts);
                 store.check_state(&meta)?;
-                store.attach_anchor(&meta, true, check_anchor)?;
+                // Checked above.
+                store.attach_anchor(&meta, true, false)?;
                 return Ok(store);
             }
             meta.apply_settings(&mut opts.clone())?;
-            if let Some((_, state)) = checked_state(&meta, &unlocked.key, &unlocked.db_id)?
-                && check_anchor
-            {
-                // An older copy is refused before a writer opens the file (which
-                // writes its header).
-                crate::anchor::precheck(&meta, &opts, &unlocked.key, &unlocked.db_id, state)?;
-            }
             derived = Some(kek);
             if meta.format >= 2 {
                 mode = meta.mode;
@@ -410,10 +432,54 @@ impl Store {
         store.check_state(&meta)?;
         store.attach_anchor(&meta, false, check_anchor)?;
         if meta.format < FORMAT_VERSION {
-            store.with_fresh_keyring(|| store.upgrade(&derived.kek, missing_settings))?;
+            store.upgrade_or_adopt(&derived.kek, missing_settings)?;
         }
         store.maybe_auto_rotate()?;
         Ok(store)
+    }
+
+    /// Upgrades a store of an earlier format, or, when another process upgraded it
+    /// meanwhile, takes up what that process made: the store key its slot now wraps
+    /// (a format 1 store's new one), the keyring sealed under it, the state record and
+    /// the anchor. Either way this handle then keeps the state like any other.
+    fn upgrade_or_adopt(&self, kek: &MasterKey, missing_settings: bool) -> Result<()> {
+        for _ in 0..16 {
+            let meta = read_meta(&*self.rows().view()?, self.path())?;
+            if meta.format >= FORMAT_VERSION {
+                return self.adopt(&meta, kek);
+            }
+            match self.upgrade(kek, missing_settings) {
+                // Another process changed the keyring: upgraded the store (adopted
+                // above, on the next turn), or rotated it (read again).
+                Err(Error::KeyringChanged) => {
+                    let now = read_meta(&*self.rows().view()?, self.path())?;
+                    if now.format < FORMAT_VERSION {
+                        self.reload_keyring()?;
+                    }
+                }
+                Err(e) => return Err(e),
+                Ok(()) => {
+                    let meta = read_meta(&*self.rows().view()?, self.path())?;
+                    return self.attach_anchor(&meta, false, false);
+                }
+            }
+        }
+        Err(Error::KeyringChanged)
+    }
+
+    /// Takes up a store another process upgraded (see [`Store::upgrade_or_adopt`]).
+    fn adopt(&self, meta: &Meta, kek: &MasterKey) -> Result<()> {
+        let key = meta
+            .slots
+            .slots
+            .iter()
+            .filter_map(|s| s.wrapped.as_deref())
+            .find_map(|w| unwrap_store_key(kek, &self.inner.db_id, w).ok())
+            .ok_or(Error::WrongKey)?;
+        *write_lock(&self.inner.master) = key;
+        self.reload_keyring()?;
+        self.check_state(meta)?;
+        self.attach_anchor(meta, false, false)
     }
 
     /// Upgrades a store of an earlier format to [`FORMAT_VERSION`], in one transaction:
@@ -429,8 +495,8 @@ impl Store {
         let db_id = self.inner.db_id;
         let meta = read_meta(&*self.rows().view()?, self.path())?;
         if meta.format >= FORMAT_VERSION {
-            // Another process upgraded it meanwhile.
-            return Ok(());
+            // Another process upgraded it meanwhile: `upgrade_or_adopt` takes it up.
+            return Err(Error::KeyringChanged);
         }
         let mut slots = meta.slots;
         let store_key = match (
@@ -807,13 +873,38 @@ fn unlock(
         });
     }
     let mut known = known;
+    // The slots record is not authenticated until a slot opens the keyring: a hostile
+    // one could list many costly passphrase slots. Their Argon2 work together is
+    // bounded by four times what one slot may cost.
+    let mut budget = opts.kdf_limits.max_memory_passes_kib.saturating_mul(4);
+    let mut refused = None;
     for slot in candidates {
         let kek = match known.take() {
             Some(d) if d.slot == slot.info.id && d.kdf == slot.kdf => d.kek,
             other => {
                 known = other;
+                if let Kdf::Argon2id { params, .. } = &slot.kdf {
+                    let work = u64::from(params.m_cost_kib) * u64::from(params.t_cost);
+                    if opts.kdf_limits.check(params).is_ok() {
+                        if work > budget {
+                            return Err(Error::Key(sealkv_crypto::CryptoError::InvalidKey(
+                                "the store's passphrase slots together ask for more key \
+                                 derivation work than allowed (4 x kdf_limits)",
+                            )));
+                        }
+                        budget -= work;
+                    }
+                }
                 let t = std::time::Instant::now();
-                let kek = slot.kdf.master_key(secret, &opts.kdf_limits)?;
+                let kek = match slot.kdf.master_key(secret, &opts.kdf_limits) {
+                    Ok(kek) => kek,
+                    // One slot over the caller's limits: another may open the store.
+                    Err(e @ Error::Key(sealkv_crypto::CryptoError::KdfOverLimit { .. })) => {
+                        refused = Some(e);
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
                 tracing::debug!(
                     target: "sealkv::open",
                     kdf_millis = t.elapsed().as_millis() as u64,
@@ -857,5 +948,5 @@ fn unlock(
             },
         ));
     }
-    Err(Error::WrongKey)
+    Err(refused.unwrap_or(Error::WrongKey))
 }

@@ -374,6 +374,9 @@ impl AnchorStore for Failing {
         }
         self.inner().advance(record, at, rank)
     }
+    fn rebase(&self, record: &[u8]) -> sealkv_engine::Result<()> {
+        self.inner().rebase(record)
+    }
 }
 
 impl Failing {
@@ -501,15 +504,22 @@ fn a_writer_killed_at_random_points_never_raises_a_false_alarm_and_older_copies_
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        // The writer is writing (its first commit is acknowledged) before the kill;
+        // libtest's own lines come first.
+        let first = lines
+            .by_ref()
+            .map_while(|l| l.ok())
+            .find_map(|l| l.trim().parse::<u64>().ok());
+        assert!(first.is_some(), "round {round}: the writer never wrote");
         let reader = std::thread::spawn(move || {
-            BufReader::new(stdout)
-                .lines()
+            lines
                 .map_while(|l| l.ok())
                 .filter_map(|l| l.trim().parse::<u64>().ok())
                 .last()
+                .or(first)
         });
-        std::thread::sleep(Duration::from_millis(rng.random_range(30..150)));
+        std::thread::sleep(Duration::from_millis(rng.random_range(1..60)));
         child.kill().unwrap();
         child.wait().unwrap();
         let acknowledged = reader.join().unwrap().unwrap_or(0);
@@ -712,4 +722,261 @@ fn store_name(addr: &Path) -> String {
         .next()
         .unwrap()
         .to_owned()
+}
+
+/// Opening (and reading) while another process commits, over and over: the anchor is
+/// read before the file's state, so a commit in between never looks like a rollback.
+#[test]
+fn opening_while_another_process_commits_never_raises_a_false_alarm() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.sealkv");
+    let store = Store::create(&path, key(), fast_opts()).unwrap();
+    store.set_anchor(Some(file_anchor(dir.path()))).unwrap();
+    drop(store);
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "rollback_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD, &path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert!(
+        lines
+            .by_ref()
+            .map_while(|l| l.ok())
+            .any(|l| l.trim().parse::<u64>().is_ok()),
+        "the writer never wrote"
+    );
+    let drain = std::thread::spawn(move || lines.count());
+    let mut opened = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(4);
+    while std::time::Instant::now() < deadline {
+        for read_only in [false, true] {
+            let result = if read_only {
+                Store::open_read_only(&path, key(), fast_opts())
+            } else {
+                Store::open(&path, key(), fast_opts())
+            };
+            match result {
+                Ok(store) => {
+                    store.get_one("ns", "k1").unwrap();
+                    opened += 1;
+                }
+                Err(e) => panic!("open {opened} (read-only: {read_only}): {e}"),
+            }
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let commits = drain.join().unwrap();
+    assert!(
+        opened > 20 && commits > 20,
+        "{opened} opens, {commits} commits"
+    );
+}
+
+const UPGRADE_CHILD: &str = "SEALKV_UPGRADE_CHILD";
+
+/// Opens a format 2 file (shared) and writes 20 values under its own name.
+#[test]
+fn upgrade_child() {
+    let Ok(path) = std::env::var(UPGRADE_CHILD) else {
+        return;
+    };
+    let name = std::env::var("SEALKV_UPGRADE_NAME").unwrap();
+    let golden = sealkv_engine::MasterKey::from_bytes(&[0x42; 32]).unwrap();
+    let store = Store::open(&path, golden, Options::default()).unwrap();
+    for i in 0..20 {
+        store
+            .put(&name, &format!("k{i}"), vec![i as u8; 100])
+            .unwrap();
+    }
+}
+
+/// Two processes open one format 2 file at once and write: one upgrades it, the other
+/// takes up the upgrade, and both keep the content hash (verify stays clean).
+#[test]
+fn two_processes_upgrading_one_file_at_once_both_keep_the_state() {
+    for round in 0..4 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v2.sealkv");
+        std::fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/format-v2.sealkv"),
+            &path,
+        )
+        .unwrap();
+        let children: Vec<_> = ["a", "b"]
+            .iter()
+            .map(|name| {
+                Command::new(std::env::current_exe().unwrap())
+                    .args(["--exact", "upgrade_child", "--test-threads=1"])
+                    .env(UPGRADE_CHILD, &path)
+                    .env("SEALKV_UPGRADE_NAME", name)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for child in children {
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "round {round}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let golden = sealkv_engine::MasterKey::from_bytes(&[0x42; 32]).unwrap();
+        let store = Store::open(&path, golden, Options::default()).unwrap();
+        assert_eq!(store.count("a").unwrap(), 20);
+        assert_eq!(store.count("b").unwrap(), 20);
+        // The upgrade, then one generation per commit of either process.
+        assert!(store.generation() >= 41, "{}", store.generation());
+        let failures = store.verify().unwrap();
+        assert!(failures.is_empty(), "round {round}: {failures:?}");
+    }
+}
+
+/// The same backup restored and accepted twice: the second acceptance must pass the
+/// epoch the first one gave, or the copy current between the two would open again.
+#[test]
+fn a_restore_accepted_twice_refuses_every_copy_current_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.sealkv");
+    let store = Store::create(&path, key(), fast_opts()).unwrap();
+    store.set_anchor(Some(file_anchor(dir.path()))).unwrap();
+    write_some(&store, 0, 3);
+    drop(store);
+    let backup = dir.path().join("b.sealkv");
+    std::fs::copy(&path, &backup).unwrap();
+    let mut current = Vec::new();
+    for round in 1..=2u64 {
+        let store = Store::open(&path, key(), fast_opts()).unwrap();
+        write_some(&store, 10 * round as u32, 10);
+        drop(store);
+        let copy = dir.path().join(format!("current{round}.sealkv"));
+        std::fs::copy(&path, &copy).unwrap();
+        current.push(copy);
+        std::fs::copy(&backup, &path).unwrap();
+        let store = Store::accept_restore(&path, key(), fast_opts()).unwrap();
+        assert_eq!(store.restore_epoch(), round);
+        drop(store);
+        Store::open(&path, key(), fast_opts()).unwrap();
+    }
+    for copy in &current {
+        std::fs::copy(copy, &path).unwrap();
+        assert!(matches!(
+            Store::open(&path, key(), fast_opts()),
+            Err(Error::RolledBack { .. })
+        ));
+    }
+}
+
+#[test]
+fn a_damaged_anchor_file_is_written_again_by_accept_restore() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.sealkv");
+    let store = Store::create(&path, key(), fast_opts()).unwrap();
+    store.set_anchor(Some(file_anchor(dir.path()))).unwrap();
+    write_some(&store, 0, 3);
+    drop(store);
+    std::fs::write(dir.path().join("store.anchor"), vec![9u8; 160]).unwrap();
+    assert!(matches!(
+        Store::open(&path, key(), fast_opts()),
+        Err(Error::Anchor { .. })
+    ));
+    drop(Store::accept_restore(&path, key(), fast_opts()).unwrap());
+    Store::open(&path, key(), fast_opts()).unwrap();
+}
+
+/// A format 2 copy of a store (from before its upgrade) opened with the anchor named:
+/// refused, as the oldest state there is.
+#[test]
+fn a_copy_from_before_format_3_is_refused_when_the_anchor_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v2.sealkv");
+    let golden_src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/format-v2.sealkv");
+    std::fs::copy(&golden_src, &path).unwrap();
+    let golden = sealkv_engine::MasterKey::from_bytes(&[0x42; 32]).unwrap();
+    let anchored = Options {
+        anchor: Some(file_anchor(dir.path())),
+        ..Options::default()
+    };
+    drop(Store::accept_restore(&path, golden.clone(), anchored.clone()).unwrap());
+    let store = Store::open(&path, golden.clone(), anchored.clone()).unwrap();
+    store.put("x", "y", b"z".to_vec()).unwrap();
+    drop(store);
+    std::fs::copy(&golden_src, &path).unwrap();
+    for read_only in [false, true] {
+        let opened = if read_only {
+            Store::open_read_only(&path, golden.clone(), anchored.clone())
+        } else {
+            Store::open(&path, golden.clone(), anchored.clone())
+        };
+        assert!(
+            matches!(opened, Err(Error::RolledBack { file: (0, 0), .. })),
+            "{:?}",
+            opened.err()
+        );
+    }
+}
+
+#[test]
+fn hand_built_anchor_locations_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::create(dir.path().join("s.sealkv"), key(), fast_opts()).unwrap();
+    for bad in [
+        AnchorLocation::File("relative.anchor".into()),
+        AnchorLocation::Postgres("postgres://u:secret@h/db".into()),
+        AnchorLocation::Keychain(String::new()),
+    ] {
+        let err = store.set_anchor(Some(bad.clone())).unwrap_err();
+        assert!(!err.to_string().contains("secret"), "{err}");
+    }
+    assert_eq!(store.anchor(), None);
+}
+
+/// One passphrase slot over the caller's Argon2 limits does not stop another slot from
+/// opening the store.
+#[test]
+fn a_slot_over_the_kdf_limits_is_skipped_for_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.sealkv");
+    let costly = Options {
+        kdf: sealkv_engine::KdfParams {
+            m_cost_kib: 256,
+            t_cost: 1,
+            p_cost: 1,
+        },
+        ..fast_opts()
+    };
+    drop(Store::create(&path, passphrase("pw"), costly).unwrap());
+    // A slot added with the cheap test parameters.
+    let store = Store::open(&path, passphrase("pw"), fast_opts()).unwrap();
+    store.add_slot(passphrase("pw"), Some("cheap")).unwrap();
+    drop(store);
+    let tight = Options {
+        kdf_limits: sealkv_engine::KdfLimits {
+            max_memory_kib: 128,
+            max_memory_passes_kib: 128,
+        },
+        ..fast_opts()
+    };
+    let store = Store::open(&path, passphrase("pw"), tight.clone()).unwrap();
+    assert_eq!(store.opened_slot(), 2);
+    drop(store);
+    // With the cheap slot gone, the limit is what is reported.
+    let store = Store::open(&path, passphrase("pw"), fast_opts()).unwrap();
+    store.remove_slot(2).unwrap();
+    drop(store);
+    assert!(matches!(
+        Store::open(&path, passphrase("pw"), tight),
+        Err(Error::Key(sealkv_engine::CryptoError::KdfOverLimit { .. }))
+    ));
 }
