@@ -475,6 +475,36 @@ fn rollback_child() {
     }
 }
 
+/// Starts [`rollback_child`] on `path` and waits for its first acknowledged commit:
+/// the child, that commit's generation, and the generations it acknowledges next.
+fn start_writer(
+    path: &Path,
+) -> (
+    std::process::Child,
+    u64,
+    impl Iterator<Item = u64> + Send + use<>,
+) {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "rollback_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD, path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // libtest's own lines come before the child's.
+    let mut generations = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map_while(|l| l.ok())
+        .filter_map(|l| l.trim().parse::<u64>().ok());
+    let first = generations.next().expect("the writer never wrote");
+    (child, first, generations)
+}
+
 fn kills() -> usize {
     50 * std::env::var("SEALKV_CRASH_ROUNDS")
         .ok()
@@ -492,37 +522,13 @@ fn a_writer_killed_at_random_points_never_raises_a_false_alarm_and_older_copies_
     let mut rng = rand::rng();
     let mut copies = Vec::new();
     for round in 0..kills() {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "rollback_child",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD, &path)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        // The writer is writing (its first commit is acknowledged) before the kill;
-        // libtest's own lines come first.
-        let first = lines
-            .by_ref()
-            .map_while(|l| l.ok())
-            .find_map(|l| l.trim().parse::<u64>().ok());
-        assert!(first.is_some(), "round {round}: the writer never wrote");
-        let reader = std::thread::spawn(move || {
-            lines
-                .map_while(|l| l.ok())
-                .filter_map(|l| l.trim().parse::<u64>().ok())
-                .last()
-                .or(first)
-        });
+        // The writer is writing (its first commit is acknowledged) before the kill.
+        let (mut child, first, lines) = start_writer(&path);
+        let reader = std::thread::spawn(move || lines.last().unwrap_or(first));
         std::thread::sleep(Duration::from_millis(rng.random_range(1..60)));
         child.kill().unwrap();
         child.wait().unwrap();
-        let acknowledged = reader.join().unwrap().unwrap_or(0);
+        let acknowledged = reader.join().unwrap();
         // Never a false alarm: the file is at or past its anchor.
         let store = Store::open(&path, key(), fast_opts())
             .unwrap_or_else(|e| panic!("round {round}: a false alarm: {e}"));
@@ -733,26 +739,7 @@ fn opening_while_another_process_commits_never_raises_a_false_alarm() {
     let store = Store::create(&path, key(), fast_opts()).unwrap();
     store.set_anchor(Some(file_anchor(dir.path()))).unwrap();
     drop(store);
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "rollback_child",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD, &path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    assert!(
-        lines
-            .by_ref()
-            .map_while(|l| l.ok())
-            .any(|l| l.trim().parse::<u64>().is_ok()),
-        "the writer never wrote"
-    );
+    let (mut child, _, lines) = start_writer(&path);
     let drain = std::thread::spawn(move || lines.count());
     let mut opened = 0;
     let deadline = std::time::Instant::now() + Duration::from_secs(4);
