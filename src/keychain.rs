@@ -151,10 +151,13 @@ impl Keychain {
         let key = self.key_for(path.as_ref())?;
         // A copy that records no anchor (from before `create_store` anchored it, or
         // before format 3) is still checked against the anchor this keychain holds.
-        let anchored = self
-            .entry(&format!("{}.anchor", info.id_hex()))?
-            .get_secret()
-            .is_ok();
+        let account = format!("{}.anchor", info.id_hex());
+        let anchored = match self.entry(&account)?.get_secret() {
+            Ok(_) => true,
+            Err(keyring_core::Error::NoEntry) => false,
+            // A keychain that cannot say (locked, unreachable) is no pass.
+            Err(e) => return Err(self.failure("cannot read the anchor of", &account, &e)),
+        };
         let opts = match opts.anchor {
             None if anchored => Options {
                 anchor: Some(AnchorLocation::Keychain(self.service.clone())),

@@ -657,6 +657,19 @@ impl FileAnchor {
     /// Runs `f` on the file (opened, or created, the first time), and unlocks it.
     fn with_file(&self, f: impl FnOnce(&mut File) -> Result<()>) -> Result<()> {
         let mut open = lock(&self.open);
+        // A file deleted or replaced (a sync tool, a restored folder) since it was
+        // opened: the path is what the next open reads, so write there.
+        #[cfg(unix)]
+        if let Some(file) = open.as_ref() {
+            use std::os::unix::fs::MetadataExt;
+            let same = match (file.metadata(), std::fs::metadata(&self.path)) {
+                (Ok(held), Ok(now)) => held.dev() == now.dev() && held.ino() == now.ino(),
+                _ => false,
+            };
+            if !same {
+                *open = None;
+            }
+        }
         if open.is_none() {
             let mut options = OpenOptions::new();
             options.read(true).write(true).create(true).truncate(false);

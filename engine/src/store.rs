@@ -358,6 +358,9 @@ impl Store {
             // memory over the file.
             let cache = if read_only { opts.cache_size } else { 1 << 20 };
             let mut view = probe_view(path, cache)?;
+            // Each read a new read transaction: the anchor check below reads the file's
+            // state again, after the anchor.
+            view.set_shared(true);
             let meta = read_meta(&*view.snapshot()?, path)?;
             let (kek, unlocked) = unlock(&meta, &secret, &opts, None)?;
             // Every check that can refuse the file runs here, before a writer opens it.
@@ -377,14 +380,20 @@ impl Store {
                     position(&*view.snapshot()?)
                 });
                 if let Err(Error::RolledBack { .. }) = checked {
-                    // A read-only handle may not have seen the latest commit of another
-                    // process yet (the one whose anchor write was just read): ask again
-                    // through a handle opened now, and read through that one.
-                    let fresh = probe_view(path, cache)?;
+                    // A view recovered in memory (a file that needs crash recovery) is
+                    // frozen when made: ask again through a view made after the anchor
+                    // is read, and read through that one.
+                    let mut fresh = None;
                     crate::anchor::precheck(&meta, &opts, key, db_id, &mut || {
-                        position(&*fresh.snapshot()?)
+                        let v = probe_view(path, cache)?;
+                        v.set_shared(true);
+                        let at = position(&*v.snapshot()?);
+                        fresh = Some(v);
+                        at
                     })?;
-                    view = fresh;
+                    if let Some(v) = fresh {
+                        view = v;
+                    }
                 } else {
                     checked?;
                 }
@@ -443,6 +452,11 @@ impl Store {
     /// (a format 1 store's new one), the keyring sealed under it, the state record and
     /// the anchor. Either way this handle then keeps the state like any other.
     fn upgrade_or_adopt(&self, kek: &MasterKey, missing_settings: bool) -> Result<()> {
+        // On a server, a step that fails while it fails over is tried again.
+        self.riding(|| self.upgrade_or_adopt_once(kek, missing_settings))
+    }
+
+    fn upgrade_or_adopt_once(&self, kek: &MasterKey, missing_settings: bool) -> Result<()> {
         for _ in 0..16 {
             let meta = read_meta(&*self.rows().view()?, self.path())?;
             if meta.format >= FORMAT_VERSION {
@@ -474,8 +488,18 @@ impl Store {
             .slots
             .iter()
             .filter_map(|s| s.wrapped.as_deref())
-            .find_map(|w| unwrap_store_key(kek, &self.inner.db_id, w).ok())
-            .ok_or(Error::WrongKey)?;
+            .find_map(|w| match unwrap_store_key(kek, &self.inner.db_id, w) {
+                Err(sealkv_crypto::CryptoError::WrongKey) => None,
+                other => Some(other),
+            })
+            .ok_or(Error::WrongKey)?
+            .map_err(|e| match e {
+                sealkv_crypto::CryptoError::UnsupportedVersion(v) => Error::NewerFormat {
+                    found: v.into(),
+                    supported: FORMAT_VERSION,
+                },
+                other => Error::Corrupt(format!("store key: {other}")),
+            })?;
         *write_lock(&self.inner.master) = key;
         self.reload_keyring()?;
         self.check_state(meta)?;

@@ -967,3 +967,31 @@ fn a_slot_over_the_kdf_limits_is_skipped_for_the_next() {
         Err(Error::Key(sealkv_engine::CryptoError::KdfOverLimit { .. }))
     ));
 }
+
+/// An anchor file replaced by a rename while the store is open (a sync tool, a restored
+/// folder): the open store writes the file at the path from then on, not the old one.
+#[test]
+fn an_anchor_file_replaced_while_open_is_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.sealkv");
+    let anchor = dir.path().join("store.anchor");
+    let store = Store::create(&path, key(), fast_opts()).unwrap();
+    store.set_anchor(Some(file_anchor(dir.path()))).unwrap();
+    write_some(&store, 0, 3);
+    drop(store);
+    let older = dir.path().join("older.sealkv");
+    std::fs::copy(&path, &older).unwrap();
+    let stale = dir.path().join("anchor.copy");
+    std::fs::copy(&anchor, &stale).unwrap();
+    let store = Store::open(&path, key(), fast_opts()).unwrap();
+    write_some(&store, 3, 3);
+    std::fs::rename(&stale, &anchor).unwrap();
+    write_some(&store, 6, 3);
+    drop(store);
+    Store::open(&path, key(), fast_opts()).unwrap();
+    std::fs::copy(&older, &path).unwrap();
+    match Store::open(&path, key(), fast_opts()) {
+        Err(Error::RolledBack { .. }) => {}
+        other => panic!("{:?}", other.map(|s| s.generation())),
+    }
+}

@@ -1057,10 +1057,10 @@ impl RowRead for PgView {
             return Ok(vec![self.get(table, one)?]);
         }
         let mut conn = lock(&self.conn);
-        let mut found = get_rows(&mut **conn, &self.names, &self.shown, table, keys)?;
+        let found = get_rows(&mut **conn, &self.names, &self.shown, table, keys)?;
         Ok(keys
             .iter()
-            .map(|k| found.remove(*k).map(Found::Owned))
+            .map(|k| found.get(*k).cloned().map(Found::Owned))
             .collect())
     }
     fn scan(&self, table: Table, range: Range<'_>, visit: Visit<'_>) -> Result<()> {
@@ -1315,7 +1315,7 @@ impl RowRead for PgWrite<'_> {
                 }
             }
         }
-        let mut found = if ask.is_empty() {
+        let found = if ask.is_empty() {
             BTreeMap::new()
         } else {
             let mut client = self.client.borrow_mut();
@@ -1326,7 +1326,7 @@ impl RowRead for PgWrite<'_> {
             .zip(out)
             .map(|(k, known)| match known {
                 Some(v) => v.map(Found::Owned),
-                None => found.remove(*k).map(Found::Owned),
+                None => found.get(*k).cloned().map(Found::Owned),
             })
             .collect())
     }
