@@ -23,6 +23,14 @@ fn file_anchor(dir: &Path) -> AnchorLocation {
     AnchorLocation::File(dir.join("store.anchor"))
 }
 
+/// A new store `s.sealkv` in `dir`, anchored in `dir/store.anchor`.
+fn anchored(dir: &Path) -> (std::path::PathBuf, Store) {
+    let path = dir.join("s.sealkv");
+    let store = Store::create(&path, key(), fast_opts()).unwrap();
+    store.set_anchor(Some(file_anchor(dir))).unwrap();
+    (path, store)
+}
+
 fn write_some(store: &Store, from: u32, n: u32) {
     for i in from..from + n {
         store
@@ -53,9 +61,7 @@ fn every_commit_advances_the_generation_and_reopening_keeps_it() {
 #[test]
 fn an_older_copy_put_back_is_refused_by_a_file_anchor_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("s.sealkv");
-    let store = Store::create(&path, key(), fast_opts()).unwrap();
-    store.set_anchor(Some(file_anchor(dir.path()))).unwrap();
+    let (path, store) = anchored(dir.path());
     write_some(&store, 0, 5);
     drop(store);
     let old = dir.path().join("old.sealkv");
@@ -111,9 +117,7 @@ fn an_older_copy_put_back_is_refused_by_a_file_anchor_and_changes_nothing() {
 #[test]
 fn accept_restore_advances_the_epoch_and_then_refuses_the_copy_that_was_current() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("s.sealkv");
-    let store = Store::create(&path, key(), fast_opts()).unwrap();
-    store.set_anchor(Some(file_anchor(dir.path()))).unwrap();
+    let (path, store) = anchored(dir.path());
     write_some(&store, 0, 3);
     drop(store);
     let backup = dir.path().join("backup.sealkv");
@@ -515,9 +519,7 @@ fn kills() -> usize {
 #[test]
 fn a_writer_killed_at_random_points_never_raises_a_false_alarm_and_older_copies_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("s.sealkv");
-    let store = Store::create(&path, key(), fast_opts()).unwrap();
-    store.set_anchor(Some(file_anchor(dir.path()))).unwrap();
+    let (path, store) = anchored(dir.path());
     drop(store);
     let mut rng = rand::rng();
     let mut copies = Vec::new();
@@ -735,9 +737,7 @@ fn store_name(addr: &Path) -> String {
 #[test]
 fn opening_while_another_process_commits_never_raises_a_false_alarm() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("s.sealkv");
-    let store = Store::create(&path, key(), fast_opts()).unwrap();
-    store.set_anchor(Some(file_anchor(dir.path()))).unwrap();
+    let (path, store) = anchored(dir.path());
     drop(store);
     let (mut child, _, lines) = start_writer(&path);
     let drain = std::thread::spawn(move || lines.count());
@@ -835,9 +835,7 @@ fn two_processes_upgrading_one_file_at_once_both_keep_the_state() {
 #[test]
 fn a_restore_accepted_twice_refuses_every_copy_current_before() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("s.sealkv");
-    let store = Store::create(&path, key(), fast_opts()).unwrap();
-    store.set_anchor(Some(file_anchor(dir.path()))).unwrap();
+    let (path, store) = anchored(dir.path());
     write_some(&store, 0, 3);
     drop(store);
     let backup = dir.path().join("b.sealkv");
@@ -868,9 +866,7 @@ fn a_restore_accepted_twice_refuses_every_copy_current_before() {
 #[test]
 fn a_damaged_anchor_file_is_written_again_by_accept_restore() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("s.sealkv");
-    let store = Store::create(&path, key(), fast_opts()).unwrap();
-    store.set_anchor(Some(file_anchor(dir.path()))).unwrap();
+    let (path, store) = anchored(dir.path());
     write_some(&store, 0, 3);
     drop(store);
     std::fs::write(dir.path().join("store.anchor"), vec![9u8; 160]).unwrap();
