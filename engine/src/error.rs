@@ -347,6 +347,46 @@ from_redb!(
 );
 
 impl Error {
+    /// A stable name for the kind of error, in snake case (`"wrong_key"`,
+    /// `"rolled_back"`): what bindings hand their callers to match on, where the
+    /// message is for people. Names are never reused; a new kind gets a new name.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::WrongKey => "wrong_key",
+            Self::KeyKindMismatch { .. } => "key_kind",
+            Self::Locked(_) => "locked",
+            Self::NotSealkv(_) => "not_sealkv",
+            Self::NewerFormat { .. } => "newer_format",
+            Self::Corrupt(_) => "corrupt",
+            Self::AlreadyExists(_) => "exists",
+            Self::Integrity { .. } => "integrity",
+            Self::ValueTooLarge { .. } => "too_large",
+            Self::InvalidName(_) => "invalid_name",
+            Self::InvalidTtl(_) => "invalid_ttl",
+            Self::ReadOnly => "read_only",
+            Self::Poisoned => "poisoned",
+            Self::CommitFailed { .. } => "commit_failed",
+            Self::MetaTampered => "meta_tampered",
+            Self::KeyringChanged => "keyring_changed",
+            Self::LockTimeout { .. } => "lock_timeout",
+            Self::LockLost => "lock_lost",
+            Self::NeedsUpgrade => "needs_upgrade",
+            Self::NotAlone => "not_alone",
+            Self::NestedLock => "nested_lock",
+            Self::KeyInUse { .. } => "key_in_use",
+            Self::Serde { .. } => "serde",
+            Self::Keychain { .. } => "keychain",
+            Self::NoSuchSlot(_) => "no_such_slot",
+            Self::LastSlot => "last_slot",
+            Self::RolledBack { .. } => "rolled_back",
+            Self::Anchor { .. } => "anchor",
+            Self::ContentChanged => "content_changed",
+            Self::Key(_) => "key",
+            Self::Io(_) | Self::Storage(_) => "io",
+            Self::Server { .. } => "server",
+        }
+    }
+
     /// True for I/O-class failures after which redb must be reopened.
     /// A server failure that may pass (a lost connection, a server restarting or
     /// failing over, a standby not yet promoted).

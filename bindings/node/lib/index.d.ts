@@ -17,13 +17,24 @@ export type SealkvErrorCode =
   | 'SEALKV_POISONED'
   | 'SEALKV_COMMIT_FAILED'
   | 'SEALKV_META_TAMPERED'
+  | 'SEALKV_KEYRING_CHANGED'
   | 'SEALKV_LOCK_TIMEOUT'
+  | 'SEALKV_LOCK_LOST'
+  | 'SEALKV_NEEDS_UPGRADE'
   | 'SEALKV_NOT_ALONE'
   | 'SEALKV_NESTED_LOCK'
   | 'SEALKV_KEY_IN_USE'
   | 'SEALKV_KEY'
   | 'SEALKV_IO'
   | 'SEALKV_SERVER'
+  | 'SEALKV_SERDE'
+  | 'SEALKV_KEYCHAIN'
+  | 'SEALKV_NO_SUCH_SLOT'
+  | 'SEALKV_LAST_SLOT'
+  /** The file is an older copy than the last one this store was seen at (a backup or a sync put back); see `acceptRestore`. */
+  | 'SEALKV_ROLLED_BACK'
+  | 'SEALKV_ANCHOR'
+  | 'SEALKV_CONTENT_CHANGED'
   | 'SEALKV_CLOSED'
   | 'SEALKV_INVALID_ARGUMENT'
   /** A write's argument of the wrong type (a `ttlMs` that is not a number, a change that is not an object); that call alone fails. */
@@ -35,7 +46,6 @@ export type SealkvErrorCode =
   | 'SEALKV_NO_BAILEYS'
   /** Thrown by `require`/`import` itself: the platform's native package is missing (the message names it). */
   | 'SEALKV_NO_NATIVE'
-  | 'SEALKV_ERROR'
 
 /** An error from sealkv. Messages never contain keys, passphrases or values. */
 export declare class SealkvError extends Error {

@@ -27,39 +27,10 @@ use sealkv::{
 /// generator recognizes only that name.)
 type NapiResult<T> = napi::Result<T>;
 
-/// The stable `code` of an engine error, as JavaScript sees it.
-fn code_of(err: &Error) -> &'static str {
-    match err {
-        Error::WrongKey => "SEALKV_WRONG_KEY",
-        Error::KeyKindMismatch { .. } => "SEALKV_KEY_KIND",
-        Error::Locked(_) => "SEALKV_LOCKED",
-        Error::NotSealkv(_) => "SEALKV_NOT_SEALKV",
-        Error::NewerFormat { .. } => "SEALKV_NEWER_FORMAT",
-        Error::Corrupt(_) => "SEALKV_CORRUPT",
-        Error::AlreadyExists(_) => "SEALKV_EXISTS",
-        Error::Integrity { .. } => "SEALKV_INTEGRITY",
-        Error::ValueTooLarge { .. } => "SEALKV_TOO_LARGE",
-        Error::InvalidName(_) => "SEALKV_INVALID_NAME",
-        Error::InvalidTtl(_) => "SEALKV_INVALID_TTL",
-        Error::ReadOnly => "SEALKV_READ_ONLY",
-        Error::Poisoned => "SEALKV_POISONED",
-        Error::CommitFailed { .. } => "SEALKV_COMMIT_FAILED",
-        Error::MetaTampered => "SEALKV_META_TAMPERED",
-        Error::LockTimeout { .. } => "SEALKV_LOCK_TIMEOUT",
-        Error::NotAlone => "SEALKV_NOT_ALONE",
-        Error::NestedLock => "SEALKV_NESTED_LOCK",
-        Error::KeyInUse { .. } => "SEALKV_KEY_IN_USE",
-        Error::Key(_) => "SEALKV_KEY",
-        Error::Io(_) | Error::Storage(_) => "SEALKV_IO",
-        Error::Server { .. } => "SEALKV_SERVER",
-        Error::RolledBack { .. } => "SEALKV_ROLLED_BACK",
-        Error::Anchor { .. } => "SEALKV_ANCHOR",
-        Error::ContentChanged => "SEALKV_CONTENT_CHANGED",
-        Error::NoSuchSlot(_) => "SEALKV_NO_SUCH_SLOT",
-        Error::LastSlot => "SEALKV_LAST_SLOT",
-        Error::Keychain { .. } => "SEALKV_KEYCHAIN",
-        _ => "SEALKV_ERROR",
-    }
+/// The stable `code` of an engine error, as JavaScript sees it: `SEALKV_` and the
+/// engine's own code in capitals (`SEALKV_WRONG_KEY`).
+fn code_of(err: &Error) -> String {
+    format!("SEALKV_{}", err.code().to_ascii_uppercase())
 }
 
 fn js_error(code: &str, message: impl std::fmt::Display) -> NapiError {
@@ -67,7 +38,7 @@ fn js_error(code: &str, message: impl std::fmt::Display) -> NapiError {
 }
 
 fn engine_error(err: Error) -> NapiError {
-    js_error(code_of(&err), err)
+    js_error(&code_of(&err), err)
 }
 
 fn closed() -> NapiError {
@@ -533,7 +504,7 @@ impl NativeStore {
                 .verify()?
                 .into_iter()
                 .map(|e| Problem {
-                    code: code_of(&e).to_string(),
+                    code: code_of(&e),
                     message: e.to_string(),
                 })
                 .collect::<Vec<_>>())

@@ -1,0 +1,95 @@
+//! The plugin's commands: each runs its store call on a blocking thread (a write waits
+//! for an fsync), never on the main thread or the async runtime's workers.
+
+use tauri::{AppHandle, Runtime, async_runtime, command};
+use zeroize::Zeroizing;
+
+use crate::SealkvExt;
+use crate::error::{Error, Result};
+use crate::stores::{Change, Encoding, Opened, Problem, Read, Sealkv};
+
+async fn blocking<R: Runtime, T: Send + 'static>(
+    app: AppHandle<R>,
+    call: impl FnOnce(&Sealkv) -> Result<T> + Send + 'static,
+) -> Result<T> {
+    async_runtime::spawn_blocking(move || call(app.sealkv()))
+        .await
+        // A panic's message is not passed on (it could quote a name); Rust's panic hook
+        // printed it on stderr.
+        .unwrap_or_else(|_| Err(Error::new("SEALKV_INTERNAL", "the call failed (a bug)")))
+}
+
+#[command]
+pub(crate) async fn open<R: Runtime>(
+    app: AppHandle<R>,
+    name: String,
+    recovery_passphrase: Option<String>,
+) -> Result<Opened> {
+    let recovery = recovery_passphrase.map(Zeroizing::new);
+    blocking(app, move |s| {
+        s.open(&name, recovery.as_deref().map(String::as_str))
+    })
+    .await
+}
+
+#[command]
+pub(crate) async fn close<R: Runtime>(app: AppHandle<R>, name: String) -> Result<bool> {
+    blocking(app, move |s| Ok(s.close(&name))).await
+}
+
+#[command]
+pub(crate) async fn get<R: Runtime>(
+    app: AppHandle<R>,
+    name: String,
+    namespace: String,
+    key: String,
+    encoding: Option<Encoding>,
+) -> Result<Option<Read>> {
+    blocking(app, move |s| {
+        s.get(&name, &namespace, &key, encoding.unwrap_or_default())
+    })
+    .await
+}
+
+#[command]
+pub(crate) async fn set<R: Runtime>(
+    app: AppHandle<R>,
+    name: String,
+    changes: Vec<Change>,
+) -> Result<()> {
+    blocking(app, move |s| s.set(&name, changes)).await
+}
+
+#[command]
+pub(crate) async fn delete<R: Runtime>(
+    app: AppHandle<R>,
+    name: String,
+    namespace: String,
+    key: String,
+) -> Result<bool> {
+    blocking(app, move |s| s.delete(&name, &namespace, &key)).await
+}
+
+#[command]
+pub(crate) async fn list<R: Runtime>(
+    app: AppHandle<R>,
+    name: String,
+    namespace: String,
+) -> Result<Vec<String>> {
+    blocking(app, move |s| s.list(&name, &namespace)).await
+}
+
+#[command]
+pub(crate) async fn namespaces<R: Runtime>(app: AppHandle<R>, name: String) -> Result<Vec<String>> {
+    blocking(app, move |s| s.namespaces(&name)).await
+}
+
+#[command]
+pub(crate) async fn rotate<R: Runtime>(app: AppHandle<R>, name: String) -> Result<u32> {
+    blocking(app, move |s| s.rotate(&name)).await
+}
+
+#[command]
+pub(crate) async fn verify<R: Runtime>(app: AppHandle<R>, name: String) -> Result<Vec<Problem>> {
+    blocking(app, move |s| s.verify(&name)).await
+}
