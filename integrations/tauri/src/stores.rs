@@ -59,7 +59,7 @@ pub struct Opened {
 
 /// A value to write: bytes as they are, text as its UTF-8 bytes, or a JSON value as
 /// its UTF-8 text.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Data {
     /// Bytes, stored unchanged.
@@ -68,6 +68,27 @@ pub enum Data {
     Text(String),
     /// A JSON value, stored as its compact UTF-8 text.
     Json(serde_json::Value),
+}
+
+// Values are secrets: Debug shows their kind and size only.
+impl std::fmt::Debug for Data {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Bytes(b) => write!(f, "Bytes(<{} bytes>)", b.len()),
+            Self::Text(t) => write!(f, "Text(<{} bytes>)", t.len()),
+            Self::Json(_) => f.write_str("Json(<value>)"),
+        }
+    }
+}
+
+impl std::fmt::Debug for Read {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Bytes(b) => write!(f, "Bytes(<{} bytes>)", b.len()),
+            Self::Text(t) => write!(f, "Text(<{} bytes>)", t.len()),
+            Self::Json(_) => f.write_str("Json(<value>)"),
+        }
+    }
 }
 
 /// One change of a [`Sealkv::set`] batch: a value, or `None` to delete.
@@ -96,7 +117,7 @@ pub enum Encoding {
 }
 
 /// A value [`Sealkv::get`] read.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Read {
     /// The stored bytes.

@@ -488,3 +488,19 @@ fn bad_store_names_are_refused_and_nothing_is_made() {
     assert!(t.call("get", json!({ "name": 3 })).is_err());
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
+
+#[test]
+fn values_stay_out_of_debug_output() {
+    use tauri_plugin_sealkv::{Change, Data};
+    let change: Change = serde_json::from_value(json!({
+        "namespace": "n", "key": "k", "value": { "text": "hunter2" },
+    }))
+    .unwrap();
+    let json: Data = serde_json::from_value(json!({ "json": { "pin": "4921" } })).unwrap();
+    let bytes: Data = serde_json::from_value(json!({ "bytes": [104, 117, 110] })).unwrap();
+    let shown = format!("{change:?} {json:?} {bytes:?}");
+    for secret in ["hunter2", "4921", "104"] {
+        assert!(!shown.contains(secret), "{shown}");
+    }
+    assert!(shown.contains("Text(<7 bytes>)"), "{shown}");
+}
