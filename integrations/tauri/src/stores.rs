@@ -71,12 +71,19 @@ pub enum Data {
 }
 
 // Values are secrets: Debug shows their kind and size only.
+fn redacted(f: &mut std::fmt::Formatter<'_>, kind: &str, len: Option<usize>) -> std::fmt::Result {
+    match len {
+        Some(len) => write!(f, "{kind}(<{len} bytes>)"),
+        None => write!(f, "{kind}(<value>)"),
+    }
+}
+
 impl std::fmt::Debug for Data {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Bytes(b) => write!(f, "Bytes(<{} bytes>)", b.len()),
-            Self::Text(t) => write!(f, "Text(<{} bytes>)", t.len()),
-            Self::Json(_) => f.write_str("Json(<value>)"),
+            Self::Bytes(b) => redacted(f, "Bytes", Some(b.len())),
+            Self::Text(t) => redacted(f, "Text", Some(t.len())),
+            Self::Json(_) => redacted(f, "Json", None),
         }
     }
 }
@@ -84,9 +91,9 @@ impl std::fmt::Debug for Data {
 impl std::fmt::Debug for Read {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Bytes(b) => write!(f, "Bytes(<{} bytes>)", b.len()),
-            Self::Text(t) => write!(f, "Text(<{} bytes>)", t.len()),
-            Self::Json(_) => f.write_str("Json(<value>)"),
+            Self::Bytes(b) => redacted(f, "Bytes", Some(b.len())),
+            Self::Text(t) => redacted(f, "Text", Some(t.len())),
+            Self::Json(_) => redacted(f, "Json", None),
         }
     }
 }

@@ -166,17 +166,26 @@ impl TestApp {
     }
 }
 
+/// A temporary directory and an app with `sealkv:default` on it, when a Secret
+/// Service answers.
+fn keychain_app() -> Option<(tempfile::TempDir, TestApp)> {
+    if !have_keychain() {
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::new(dir.path(), &["sealkv:default"]);
+    Some((dir, app))
+}
+
 fn id_of(opened: &Value) -> String {
     opened["id"].as_str().unwrap().to_string()
 }
 
 #[test]
 fn the_commands_read_and_write_through_the_ipc() {
-    if !have_keychain() {
+    let Some((dir, t)) = keychain_app() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let t = TestApp::new(dir.path(), &["sealkv:default"]);
+    };
     let opened = t.ok("open", json!({ "name": "notes" }));
     assert_eq!(opened["created"], true);
     assert_eq!(opened["repaired"], false);
@@ -344,11 +353,9 @@ fn a_capability_without_allow_set_cannot_write() {
 
 #[test]
 fn the_apps_rust_side_uses_the_same_stores() {
-    if !have_keychain() {
+    let Some((_dir, t)) = keychain_app() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let t = TestApp::new(dir.path(), &["sealkv:default"]);
+    };
     let opened = t.app.sealkv().open("notes", None).unwrap();
     assert!(opened.created);
     // Written from Rust, read through the IPC, and the other way round.
@@ -380,11 +387,9 @@ fn the_apps_rust_side_uses_the_same_stores() {
 
 #[test]
 fn the_recovery_passphrase_opens_a_store_whose_keychain_entry_is_gone_and_repairs_it() {
-    if !have_keychain() {
+    let Some((dir, t)) = keychain_app() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let t = TestApp::new(dir.path(), &["sealkv:default"]);
+    };
     let opened = t.ok(
         "open",
         json!({ "name": "vault", "recoveryPassphrase": RECOVERY }),
