@@ -53,46 +53,37 @@ mod atoms {
         lock_timeout_ms,
         sync_replicas,
         failover_timeout_ms,
-        // Error codes
-        wrong_key,
-        key_kind,
-        locked,
-        not_sealkv,
-        newer_format,
-        corrupt,
-        exists,
-        integrity,
-        too_large,
-        invalid_name,
-        invalid_ttl,
-        poisoned,
-        commit_failed,
-        meta_tampered,
-        lock_timeout,
-        lock_lost,
-        needs_upgrade,
-        not_alone,
-        nested_lock,
-        key_in_use,
-        older_copy,
-        anchor,
-        content_changed,
-        no_such_slot,
-        last_slot,
-        keychain,
-        io,
-        server,
-        closed,
-        invalid_argument,
-        internal,
+        // What an error code that is not an atom's name would become (none is)
         sealkv_error,
     }
 }
 
-/// An error on its way to Elixir: a stable code and a message with no secret in it.
+/// An error on its way to Elixir: a stable code (an atom's name) and a message with no
+/// secret in it.
 struct Failure {
-    code: Atom,
+    code: &'static str,
     message: String,
+}
+
+impl Failure {
+    /// `{code, message}`, the code as an atom.
+    fn encode<'a>(&self, env: Env<'a>) -> Term<'a> {
+        (code_atom(env, self.code), &self.message).encode(env)
+    }
+}
+
+/// A problem `verify` found: `{code, message}`, the code as an atom.
+struct ProblemTerm(&'static str, String);
+
+impl Encoder for ProblemTerm {
+    fn encode<'a>(&self, env: Env<'a>) -> Term<'a> {
+        (code_atom(env, self.0), &self.1).encode(env)
+    }
+}
+
+/// The atom named `code` (every code is a plain lower-case name, always a valid atom).
+fn code_atom(env: Env<'_>, code: &str) -> Atom {
+    Atom::from_str(env, code).unwrap_or_else(|_| atoms::sealkv_error())
 }
 
 type NifResult<T> = Result<T, Failure>;
@@ -108,52 +99,24 @@ impl From<Error> for Failure {
 
 fn invalid(message: impl Into<String>) -> Failure {
     Failure {
-        code: atoms::invalid_argument(),
+        code: "invalid_argument",
         message: message.into(),
     }
 }
 
 fn closed() -> Failure {
     Failure {
-        code: atoms::closed(),
+        code: "closed",
         message: "the store is closed".into(),
     }
 }
 
-/// The stable `code` of an engine error, as Elixir sees it.
-fn code_of(err: &Error) -> Atom {
-    match err {
-        Error::WrongKey => atoms::wrong_key(),
-        Error::KeyKindMismatch { .. } => atoms::key_kind(),
-        Error::Locked(_) => atoms::locked(),
-        Error::NotSealkv(_) => atoms::not_sealkv(),
-        Error::NewerFormat { .. } => atoms::newer_format(),
-        Error::Corrupt(_) => atoms::corrupt(),
-        Error::AlreadyExists(_) => atoms::exists(),
-        Error::Integrity { .. } => atoms::integrity(),
-        Error::ValueTooLarge { .. } => atoms::too_large(),
-        Error::InvalidName(_) => atoms::invalid_name(),
-        Error::InvalidTtl(_) => atoms::invalid_ttl(),
-        Error::ReadOnly => atoms::read_only(),
-        Error::Poisoned => atoms::poisoned(),
-        Error::CommitFailed { .. } => atoms::commit_failed(),
-        Error::MetaTampered => atoms::meta_tampered(),
-        Error::LockTimeout { .. } => atoms::lock_timeout(),
-        Error::LockLost => atoms::lock_lost(),
-        Error::NeedsUpgrade => atoms::needs_upgrade(),
-        Error::NotAlone => atoms::not_alone(),
-        Error::NestedLock => atoms::nested_lock(),
-        Error::KeyInUse { .. } => atoms::key_in_use(),
-        Error::Key(_) => atoms::key(),
-        Error::Io(_) | Error::Storage(_) => atoms::io(),
-        Error::Server { .. } => atoms::server(),
-        Error::RolledBack { .. } => atoms::older_copy(),
-        Error::Anchor { .. } => atoms::anchor(),
-        Error::ContentChanged => atoms::content_changed(),
-        Error::NoSuchSlot(_) => atoms::no_such_slot(),
-        Error::LastSlot => atoms::last_slot(),
-        Error::Keychain { .. } => atoms::keychain(),
-        _ => atoms::sealkv_error(),
+/// The stable `code` of an engine error, as Elixir sees it: the engine's own
+/// ([`Error::code`]), except that an older copy put back is `:older_copy`.
+fn code_of(err: &Error) -> &'static str {
+    match err.code() {
+        "rolled_back" => "older_copy",
+        code => code,
     }
 }
 
@@ -179,7 +142,7 @@ fn guarded<T>(f: impl FnOnce() -> NifResult<T>) -> NifResult<T> {
 /// What a panic becomes.
 fn internal() -> Failure {
     Failure {
-        code: atoms::internal(),
+        code: "internal",
         message: "internal error: sealkv panicked (a bug; its message is on stderr); the call \
                   did not finish, and reopening the store is the safe course"
             .into(),
@@ -194,7 +157,7 @@ fn reply<'a, T: Encoder>(env: Env<'a>, f: impl FnOnce() -> NifResult<T>) -> Term
 fn encode_result<'a, T: Encoder>(env: Env<'a>, result: NifResult<T>) -> Term<'a> {
     match result {
         Ok(value) => (atoms::ok(), value).encode(env),
-        Err(f) => (atoms::error(), (f.code, f.message)).encode(env),
+        Err(f) => (atoms::error(), f.encode(env)).encode(env),
     }
 }
 
@@ -599,7 +562,7 @@ fn verify<'a>(env: Env<'a>, store: Term<'a>) -> Term<'a> {
         let problems = store_of(store)?.store()?.verify()?;
         Ok(problems
             .iter()
-            .map(|e| (code_of(e), e.to_string()))
+            .map(|e| ProblemTerm(code_of(e), e.to_string()))
             .collect::<Vec<_>>())
     })
 }
@@ -650,7 +613,7 @@ impl TxRes {
 /// A call on a transaction that has committed, been aborted, or lost its thread.
 fn ended() -> Failure {
     Failure {
-        code: atoms::closed(),
+        code: "closed",
         message: "the transaction has ended".into(),
     }
 }
@@ -765,7 +728,7 @@ fn run_transaction(
                 let _ = reply.send(Err(failure));
             } else if !told {
                 let _ = tag_env.send_and_clear(&caller, |env| {
-                    let err = (atoms::error(), (failure.code, failure.message));
+                    let err = (atoms::error(), failure.encode(env));
                     (atoms::sealkv_tx(), tag.load(env), err).encode(env)
                 });
             }
