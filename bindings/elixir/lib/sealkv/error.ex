@@ -7,10 +7,9 @@ defmodule Sealkv.Error do
   `:locked` (another process holds the file exclusively), `:not_sealkv`,
   `:newer_format`, `:corrupt`, `:exists`, `:integrity` (a value failed
   authentication), `:too_large`, `:invalid_name`, `:invalid_ttl`, `:read_only`,
-  `:poisoned`, `:commit_failed`, `:meta_tampered`, `:keyring_changed`, `:lock_timeout`,
-  `:lock_lost`,
-  `:needs_upgrade`, `:not_alone`, `:serde`, `:nested_lock`, `:rolled_back` (a joined transaction
-  failed), `:key_in_use`, `:key`, `:io`, `:older_copy` (the store is an older copy
+  `:poisoned`, `:commit_failed`, `:meta_tampered`, `:keyring_changed`,
+  `:lock_timeout`, `:lock_lost`, `:needs_upgrade`, `:not_alone`, `:serde`,
+  `:nested_lock`, `:rolled_back` (a joined transaction failed), `:key_in_use`, `:key`, `:io`, `:older_copy` (the store is an older copy
   than its anchor has seen: see `Sealkv.accept_restore/2`), `:anchor` (the anchor
   cannot be read or written), `:content_changed` (from `Sealkv.verify/1`: rows put back
   or removed outside sealkv), `:no_such_slot`, `:last_slot`, `:keychain`,
