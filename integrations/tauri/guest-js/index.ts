@@ -38,7 +38,7 @@ export type SealkvErrorCode =
   | 'SEALKV_NOT_TEXT'
   /** A bug in the plugin: the call did not finish. */
   | 'SEALKV_INTERNAL'
-  /** The app's capability does not allow this command (Tauri refused it; the message says which permission). */
+  /** The app's capability does not allow this command, or denies it (Tauri refused it; the message says which permission). */
   | 'SEALKV_NOT_ALLOWED'
   /** Any other failure of the IPC call itself. */
   | 'SEALKV_IPC'
@@ -76,8 +76,9 @@ export type Changes = Record<string, Record<string, Value | null>> | Array<[stri
 export interface OpenOptions {
   /**
    * A recovery passphrase. A new store gets it as a second slot (beside its keychain
-   * key); an existing store whose keychain entry is gone opens with it, and gets a new
-   * keychain entry.
+   * key); an existing store the keychain cannot open (its entry gone after a reset or
+   * on another machine) opens with it, and gets a new keychain entry. With no keychain
+   * reachable at all it cannot help: the store's rollback anchor is in the keychain.
    */
   recoveryPassphrase?: string
 }
@@ -90,8 +91,16 @@ export interface Opened {
   id: string
   /** This call created the store. */
   created: boolean
-  /** The keychain could not open it, the recovery passphrase did, and a new keychain entry now can. */
+  /** The keychain could not open it (no entry, or another key) and the recovery passphrase did. */
+  recovered: boolean
+  /** After such a recovery, a new keychain entry now opens it: later opens need no passphrase. */
   repaired: boolean
+  /**
+   * The recovery found the store's rollback anchor gone with the keychain (a reset, a
+   * new machine) and accepted the file as the current state: it could not be checked
+   * against rollback this once. Tell the user.
+   */
+  restoreAccepted: boolean
   /** It was open already in this app. */
   alreadyOpen: boolean
 }
@@ -112,8 +121,8 @@ function toError(error: unknown): SealkvError {
     if (typeof code === 'string' && typeof message === 'string') return new SealkvError(code, message)
   }
   const text = typeof error === 'string' ? error : String(error)
-  // Tauri's own refusal, when the capability lacks the permission.
-  if (/not allowed/i.test(text)) return new SealkvError('SEALKV_NOT_ALLOWED', text)
+  // Tauri's own refusal, when the capability lacks the permission or denies it.
+  if (/not allowed|explicitly denied/i.test(text)) return new SealkvError('SEALKV_NOT_ALLOWED', text)
   return new SealkvError('SEALKV_IPC', text)
 }
 
@@ -175,7 +184,10 @@ export class Store {
     return read && 'text' in read ? read.text : null
   }
 
-  /** The value of `key` parsed as JSON, or `null` when there is none (`SEALKV_NOT_JSON` if it is not JSON). */
+  /**
+   * The value of `key` parsed as JSON, or `null` when there is none (`SEALKV_NOT_JSON`
+   * if it is not JSON). A stored JSON `null` also reads as `null`: use `get` to tell.
+   */
   async getJson<T = JsonValue>(namespace: string, key: string): Promise<T | null> {
     const read = await call<Read>('get', { name: this.name, namespace, key, encoding: 'json' })
     return read && 'json' in read ? (read.json as T) : null

@@ -6,7 +6,7 @@
 //! as keyed tags, every write an atomic, durable transaction. Its key is a random
 //! 32-byte key in the OS credential store under the app's identifier (no prompt, no
 //! Argon2 at start-up); a recovery passphrase, when the app gives one, opens it when the
-//! keychain cannot.
+//! keychain has lost its key (see [`Sealkv::open`]).
 //!
 //! ```no_run
 //! # fn main() {

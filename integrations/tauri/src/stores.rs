@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use sealkv::keychain::{self, Keychain};
-use sealkv::{Batch, Options, Passphrase, SlotKind, Store};
+use sealkv::{Batch, Options, Passphrase, Store};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -29,6 +29,9 @@ pub struct Sealkv {
     directory: PathBuf,
     service: String,
     open: Mutex<HashMap<String, Arc<Store>>>,
+    /// Held while a store is being opened (a keychain lookup, Argon2id for a recovery
+    /// passphrase): opens wait for each other, reads and writes on open stores do not.
+    opening: Mutex<()>,
 }
 
 impl std::fmt::Debug for Sealkv {
@@ -50,9 +53,18 @@ pub struct Opened {
     pub id: String,
     /// True when this call created the store.
     pub created: bool,
-    /// True when the keychain could not open the store, the recovery passphrase did,
-    /// and a new keychain slot replaced the lost one: later opens need no passphrase.
+    /// True when the keychain could not open the store and the recovery passphrase
+    /// did (see [`Sealkv::open`]).
+    pub recovered: bool,
+    /// True when, after such a recovery, a new keychain slot now opens the store: later
+    /// opens need no passphrase. False after a recovery when the keychain could not
+    /// take the new key (it is locked, or there is none).
     pub repaired: bool,
+    /// True when the recovery found the store's rollback anchor gone with the keychain
+    /// (a keychain reset, a new machine) and accepted the file as the current state
+    /// (`Store::accept_restore`): it could not be checked against rollback this once,
+    /// and a new anchor now guards it. Tell the user.
+    pub restore_accepted: bool,
     /// True when the store was already open in this app (nothing was done).
     pub already_open: bool,
 }
@@ -99,15 +111,31 @@ impl std::fmt::Debug for Read {
 }
 
 /// One change of a [`Sealkv::set`] batch: a value, or `None` to delete.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Change {
     /// The namespace.
     pub namespace: String,
     /// The key.
     pub key: String,
-    /// The new value; `None` (JSON `null`) deletes the key.
+    /// The new value; `None` (JSON `null`) deletes the key. The field must be there:
+    /// a change without one is refused, not taken for a deletion.
+    #[serde(deserialize_with = "Option::deserialize")]
     pub value: Option<Data>,
+}
+
+// The store keeps names only as keyed tags: Debug shows their sizes, not them.
+impl std::fmt::Debug for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Change")
+            .field(
+                "namespace",
+                &format_args!("<{} bytes>", self.namespace.len()),
+            )
+            .field("key", &format_args!("<{} bytes>", self.key.len()))
+            .field("value", &self.value)
+            .finish()
+    }
 }
 
 /// How [`Sealkv::get`] hands a value back.
@@ -151,6 +179,7 @@ impl Sealkv {
             directory: directory.into(),
             service: service.into(),
             open: Mutex::new(HashMap::new()),
+            opening: Mutex::new(()),
         }
     }
 
@@ -184,39 +213,57 @@ impl Sealkv {
     ///
     /// - A new store gets a fresh random key in the keychain (a keychain slot, and its
     ///   rollback anchor beside the key) and, with `recovery`, a passphrase slot
-    ///   labelled `recovery`.
+    ///   labelled `recovery`. If any step fails, nothing is left behind.
     /// - An existing store opens with the key the keychain holds, without a prompt.
-    ///   When the keychain cannot give it (a reset, another machine, no keyring) and
-    ///   `recovery` is given, the passphrase opens it; if the keychain answers, a
-    ///   new keychain slot then replaces the lost ones ([`Opened::repaired`]).
-    /// - Without `recovery`, a keychain failure is the error, with its hint: never a
-    ///   silent fallback.
+    /// - When the keychain cannot give the right key (the entry is gone after a reset or
+    ///   on another machine, or it holds another key) and `recovery` is given, the
+    ///   passphrase opens the store ([`Opened::recovered`]). If the store's rollback
+    ///   anchor went with the keychain, the file is accepted as the current state
+    ///   ([`Opened::restore_accepted`]). A new keychain slot then opens it from now on
+    ///   ([`Opened::repaired`]); older keychain slots stay (a copy of the store on
+    ///   another machine may still use one).
+    /// - Without `recovery`, the keychain's failure is the error, with its hint: never a
+    ///   silent fallback. With no keychain reachable at all, even the passphrase cannot
+    ///   open a store whose anchor is in the keychain: the error says to start one.
     pub fn open(&self, name: &str, recovery: Option<&str>) -> Result<Opened> {
         let path = self.path_of(name)?;
-        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(store) = open.get(name) {
+        let _opening = self.opening.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(store) = self
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+        {
             return Ok(Opened {
                 name: name.to_string(),
                 id: store.id_hex(),
                 created: false,
+                recovered: false,
                 repaired: false,
+                restore_accepted: false,
                 already_open: true,
             });
         }
-        let (store, created, repaired) = if path.exists() {
-            let (store, repaired) = self.open_existing(&path, recovery)?;
-            (store, false, repaired)
-        } else {
-            (self.create(&path, recovery)?, true, false)
-        };
-        let opened = Opened {
+        let mut opened = Opened {
             name: name.to_string(),
-            id: store.id_hex(),
-            created,
-            repaired,
+            id: String::new(),
+            created: false,
+            recovered: false,
+            repaired: false,
+            restore_accepted: false,
             already_open: false,
         };
-        open.insert(name.to_string(), Arc::new(store));
+        let store = if path.exists() {
+            self.open_existing(&path, recovery, &mut opened)?
+        } else {
+            opened.created = true;
+            self.create(&path, recovery)?
+        };
+        opened.id = store.id_hex();
+        self.open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(name.to_string(), Arc::new(store));
         Ok(opened)
     }
 
@@ -244,46 +291,43 @@ impl Sealkv {
         Ok(store)
     }
 
-    fn open_existing(&self, path: &Path, recovery: Option<&str>) -> Result<(Store, bool)> {
+    fn open_existing(
+        &self,
+        path: &Path,
+        recovery: Option<&str>,
+        opened: &mut Opened,
+    ) -> Result<Store> {
         let through_keychain =
             Keychain::new(&self.service).and_then(|k| k.open_store(path, Options::default()));
         let keychain_failure = match through_keychain {
-            Ok(store) => return Ok((store, false)),
-            Err(e @ sealkv::Error::Keychain { .. }) => e,
+            Ok(store) => return Ok(store),
+            // No key, or not this store's key: the recovery passphrase may open it.
+            Err(e @ (sealkv::Error::Keychain { .. } | sealkv::Error::WrongKey)) => e,
             Err(e) => return Err(e.into()),
         };
         let Some(passphrase) = recovery else {
             return Err(keychain_failure.into());
         };
-        // Its anchor may be in the keychain that failed: the open says so if it is.
+        // Its anchor is in the keychain: let this process read and write it.
         keychain::install_anchors();
-        let passphrase = Passphrase::new(passphrase.as_bytes().to_vec());
-        let store = Store::open(path, passphrase, Options::default())?;
-        let repaired = self.repair(&store);
-        Ok((store, repaired))
-    }
-
-    /// A new keychain slot for a store the recovery passphrase opened, and the old
-    /// keychain slots of this service (whose keys are gone) removed. False, and the
-    /// store left as it was, when the keychain cannot take it now.
-    fn repair(&self, store: &Store) -> bool {
-        let Ok(keychain) = Keychain::new(&self.service) else {
-            return false;
-        };
-        let Ok(new_slot) = keychain.add_slot(store, Some(KEYCHAIN_LABEL)) else {
-            return false;
-        };
-        if let Ok(slots) = store.slots() {
-            for slot in slots {
-                let stale = slot.id != new_slot
-                    && slot.kind == SlotKind::Keychain
-                    && slot.service.as_deref() == Some(self.service.as_str());
-                if stale {
-                    let _ = store.remove_slot(slot.id);
-                }
+        let secret = || Passphrase::new(passphrase.as_bytes().to_vec());
+        let store = match Store::open(path, secret(), Options::default()) {
+            Ok(store) => store,
+            // The anchor went with the keychain (the key's entry and the anchor's both
+            // gone): the user's passphrase accepts the file as it is, and the anchor is
+            // written again.
+            Err(sealkv::Error::Anchor { .. }) => {
+                let store = Store::accept_restore(path, secret(), Options::default())?;
+                opened.restore_accepted = true;
+                store
             }
-        }
-        true
+            Err(e) => return Err(e.into()),
+        };
+        opened.recovered = true;
+        opened.repaired = Keychain::new(&self.service)
+            .and_then(|k| k.add_slot(&store, Some(KEYCHAIN_LABEL)))
+            .is_ok();
+        Ok(store)
     }
 
     /// The open store `name`, for the app's Rust side to use with sealkv's whole API.
@@ -299,19 +343,21 @@ impl Sealkv {
     /// Closes the store `name` (once the calls in flight on it are done); false when it
     /// was not open.
     pub fn close(&self, name: &str) -> bool {
-        self.open
+        let removed = self
+            .open
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .remove(name)
-            .is_some()
+            .remove(name);
+        // Dropped with the lock released: a close flushes a keychain anchor.
+        removed.is_some()
     }
 
-    /// Closes every store (the plugin calls it when the app exits).
+    /// Closes every store the plugin holds (it calls this when the app exits). A
+    /// `Arc<Store>` the app's Rust side took with [`Sealkv::store`] stays open until
+    /// the app drops it.
     pub fn close_all(&self) {
-        self.open
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
+        let all = std::mem::take(&mut *self.open.lock().unwrap_or_else(PoisonError::into_inner));
+        drop(all);
     }
 
     /// The value of `key` in `namespace` of the store `name`, or `None`.

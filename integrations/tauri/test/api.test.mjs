@@ -20,7 +20,7 @@ function plugin(values = new Map()) {
     calls.push([cmd, args])
     switch (cmd) {
       case 'plugin:sealkv|open':
-        return { name: args.name, id: 'ab'.repeat(16), created: true, repaired: false, alreadyOpen: false }
+        return { name: args.name, id: 'ab'.repeat(16), created: true, recovered: false, repaired: false, restoreAccepted: false, alreadyOpen: false }
       case 'plugin:sealkv|set':
         for (const { namespace, key, value } of args.changes) {
           if (value === null) values.delete(`${namespace}/${key}`)
@@ -119,6 +119,10 @@ test("the plugin's errors arrive as SealkvErrors with their code", async () => {
     throw 'sealkv.set not allowed. Permissions associated with this command: sealkv:allow-set, sealkv:default'
   })
   await assert.rejects(store.put('notes', 'k', 'v'), { code: 'SEALKV_NOT_ALLOWED', message: /allow-set/ })
+  mockIPC(() => {
+    throw 'sealkv.set explicitly denied on origin local\n\nreferenced by: capability: main, permission: deny-set'
+  })
+  await assert.rejects(store.put('notes', 'k', 'v'), { code: 'SEALKV_NOT_ALLOWED', message: /deny-set/ })
   mockIPC(() => {
     throw new Error('the webview went away')
   })

@@ -323,7 +323,11 @@ fn a_capability_without_allow_set_cannot_write() {
                 json!({ "name": "notes", "namespace": "n", "key": "k" }),
             )
             .unwrap_err();
-        assert!(refused.is_string(), "{command}: {refused}");
+        let message = refused.as_str().unwrap_or_default();
+        assert!(
+            message.contains(&format!("sealkv.{command} not allowed")),
+            "{command}: {refused}"
+        );
     }
     // An allowed command reaches the plugin (which says the store is not open).
     assert_eq!(
@@ -335,14 +339,25 @@ fn a_capability_without_allow_set_cannot_write() {
     );
     // A deny wins over the default set.
     let denied = TestApp::new(dir.path(), &["sealkv:default", "sealkv:deny-set"]);
-    assert!(denied.call("set", write.clone()).unwrap_err().is_string());
+    let refused = denied.call("set", write.clone()).unwrap_err();
+    assert!(
+        refused
+            .as_str()
+            .unwrap_or_default()
+            .contains("sealkv.set explicitly denied"),
+        "{refused}"
+    );
 
     if !have_keychain() {
         return;
     }
     // With the store open the same holds, and nothing was written.
     let id = id_of(&t.ok("open", json!({ "name": "notes" })));
-    assert!(t.call("set", write).unwrap_err().is_string());
+    let refused = t.call("set", write).unwrap_err();
+    assert!(
+        refused.as_str().unwrap_or_default().contains("not allowed"),
+        "{refused}"
+    );
     assert_eq!(
         t.ok("list", json!({ "name": "notes", "namespace": "notes" })),
         json!([])
@@ -385,16 +400,12 @@ fn the_apps_rust_side_uses_the_same_stores() {
     t.forget(&opened.id);
 }
 
-#[test]
-fn the_recovery_passphrase_opens_a_store_whose_keychain_entry_is_gone_and_repairs_it() {
-    let Some((dir, t)) = keychain_app() else {
-        return;
-    };
+/// A store made with a recovery passphrase, holding one value; closed again.
+fn recoverable(t: &TestApp) -> String {
     let opened = t.ok(
         "open",
         json!({ "name": "vault", "recoveryPassphrase": RECOVERY }),
     );
-    let id = id_of(&opened);
     t.ok(
         "set",
         json!({ "name": "vault", "changes": [
@@ -411,8 +422,44 @@ fn the_recovery_passphrase_opens_a_store_whose_keychain_entry_is_gone_and_repair
         ]
     );
     t.ok("close", json!({ "name": "vault" }));
+    id_of(&opened)
+}
 
-    // The keychain loses the key (a reset, another machine).
+/// After a recovery: the value is there, a new keychain slot was added, and a fresh
+/// app with the same service opens the store with no passphrase.
+fn check_recovered(t: &TestApp, dir: &Path, id: &str) {
+    assert_eq!(
+        t.ok(
+            "get",
+            json!({ "name": "vault", "namespace": "v", "key": "k", "encoding": "text" })
+        ),
+        json!({ "text": "kept" })
+    );
+    let slots = t.app.sealkv().store("vault").unwrap().slots().unwrap();
+    let keychain: Vec<_> = slots
+        .iter()
+        .filter(|s| s.kind == SlotKind::Keychain)
+        .collect();
+    assert_eq!(keychain.len(), 2, "{slots:?}");
+    assert_eq!(keychain[1].label.as_deref(), Some("keychain"));
+    t.ok("close", json!({ "name": "vault" }));
+    let later = TestApp::with_service(dir, &["sealkv:default"], t.service.clone());
+    let opened = later.ok("open", json!({ "name": "vault" }));
+    assert_eq!(
+        (&opened["created"], &opened["recovered"]),
+        (&json!(false), &json!(false))
+    );
+    later.ok("close", json!({ "name": "vault" }));
+    later.forget(id);
+}
+
+#[test]
+fn the_recovery_passphrase_opens_a_store_whose_keychain_entry_is_gone_and_repairs_it() {
+    let Some((dir, t)) = keychain_app() else {
+        return;
+    };
+    let id = recoverable(&t);
+    // The key's entry is deleted; its anchor's stays.
     assert!(Keychain::new(&t.service).unwrap().delete_key(&id).unwrap());
     let before = std::fs::read(dir.path().join("vault.sealkv")).unwrap();
     let lost = t.call("open", json!({ "name": "vault" })).unwrap_err();
@@ -434,39 +481,80 @@ fn the_recovery_passphrase_opens_a_store_whose_keychain_entry_is_gone_and_repair
     let after = std::fs::read(dir.path().join("vault.sealkv")).unwrap();
     assert!(before == after, "a failed open changed the file");
 
-    // The passphrase opens it, and a new keychain entry replaces the lost one.
-    let repaired = t.ok(
+    let opened = t.ok(
         "open",
         json!({ "name": "vault", "recoveryPassphrase": RECOVERY }),
     );
-    assert_eq!(repaired["repaired"], true, "{repaired}");
     assert_eq!(
-        t.ok(
-            "get",
-            json!({ "name": "vault", "namespace": "v", "key": "k", "encoding": "text" })
+        (
+            &opened["recovered"],
+            &opened["repaired"],
+            &opened["restoreAccepted"]
         ),
-        json!({ "text": "kept" })
+        (&json!(true), &json!(true), &json!(false)),
+        "{opened}"
     );
-    let slots = t.app.sealkv().store("vault").unwrap().slots().unwrap();
-    assert_eq!(
-        slots
-            .iter()
-            .filter(|s| s.kind == SlotKind::Keychain)
-            .count(),
-        1,
-        "the lost keychain slot is gone: {slots:?}"
-    );
-    t.ok("close", json!({ "name": "vault" }));
+    check_recovered(&t, dir.path(), &id);
+}
 
-    // A later start needs no passphrase: a fresh app, the same service.
-    let later = TestApp::with_service(dir.path(), &["sealkv:default"], t.service.clone());
-    let opened = later.ok("open", json!({ "name": "vault" }));
+#[test]
+fn after_a_keychain_reset_the_recovery_passphrase_accepts_the_file_and_anchors_it_again() {
+    let Some((dir, t)) = keychain_app() else {
+        return;
+    };
+    let id = recoverable(&t);
+    // The whole keychain is gone (a reset, a new machine): the key and the anchor.
+    let keychain = Keychain::new(&t.service).unwrap();
+    assert!(keychain.delete_key(&id).unwrap());
+    assert!(keychain.delete_key(&format!("{id}.anchor")).unwrap());
     assert_eq!(
-        (opened["created"].clone(), opened["repaired"].clone()),
-        (json!(false), json!(false))
+        t.code("open", json!({ "name": "vault" })),
+        "SEALKV_KEYCHAIN"
     );
-    later.ok("close", json!({ "name": "vault" }));
-    later.forget(&id);
+    let opened = t.ok(
+        "open",
+        json!({ "name": "vault", "recoveryPassphrase": RECOVERY }),
+    );
+    assert_eq!(
+        (
+            &opened["recovered"],
+            &opened["repaired"],
+            &opened["restoreAccepted"]
+        ),
+        (&json!(true), &json!(true), &json!(true)),
+        "{opened}"
+    );
+    // The new key is in the keychain; and the anchor is back, or the fresh open in
+    // check_recovered would fail with SEALKV_ANCHOR.
+    assert!(keychain.load_key(&id).is_ok());
+    check_recovered(&t, dir.path(), &id);
+}
+
+#[test]
+fn a_change_without_a_value_is_refused_not_taken_for_a_deletion() {
+    let Some((_dir, t)) = keychain_app() else {
+        return;
+    };
+    let id = id_of(&t.ok("open", json!({ "name": "notes" })));
+    t.ok(
+        "set",
+        json!({ "name": "notes", "changes": [
+            { "namespace": "n", "key": "k", "value": { "text": "v" } },
+        ]}),
+    );
+    assert!(
+        t.call(
+            "set",
+            json!({ "name": "notes", "changes": [{ "namespace": "n", "key": "k" }] })
+        )
+        .is_err()
+    );
+    assert_eq!(
+        t.ok("list", json!({ "name": "notes", "namespace": "n" })),
+        json!(["k"])
+    );
+    t.ok("close", json!({ "name": "notes" }));
+    t.forget(&id);
 }
 
 #[test]
@@ -496,15 +584,27 @@ fn bad_store_names_are_refused_and_nothing_is_made() {
 
 #[test]
 fn values_stay_out_of_debug_output() {
-    use tauri_plugin_sealkv::{Change, Data};
+    use tauri_plugin_sealkv::{Change, Data, Read};
     let change: Change = serde_json::from_value(json!({
         "namespace": "n", "key": "k", "value": { "text": "hunter2" },
     }))
     .unwrap();
     let json: Data = serde_json::from_value(json!({ "json": { "pin": "4921" } })).unwrap();
     let bytes: Data = serde_json::from_value(json!({ "bytes": [104, 117, 110] })).unwrap();
-    let shown = format!("{change:?} {json:?} {bytes:?}");
-    for secret in ["hunter2", "4921", "104"] {
+    let read = Read::Text("opened secret".into());
+    let named: Change = serde_json::from_value(json!({
+        "namespace": "contacts", "key": "alice", "value": null,
+    }))
+    .unwrap();
+    let shown = format!("{change:?} {json:?} {bytes:?} {read:?} {named:?}");
+    for secret in [
+        "hunter2",
+        "4921",
+        "104",
+        "opened secret",
+        "contacts",
+        "alice",
+    ] {
         assert!(!shown.contains(secret), "{shown}");
     }
     assert!(shown.contains("Text(<7 bytes>)"), "{shown}");
