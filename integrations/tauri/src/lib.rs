@@ -9,16 +9,14 @@
 //! keychain has lost its key (see [`Sealkv::open`]).
 //!
 //! ```no_run
-//! # fn main() {
-//! tauri::Builder::default()
-//!     .plugin(tauri_plugin_sealkv::init())
-//!     .setup(|app| {
+//! // In the app: `with_sealkv(tauri::Builder::default()).run(tauri::generate_context!())`.
+//! fn with_sealkv<R: tauri::Runtime>(app: tauri::Builder<R>) -> tauri::Builder<R> {
+//!     app.plugin(tauri_plugin_sealkv::init()).setup(|app| {
 //!         use tauri_plugin_sealkv::SealkvExt;
 //!         app.sealkv().open("notes", None)?;
 //!         Ok(())
 //!     })
-//! #   ;
-//! # }
+//! }
 //! ```
 //!
 //! The web side uses the guest package `tauri-plugin-sealkv-api`, or
