@@ -280,6 +280,17 @@ fn recoverable(t: &TestApp) -> String {
     id_of(&opened)
 }
 
+/// Opens the store with its recovery passphrase: what `open` says it did
+/// (`recovered`, `repaired`, `restoreAccepted`).
+fn recover(t: &TestApp) -> [bool; 3] {
+    let opened = t.ok(
+        "open",
+        json!({ "name": "vault", "recoveryPassphrase": RECOVERY }),
+    );
+    ["recovered", "repaired", "restoreAccepted"]
+        .map(|flag| opened[flag].as_bool().unwrap_or_else(|| panic!("{opened}")))
+}
+
 /// After a recovery: the value is there, a new keychain slot was added, and a fresh
 /// app with the same service opens the store with no passphrase.
 fn check_recovered(t: &TestApp, dir: &Path, id: &str) {
@@ -336,18 +347,10 @@ fn the_recovery_passphrase_opens_a_store_whose_keychain_entry_is_gone_and_repair
     let after = std::fs::read(dir.path().join("vault.sealkv")).unwrap();
     assert!(before == after, "a failed open changed the file");
 
-    let opened = t.ok(
-        "open",
-        json!({ "name": "vault", "recoveryPassphrase": RECOVERY }),
-    );
     assert_eq!(
-        (
-            &opened["recovered"],
-            &opened["repaired"],
-            &opened["restoreAccepted"]
-        ),
-        (&json!(true), &json!(true), &json!(false)),
-        "{opened}"
+        recover(&t),
+        [true, true, false],
+        "recovered, repaired, restoreAccepted"
     );
     check_recovered(&t, dir.path(), &id);
 }
@@ -366,18 +369,10 @@ fn after_a_keychain_reset_the_recovery_passphrase_accepts_the_file_and_anchors_i
         t.code("open", json!({ "name": "vault" })),
         "SEALKV_KEYCHAIN"
     );
-    let opened = t.ok(
-        "open",
-        json!({ "name": "vault", "recoveryPassphrase": RECOVERY }),
-    );
     assert_eq!(
-        (
-            &opened["recovered"],
-            &opened["repaired"],
-            &opened["restoreAccepted"]
-        ),
-        (&json!(true), &json!(true), &json!(true)),
-        "{opened}"
+        recover(&t),
+        [true, true, true],
+        "recovered, repaired, restoreAccepted"
     );
     // The new key is in the keychain; and the anchor is back, or the fresh open in
     // check_recovered would fail with SEALKV_ANCHOR.
