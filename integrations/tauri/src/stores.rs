@@ -228,22 +228,6 @@ impl Sealkv {
     pub fn open(&self, name: &str, recovery: Option<&str>) -> Result<Opened> {
         let path = self.path_of(name)?;
         let _opening = self.opening.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(store) = self
-            .open
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(name)
-        {
-            return Ok(Opened {
-                name: name.to_string(),
-                id: store.id_hex(),
-                created: false,
-                recovered: false,
-                repaired: false,
-                restore_accepted: false,
-                already_open: true,
-            });
-        }
         let mut opened = Opened {
             name: name.to_string(),
             id: String::new(),
@@ -253,6 +237,16 @@ impl Sealkv {
             restore_accepted: false,
             already_open: false,
         };
+        if let Some(store) = self
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+        {
+            opened.id = store.id_hex();
+            opened.already_open = true;
+            return Ok(opened);
+        }
         let store = if path.exists() {
             self.open_existing(&path, recovery, &mut opened)?
         } else {
