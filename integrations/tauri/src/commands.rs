@@ -1,12 +1,46 @@
 //! The plugin's commands: each runs its store call on a blocking thread (a write waits
 //! for an fsync), never on the main thread or the async runtime's workers.
 
+use serde::Deserialize;
+use tauri::ipc::{CommandScope, GlobalScope};
 use tauri::{AppHandle, Runtime, async_runtime, command};
 use zeroize::Zeroizing;
 
 use crate::SealkvExt;
 use crate::error::{Error, Result};
 use crate::stores::{Change, Encoding, Opened, Problem, Read, Sealkv};
+
+/// A scope entry of a `sealkv` permission in a capability: `{ "store": "notes" }`, or
+/// `{ "store": "*" }` for every store.
+#[derive(Debug, Deserialize)]
+pub struct StoreScope {
+    /// A store's name, or `*`.
+    pub store: String,
+}
+
+/// Whether the capability lets this command touch the store `name`: no `deny` entry
+/// names it, and an `allow` entry does when there are any (a permission without a
+/// scope allows every store).
+fn in_scope(
+    global: &GlobalScope<StoreScope>,
+    command: &CommandScope<StoreScope>,
+    name: &str,
+) -> Result<()> {
+    let names = |s: &StoreScope| s.store == name || s.store == "*";
+    let denied = global
+        .denies()
+        .iter()
+        .chain(command.denies())
+        .any(|s| names(s));
+    let allows: Vec<_> = global.allows().iter().chain(command.allows()).collect();
+    if denied || !(allows.is_empty() || allows.iter().any(|s| names(s))) {
+        return Err(Error::new(
+            "SEALKV_NOT_ALLOWED",
+            format!("the capability does not allow this command on the store {name:?}"),
+        ));
+    }
+    Ok(())
+}
 
 async fn blocking<R: Runtime, T: Send + 'static>(
     app: AppHandle<R>,
@@ -22,9 +56,12 @@ async fn blocking<R: Runtime, T: Send + 'static>(
 #[command]
 pub(crate) async fn open<R: Runtime>(
     app: AppHandle<R>,
+    global: GlobalScope<StoreScope>,
+    scope: CommandScope<StoreScope>,
     name: String,
     recovery_passphrase: Option<String>,
 ) -> Result<Opened> {
+    in_scope(&global, &scope, &name)?;
     let recovery = recovery_passphrase.map(Zeroizing::new);
     blocking(app, move |s| {
         s.open(&name, recovery.as_deref().map(String::as_str))
@@ -33,18 +70,27 @@ pub(crate) async fn open<R: Runtime>(
 }
 
 #[command]
-pub(crate) async fn close<R: Runtime>(app: AppHandle<R>, name: String) -> Result<bool> {
+pub(crate) async fn close<R: Runtime>(
+    app: AppHandle<R>,
+    global: GlobalScope<StoreScope>,
+    scope: CommandScope<StoreScope>,
+    name: String,
+) -> Result<bool> {
+    in_scope(&global, &scope, &name)?;
     blocking(app, move |s| Ok(s.close(&name))).await
 }
 
 #[command]
 pub(crate) async fn get<R: Runtime>(
     app: AppHandle<R>,
+    global: GlobalScope<StoreScope>,
+    scope: CommandScope<StoreScope>,
     name: String,
     namespace: String,
     key: String,
     encoding: Option<Encoding>,
 ) -> Result<Option<Read>> {
+    in_scope(&global, &scope, &name)?;
     blocking(app, move |s| {
         s.get(&name, &namespace, &key, encoding.unwrap_or_default())
     })
@@ -54,42 +100,69 @@ pub(crate) async fn get<R: Runtime>(
 #[command]
 pub(crate) async fn set<R: Runtime>(
     app: AppHandle<R>,
+    global: GlobalScope<StoreScope>,
+    scope: CommandScope<StoreScope>,
     name: String,
     changes: Vec<Change>,
 ) -> Result<()> {
+    in_scope(&global, &scope, &name)?;
     blocking(app, move |s| s.set(&name, changes)).await
 }
 
 #[command]
 pub(crate) async fn delete<R: Runtime>(
     app: AppHandle<R>,
+    global: GlobalScope<StoreScope>,
+    scope: CommandScope<StoreScope>,
     name: String,
     namespace: String,
     key: String,
 ) -> Result<bool> {
+    in_scope(&global, &scope, &name)?;
     blocking(app, move |s| s.delete(&name, &namespace, &key)).await
 }
 
 #[command]
 pub(crate) async fn list<R: Runtime>(
     app: AppHandle<R>,
+    global: GlobalScope<StoreScope>,
+    scope: CommandScope<StoreScope>,
     name: String,
     namespace: String,
 ) -> Result<Vec<String>> {
+    in_scope(&global, &scope, &name)?;
     blocking(app, move |s| s.list(&name, &namespace)).await
 }
 
 #[command]
-pub(crate) async fn namespaces<R: Runtime>(app: AppHandle<R>, name: String) -> Result<Vec<String>> {
+pub(crate) async fn namespaces<R: Runtime>(
+    app: AppHandle<R>,
+    global: GlobalScope<StoreScope>,
+    scope: CommandScope<StoreScope>,
+    name: String,
+) -> Result<Vec<String>> {
+    in_scope(&global, &scope, &name)?;
     blocking(app, move |s| s.namespaces(&name)).await
 }
 
 #[command]
-pub(crate) async fn rotate<R: Runtime>(app: AppHandle<R>, name: String) -> Result<u32> {
+pub(crate) async fn rotate<R: Runtime>(
+    app: AppHandle<R>,
+    global: GlobalScope<StoreScope>,
+    scope: CommandScope<StoreScope>,
+    name: String,
+) -> Result<u32> {
+    in_scope(&global, &scope, &name)?;
     blocking(app, move |s| s.rotate(&name)).await
 }
 
 #[command]
-pub(crate) async fn verify<R: Runtime>(app: AppHandle<R>, name: String) -> Result<Vec<Problem>> {
+pub(crate) async fn verify<R: Runtime>(
+    app: AppHandle<R>,
+    global: GlobalScope<StoreScope>,
+    scope: CommandScope<StoreScope>,
+    name: String,
+) -> Result<Vec<Problem>> {
+    in_scope(&global, &scope, &name)?;
     blocking(app, move |s| s.verify(&name)).await
 }

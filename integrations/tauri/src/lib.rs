@@ -22,7 +22,8 @@
 //! The web side uses the guest package `tauri-plugin-sealkv-api`, or
 //! `window.__TAURI__.sealkv` with `app.withGlobalTauri`. The capability must allow the
 //! commands it uses: `sealkv:default` allows them all; `sealkv:allow-get` and the like
-//! one at a time.
+//! one at a time; a [`StoreScope`] entry (`{ "store": "notes" }`) narrows a permission
+//! to the stores it names.
 //!
 //! The core ([`Sealkv`]) knows nothing of Tauri; this module and the commands are the
 //! only Tauri-facing code.
@@ -36,6 +37,7 @@ use std::path::PathBuf;
 use tauri::plugin::{Builder as PluginBuilder, TauriPlugin};
 use tauri::{Manager, RunEvent, Runtime};
 
+pub use commands::StoreScope;
 pub use error::{Error, Result};
 pub use sealkv;
 pub use stores::{

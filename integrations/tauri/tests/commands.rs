@@ -408,6 +408,35 @@ fn a_change_without_a_value_is_refused_not_taken_for_a_deletion() {
 }
 
 #[test]
+fn scopes_on_store_names_narrow_what_a_command_may_touch() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = TestApp::with_scoped(
+        dir.path(),
+        json!([
+            { "identifier": "sealkv:allow-open", "allow": [{ "store": "notes" }] },
+            { "identifier": "sealkv:allow-get", "allow": [{ "store": "*" }], "deny": [{ "store": "vault" }] },
+            "sealkv:allow-list",
+        ]),
+    );
+    let get = |name: &str| t.code("get", json!({ "name": name, "namespace": "n", "key": "k" }));
+    // Outside the scope: refused by the plugin, before anything is opened or read.
+    assert_eq!(
+        t.code("open", json!({ "name": "other" })),
+        "SEALKV_NOT_ALLOWED"
+    );
+    assert_eq!(get("vault"), "SEALKV_NOT_ALLOWED");
+    assert!(!dir.path().join("other.sealkv").exists());
+    // Inside it, the call reaches the store (which is not open).
+    assert_eq!(get("notes"), "SEALKV_NOT_OPEN");
+    assert_eq!(get("anything"), "SEALKV_NOT_OPEN");
+    // A permission without a scope allows every store.
+    assert_eq!(
+        t.code("list", json!({ "name": "vault", "namespace": "n" })),
+        "SEALKV_NOT_OPEN"
+    );
+}
+
+#[test]
 fn bad_store_names_are_refused_and_nothing_is_made() {
     let dir = tempfile::tempdir().unwrap();
     let t = TestApp::new(dir.path(), &["sealkv:default"]);
