@@ -20,7 +20,7 @@ use keyring_core::{CredentialStore, Entry};
 use sealkv_engine::anchor::{AnchorStore, Rank};
 use zeroize::Zeroizing;
 
-use crate::{AnchorLocation, Error, MasterKey, Options, Result, SlotKind, Store};
+use crate::{AnchorLocation, Error, MasterKey, Options, Result, SlotKind, Store, StoreInfo};
 
 /// Master keys under one service name in the OS credential store.
 pub struct Keychain {
@@ -126,7 +126,12 @@ impl Keychain {
     /// The key of the store at `path` in this keychain (the store must have a keychain
     /// slot under this service).
     pub fn key_for(&self, path: impl AsRef<Path>) -> Result<MasterKey> {
-        let info = sealkv_engine::inspect(path.as_ref())?;
+        let path = path.as_ref();
+        self.key_of(&sealkv_engine::inspect(path)?, path)
+    }
+
+    /// The key of the store `info` describes (read from `path`).
+    fn key_of(&self, info: &StoreInfo, path: &Path) -> Result<MasterKey> {
         if !info
             .slots
             .iter()
@@ -135,7 +140,7 @@ impl Keychain {
             return Err(Error::Keychain {
                 what: format!(
                     "{} has no keychain slot for service {}",
-                    path.as_ref().display(),
+                    path.display(),
                     self.service
                 ),
                 hint: "open it another way (`sealkv slots` lists its slots)",
@@ -147,23 +152,25 @@ impl Keychain {
     /// Opens the store at `path` with the key this keychain holds for it.
     pub fn open_store(&self, path: impl AsRef<Path>, opts: Options) -> Result<Store> {
         install_anchors();
-        let info = sealkv_engine::inspect(path.as_ref())?;
-        let key = self.key_for(path.as_ref())?;
+        let path = path.as_ref();
+        let info = sealkv_engine::inspect(path)?;
+        let key = self.key_of(&info, path)?;
         // A copy that records no anchor (from before `create_store` anchored it, or
-        // before format 3) is still checked against the anchor this keychain holds.
-        let account = format!("{}.anchor", info.id_hex());
-        let anchored = match self.entry(&account)?.get_secret() {
-            Ok(_) => true,
-            Err(keyring_core::Error::NoEntry) => false,
-            // A keychain that cannot say (locked, unreachable) is no pass.
-            Err(e) => return Err(self.failure("cannot read the anchor of", &account, &e)),
-        };
-        let opts = match opts.anchor {
-            None if anchored => Options {
-                anchor: Some(AnchorLocation::Keychain(self.service.clone())),
-                ..opts
-            },
-            _ => opts,
+        // before format 3) is still checked against the anchor this keychain holds. A
+        // store that records one is checked against it by the open itself.
+        let opts = if info.anchor.is_none() && opts.anchor.is_none() {
+            let account = format!("{}.anchor", info.id_hex());
+            match self.entry(&account)?.get_secret() {
+                Ok(_) => Options {
+                    anchor: Some(AnchorLocation::Keychain(self.service.clone())),
+                    ..opts
+                },
+                Err(keyring_core::Error::NoEntry) => opts,
+                // A keychain that cannot say (locked, unreachable) is no pass.
+                Err(e) => return Err(self.failure("cannot read the anchor of", &account, &e)),
+            }
+        } else {
+            opts
         };
         Store::open(path, key, opts)
     }
