@@ -42,11 +42,16 @@ fn in_scope(
     Ok(())
 }
 
-async fn blocking<R: Runtime, T: Send + 'static>(
+/// Runs `call` on the store `name` on a blocking thread, once the capability's scopes
+/// allow that store.
+async fn on_store<R: Runtime, T: Send + 'static>(
     app: AppHandle<R>,
-    call: impl FnOnce(&Sealkv) -> Result<T> + Send + 'static,
+    (global, scope): (GlobalScope<StoreScope>, CommandScope<StoreScope>),
+    name: String,
+    call: impl FnOnce(&Sealkv, &str) -> Result<T> + Send + 'static,
 ) -> Result<T> {
-    async_runtime::spawn_blocking(move || call(app.sealkv()))
+    in_scope(&global, &scope, &name)?;
+    async_runtime::spawn_blocking(move || call(app.sealkv(), &name))
         .await
         // A panic's message is not passed on (it could quote a name); Rust's panic hook
         // printed it on stderr.
@@ -61,10 +66,9 @@ pub(crate) async fn open<R: Runtime>(
     name: String,
     recovery_passphrase: Option<String>,
 ) -> Result<Opened> {
-    in_scope(&global, &scope, &name)?;
     let recovery = recovery_passphrase.map(Zeroizing::new);
-    blocking(app, move |s| {
-        s.open(&name, recovery.as_deref().map(String::as_str))
+    on_store(app, (global, scope), name, move |s, name| {
+        s.open(name, recovery.as_deref().map(String::as_str))
     })
     .await
 }
@@ -76,8 +80,7 @@ pub(crate) async fn close<R: Runtime>(
     scope: CommandScope<StoreScope>,
     name: String,
 ) -> Result<bool> {
-    in_scope(&global, &scope, &name)?;
-    blocking(app, move |s| Ok(s.close(&name))).await
+    on_store(app, (global, scope), name, move |s, name| Ok(s.close(name))).await
 }
 
 #[command]
@@ -90,9 +93,8 @@ pub(crate) async fn get<R: Runtime>(
     key: String,
     encoding: Option<Encoding>,
 ) -> Result<Option<Read>> {
-    in_scope(&global, &scope, &name)?;
-    blocking(app, move |s| {
-        s.get(&name, &namespace, &key, encoding.unwrap_or_default())
+    on_store(app, (global, scope), name, move |s, name| {
+        s.get(name, &namespace, &key, encoding.unwrap_or_default())
     })
     .await
 }
@@ -105,8 +107,10 @@ pub(crate) async fn set<R: Runtime>(
     name: String,
     changes: Vec<Change>,
 ) -> Result<()> {
-    in_scope(&global, &scope, &name)?;
-    blocking(app, move |s| s.set(&name, changes)).await
+    on_store(app, (global, scope), name, move |s, name| {
+        s.set(name, changes)
+    })
+    .await
 }
 
 #[command]
@@ -118,8 +122,10 @@ pub(crate) async fn delete<R: Runtime>(
     namespace: String,
     key: String,
 ) -> Result<bool> {
-    in_scope(&global, &scope, &name)?;
-    blocking(app, move |s| s.delete(&name, &namespace, &key)).await
+    on_store(app, (global, scope), name, move |s, name| {
+        s.delete(name, &namespace, &key)
+    })
+    .await
 }
 
 #[command]
@@ -130,8 +136,10 @@ pub(crate) async fn list<R: Runtime>(
     name: String,
     namespace: String,
 ) -> Result<Vec<String>> {
-    in_scope(&global, &scope, &name)?;
-    blocking(app, move |s| s.list(&name, &namespace)).await
+    on_store(app, (global, scope), name, move |s, name| {
+        s.list(name, &namespace)
+    })
+    .await
 }
 
 #[command]
@@ -141,8 +149,10 @@ pub(crate) async fn namespaces<R: Runtime>(
     scope: CommandScope<StoreScope>,
     name: String,
 ) -> Result<Vec<String>> {
-    in_scope(&global, &scope, &name)?;
-    blocking(app, move |s| s.namespaces(&name)).await
+    on_store(app, (global, scope), name, move |s, name| {
+        s.namespaces(name)
+    })
+    .await
 }
 
 #[command]
@@ -152,8 +162,7 @@ pub(crate) async fn rotate<R: Runtime>(
     scope: CommandScope<StoreScope>,
     name: String,
 ) -> Result<u32> {
-    in_scope(&global, &scope, &name)?;
-    blocking(app, move |s| s.rotate(&name)).await
+    on_store(app, (global, scope), name, move |s, name| s.rotate(name)).await
 }
 
 #[command]
@@ -163,6 +172,5 @@ pub(crate) async fn verify<R: Runtime>(
     scope: CommandScope<StoreScope>,
     name: String,
 ) -> Result<Vec<Problem>> {
-    in_scope(&global, &scope, &name)?;
-    blocking(app, move |s| s.verify(&name)).await
+    on_store(app, (global, scope), name, move |s, name| s.verify(name)).await
 }
