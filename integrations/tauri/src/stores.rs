@@ -6,7 +6,7 @@
 //! through a keychain slot under the app's identifier and, when the app gives one, a
 //! recovery passphrase slot.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -440,8 +440,14 @@ impl Sealkv {
 
     /// The names of the open stores, sorted.
     pub fn open_names(&self) -> Vec<String> {
-        let open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
-        let sorted: BTreeMap<_, _> = open.iter().collect();
-        sorted.into_keys().cloned().collect()
+        let mut names: Vec<String> = self
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect();
+        names.sort_unstable();
+        names
     }
 }
