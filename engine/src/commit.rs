@@ -25,7 +25,6 @@ use crate::expiry::{AUTO_SWEEP_PER_COMMIT, expires_at, index_key};
 use crate::guards::{lock, read_lock};
 use crate::meta::{META_KEYRING, seal_keyring_into};
 use crate::observe;
-use crate::options::Concurrency;
 use crate::outcome::{Commits, Outcome, TOKEN_BYTES, Token, WRITER_BYTES};
 use crate::rows::{check_name, encode_plain, ns_has_rows, row_key, split_row};
 use crate::rowstore::backoff::Backoff;
@@ -525,7 +524,7 @@ impl Store {
             // here. The check runs under the engine's write lock (redb's, which
             // excludes every process; a row lock on the keyring record on a server), so
             // no commit can slip in between it and this commit.
-            if self.inner.mode == Concurrency::Shared {
+            if self.inner.mode.others_write() {
                 let current = txn.get(Table::Meta, META_KEYRING.as_bytes())?;
                 if current.as_deref() != Some(lock(&self.inner.keyring_seen).as_slice()) {
                     return Err(Error::KeyringChanged);

@@ -177,6 +177,15 @@ pub enum Error {
         /// failure, a deadlock); the commit path retries these.
         transient: bool,
     },
+    /// Another process owns the store file and serves it (the default shared mode),
+    /// and talking to it failed: the connection was lost (the owner exited or died; a
+    /// new owner is found on the next call), or it refused this process.
+    Owner {
+        /// What failed.
+        what: String,
+        /// True when the connection was lost: trying again finds the next owner.
+        transient: bool,
+    },
 }
 
 impl fmt::Display for Error {
@@ -298,6 +307,7 @@ impl fmt::Display for Error {
             Self::Io(e) => write!(f, "i/o error: {e}"),
             Self::Storage(e) => write!(f, "storage error: {e}"),
             Self::Server { what, hint, .. } => write!(f, "PostgreSQL: {what} ({hint})"),
+            Self::Owner { what, .. } => write!(f, "{what}"),
         }
     }
 }
@@ -384,6 +394,7 @@ impl Error {
             Self::Key(_) => "key",
             Self::Io(_) | Self::Storage(_) => "io",
             Self::Server { .. } => "server",
+            Self::Owner { .. } => "owner",
         }
     }
 
@@ -396,6 +407,9 @@ impl Error {
             Self::Server {
                 transient: true,
                 ..
+            } | Self::Owner {
+                transient: true,
+                ..
             }
         )
     }
@@ -406,6 +420,10 @@ impl Error {
             Self::Storage(redb::Error::Io(_) | redb::Error::PreviousIo)
                 | Self::Io(_)
                 | Self::Server {
+                    transient: true,
+                    ..
+                }
+                | Self::Owner {
                     transient: true,
                     ..
                 }
@@ -513,6 +531,10 @@ impl Error {
             } => Self::Server {
                 what: what.clone(),
                 hint,
+                transient: *transient,
+            },
+            Self::Owner { what, transient } => Self::Owner {
+                what: what.clone(),
                 transient: *transient,
             },
         }

@@ -29,7 +29,7 @@ impl Store {
     /// In shared mode, reads the keyring again before a whole-store scan, so values
     /// another process sealed under a key it made since are not reported as damaged.
     fn catch_up_keyring(&self) -> Result<()> {
-        if self.inner.mode != Concurrency::Shared || self.is_poisoned() {
+        if !self.inner.mode.others_write() || self.is_poisoned() {
             return Ok(());
         }
         let current = crate::meta::meta_record(&*self.rows().view()?, crate::meta::META_KEYRING)?;
@@ -164,14 +164,14 @@ impl Store {
                 }
                 PgRows::create(&url, &self.inner.opts, &mut |w| {
                     copy_rows(&*snapshot, w)?;
-                    if meta.mode != Concurrency::Shared {
+                    if meta.mode != Concurrency::MultiWriter {
                         // A store on a server is shared by nature (any process on any
                         // host may open it): the copy records so, and its keyring,
                         // which authenticates the mode, is sealed again to match.
                         w.put(
                             Table::Meta,
                             META_MODE.as_bytes(),
-                            &encode_mode(Concurrency::Shared),
+                            &encode_mode(Concurrency::MultiWriter),
                         )?;
                         let key = read_lock(&self.inner.master);
                         let ring = open_keyring(&key, &meta.db_id, &meta.keyring)?;

@@ -36,7 +36,9 @@ pub(crate) const META_KEYRING: &str = "keyring";
 pub(crate) const META_SETTINGS: &str = "settings";
 /// The store key (which seals the keyring), sealed under the master key.
 pub(crate) const META_STORE_KEY: &str = "store_key";
-/// How processes share the file: `1` exclusive, `2` shared (see [`Concurrency`]).
+/// How processes share the file: `1` exclusive, `2` multi-writer (the shared mode of
+/// earlier builds, and every store on a server), `3` shared through an owner process
+/// (see [`Concurrency`]).
 pub(crate) const META_MODE: &str = "mode";
 /// The key slots (format 3; [`crate::slots`]).
 pub(crate) const META_SLOTS: &str = "slots";
@@ -59,7 +61,8 @@ pub(crate) const GOVERNING: [&str; 5] = [
 pub(crate) fn encode_mode(mode: Concurrency) -> [u8; 1] {
     match mode {
         Concurrency::Exclusive => [1],
-        Concurrency::Shared => [2],
+        Concurrency::MultiWriter => [2],
+        Concurrency::Shared => [3],
     }
 }
 
@@ -68,7 +71,8 @@ pub(crate) fn encode_mode(mode: Concurrency) -> [u8; 1] {
 pub(crate) fn decode_mode(bytes: Option<&[u8]>) -> Result<Concurrency> {
     match bytes {
         None | Some([1]) => Ok(Concurrency::Exclusive),
-        Some([2]) => Ok(Concurrency::Shared),
+        Some([2]) => Ok(Concurrency::MultiWriter),
+        Some([3]) => Ok(Concurrency::Shared),
         Some(_) => Err(Error::Corrupt(
             "the sharing mode record is malformed".into(),
         )),

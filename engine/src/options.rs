@@ -44,14 +44,32 @@ impl From<Passphrase> for Secret {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Concurrency {
-    /// Any number of processes open the file for reading and writing at once (one
-    /// write transaction at a time, across processes). Reads follow other processes'
-    /// commits. The default.
+    /// Any number of processes open the file for reading and writing at once. The
+    /// first to open it **owns** it: it has the file to itself (one fsync per commit,
+    /// its page cache kept warm) and serves the others over a Unix socket beside the
+    /// file (`<file>.sock`, mode 0600), after each side proved it holds the store's
+    /// key. When the owner closes the store or dies, another process takes over
+    /// within about a second. See `docs/SHARING.md`. The default. Unix only: elsewhere
+    /// use [`Concurrency::MultiWriter`].
     #[default]
     Shared,
+    /// Any number of processes open the file itself for reading and writing (redb's
+    /// multi-writer mode: one write transaction at a time across processes, two
+    /// fsyncs per commit, and a process's page cache dropped whenever another commits).
+    /// For file systems or platforms where the owner's socket cannot work. Stores
+    /// created before the owner mode record this mode; a read-write open that finds
+    /// such a file unused moves it to [`Concurrency::Shared`] when that is asked for.
+    MultiWriter,
     /// One process at a time opens the file; the others get [`crate::Error::Locked`].
     /// Reads are faster: a cached read snapshot serves them until this process commits.
     Exclusive,
+}
+
+impl Concurrency {
+    /// True when other processes may write the store while this one has it open.
+    pub(crate) fn others_write(self) -> bool {
+        self != Self::Exclusive
+    }
 }
 
 /// Options for creating and opening a store.

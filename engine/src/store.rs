@@ -19,7 +19,7 @@ use crate::meta::{
     seal_keyring_into,
 };
 use crate::options::{Concurrency, Options, Secret};
-use crate::rowstore::file::handle::{Handle, PANIC_PREFIX, contain, map_open_error, precheck};
+use crate::rowstore::file::handle::{Handle, PANIC_PREFIX, contain, precheck, probe_view};
 use crate::rowstore::file::{FileRows, PRIVATE_MODE, create_private_file};
 use crate::rowstore::postgres::{PgRows, PgUrl};
 use crate::rowstore::{Location, RowStore, RowWrite, Table};
@@ -177,7 +177,7 @@ impl Store {
         // A store on a server is shared by nature: any process on any host may open it.
         let mode = match location {
             Location::File(_) => opts.concurrency,
-            Location::Postgres(_) => Concurrency::Shared,
+            Location::Postgres(_) => Concurrency::MultiWriter,
         };
         let mut sealed = None;
         let mut initial = |w: &mut dyn RowWrite| -> Result<()> {
@@ -208,10 +208,14 @@ impl Store {
                         keyring.name_key(),
                     )?;
                     rows.write(&mut initial, &mut false)?;
-                    Ok(rows)
+                    if mode == Concurrency::Shared {
+                        owned_rows(path, rows, &opts, &keyring, &store_key, &db_id)
+                    } else {
+                        Ok(Box::new(rows) as Box<dyn RowStore>)
+                    }
                 })();
                 match created {
-                    Ok(rows) => Box::new(rows),
+                    Ok(rows) => rows,
                     Err(e) => {
                         if made_file {
                             let _ = fs::remove_file(path);
@@ -321,7 +325,7 @@ impl Store {
         let rows = PgRows::open(url, &opts, read_only)?;
         let meta = read_meta(&*rows.view()?, &shown)?;
         let (derived, unlocked) = unlock(&meta, &secret, &opts, None)?;
-        if meta.check_bound(&unlocked.ring)? || meta.mode != Concurrency::Shared {
+        if meta.check_bound(&unlocked.ring)? || meta.mode != Concurrency::MultiWriter {
             // Stores on a server are created at format 2 or later, shared.
             return Err(Error::MetaTampered);
         }
@@ -357,7 +361,15 @@ impl Store {
             // needs crash recovery (which a read-only open refuses), a recovery in
             // memory over the file.
             let cache = if read_only { opts.cache_size } else { 1 << 20 };
-            let mut view = probe_view(path, cache)?;
+            let mut view = match probe_view(path, cache) {
+                // Another process has the file alone: the store's owner, which serves
+                // it (or an exclusive opener, which does not: then still Locked).
+                #[cfg(unix)]
+                Err(Error::Locked(_)) => {
+                    return Self::open_client(path, secret, opts, read_only, check_anchor, None);
+                }
+                other => other?,
+            };
             // Each read a new read transaction: the anchor check below reads the file's
             // state again, after the anchor.
             view.set_shared(true);
@@ -417,15 +429,64 @@ impl Store {
         // The key is right (or a test backend is in use): open for writing, in the
         // file's mode, which recovers the file if it needs it. The records are read
         // again, as another program may have changed them (a rekey) in between.
-
-        let mut db = Handle::read_write(FileRows::open_redb(path, &opts, false, mode)?);
+        // A file in the owner mode is opened alone by the process that wins the
+        // election; the others become its clients.
+        let open_writer = |mode: Concurrency| -> Result<Option<(Handle, Concurrency)>> {
+            if mode == Concurrency::Shared && opts.backend.is_none() {
+                #[cfg(unix)]
+                {
+                    let address = crate::rowstore::owner::Address::for_store(path)?;
+                    return match crate::rowstore::owner::elect(
+                        path, &opts, &address, false, OPEN_WAIT,
+                    )? {
+                        crate::rowstore::owner::Elected::Owner(db) => {
+                            Ok(Some((Handle::read_write(db), mode)))
+                        }
+                        _ => Ok(None),
+                    };
+                }
+                #[cfg(not(unix))]
+                return Err(owner_mode_unsupported());
+            }
+            // A store of the multi-writer mode that the caller wants shared through an
+            // owner moves to that mode when no other process has it open (proved by
+            // opening it alone); otherwise it opens as it is.
+            if mode == Concurrency::MultiWriter
+                && opts.concurrency == Concurrency::Shared
+                && opts.backend.is_none()
+                && cfg!(unix)
+            {
+                match FileRows::open_redb(path, &opts, false, Concurrency::Exclusive) {
+                    Ok(db) => return Ok(Some((Handle::read_write(db), Concurrency::Shared))),
+                    Err(Error::Locked(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(Some((
+                Handle::read_write(FileRows::open_redb(path, &opts, false, mode)?),
+                mode,
+            )))
+        };
+        let Some((mut db, mut opened)) = open_writer(mode)? else {
+            #[cfg(unix)]
+            return Self::open_client(path, secret, opts, false, check_anchor, None);
+            #[cfg(not(unix))]
+            return Err(owner_mode_unsupported());
+        };
         let mut meta = read_meta(&*db.snapshot()?, path)?;
-        // Another process may have upgraded a format 1 file between the two reads: open
-        // in the mode the file now records (authenticated below).
+        // Another process may have upgraded a format 1 file, or moved a multi-writer
+        // file to the owner mode, between the two reads: open in the mode the file now
+        // records (authenticated below).
         if meta.format >= 2 && meta.mode != mode {
             drop(db);
             mode = meta.mode;
-            db = Handle::read_write(FileRows::open_redb(path, &opts, false, mode)?);
+            let Some(again) = open_writer(mode)? else {
+                #[cfg(unix)]
+                return Self::open_client(path, secret, opts, false, check_anchor, None);
+                #[cfg(not(unix))]
+                return Err(owner_mode_unsupported());
+            };
+            (db, opened) = again;
             meta = read_meta(&*db.snapshot()?, path)?;
             if meta.mode != mode {
                 return Err(Error::MetaTampered);
@@ -435,16 +496,106 @@ impl Store {
         meta.check_bound(&unlocked.ring)?;
         meta.apply_settings(&mut opts)?;
         let missing_settings = meta.settings.is_none();
-        unlocked.mode = mode;
-        let rows = FileRows::new(path, db, &opts, mode, unlocked.ring.name_key())?;
-        let store = Self::assemble(path, Box::new(rows), unlocked, opts);
+        unlocked.mode = opened;
+        let name_key = unlocked.ring.name_key();
+        let rows: Box<dyn RowStore> = if opened == Concurrency::Shared {
+            let file = FileRows::new(path, db, &opts, opened, name_key)?;
+            owned_rows(
+                path,
+                file,
+                &opts,
+                &unlocked.ring,
+                &unlocked.key,
+                &unlocked.db_id,
+            )?
+        } else {
+            Box::new(FileRows::new(path, db, &opts, opened, name_key)?)
+        };
+        let store = Self::assemble(path, rows, unlocked, opts);
         store.check_state(&meta)?;
         store.attach_anchor(&meta, false, check_anchor)?;
         if meta.format < FORMAT_VERSION {
+            // Records the mode it was opened in, too.
             store.upgrade_or_adopt(&derived.kek, missing_settings)?;
+        } else if opened != meta.mode {
+            store.record_mode(opened)?;
         }
         store.maybe_auto_rotate()?;
         Ok(store)
+    }
+
+    /// Opens a store another process owns, as its client: the owner's greeting gives
+    /// what unlocks the store; this process then proves it holds the key (and checks
+    /// the owner's proof) before anything else is read.
+    #[cfg(unix)]
+    fn open_client(
+        path: &Path,
+        secret: Secret,
+        mut opts: Options,
+        read_only: bool,
+        check_anchor: bool,
+        found: Option<(
+            crate::rowstore::owner::client::Conn,
+            crate::rowstore::owner::Hello,
+        )>,
+    ) -> Result<Self> {
+        use crate::rowstore::owner::{Address, Elected, OwnedRows, auth_key, elect};
+        let address = Address::for_store(path)?;
+        let (conn, hello) = match found {
+            Some(found) => found,
+            None => match elect(path, &opts, &address, read_only, OPEN_WAIT)? {
+                Elected::Client(conn, hello) => (conn, hello),
+                // The owner went away meanwhile: open the file as the first opener.
+                Elected::Owner(db) => {
+                    drop(db);
+                    return Self::open_file(path, secret, opts, read_only, check_anchor);
+                }
+                Elected::Free => {
+                    return Self::open_file(path, secret, opts, read_only, check_anchor);
+                }
+            },
+        };
+        let greeted = read_meta(&hello, path)?;
+        let (derived, unlocked) = unlock(&greeted, &secret, &opts, None)?;
+        let auth = auth_key(unlocked.key.expose(), &unlocked.db_id);
+        let conn = conn.authenticate(&hello, &auth)?;
+        let rows = OwnedRows::client(
+            path,
+            address,
+            conn,
+            &opts,
+            unlocked.ring.name_key(),
+            auth,
+            read_only,
+        );
+        // Everything checked again on what the owner serves, now authenticated.
+        let meta = read_meta(&*rows.view()?, path)?;
+        let (_, mut unlocked) = unlock(&meta, &secret, &opts, Some(derived))?;
+        meta.check_bound(&unlocked.ring)?;
+        if meta.mode != Concurrency::Shared {
+            return Err(Error::MetaTampered);
+        }
+        meta.apply_settings(&mut opts)?;
+        unlocked.mode = Concurrency::Shared;
+        let store = Self::assemble(path, Box::new(rows), unlocked, opts);
+        store.check_state(&meta)?;
+        store.attach_anchor(&meta, read_only, check_anchor)?;
+        if !read_only {
+            store.maybe_auto_rotate()?;
+        }
+        Ok(store)
+    }
+
+    /// Records a new sharing mode (a multi-writer store this process has alone, moved
+    /// to the owner mode), sealing the keyring again over it, in one commit.
+    fn record_mode(&self, mode: Concurrency) -> Result<()> {
+        let ring = write_lock(&self.inner.keyring);
+        let _commit = self.commit_lock();
+        self.write_with_keyring(&ring, KeyringWrite::Always, |w| {
+            w.put(Table::Meta, META_MODE.as_bytes(), &encode_mode(mode))
+        })?;
+        tracing::info!(target: "sealkv::open", "the store moved to the owner mode");
+        Ok(())
     }
 
     /// Upgrades a store of an earlier format, or, when another process upgraded it
@@ -695,7 +846,7 @@ impl Store {
                     Err(Error::Integrity {
                         reason: sealkv_crypto::CryptoError::UnknownKey(_),
                         ..
-                    }) if self.inner.mode == Concurrency::Shared => self.reload_keyring()?,
+                    }) if self.inner.mode.others_write() => self.reload_keyring()?,
                     other => return other,
                 }
             }
@@ -710,22 +861,6 @@ impl Store {
     /// True once a commit failed for good: writes are refused until the store is reopened.
     pub fn is_poisoned(&self) -> bool {
         self.inner.poisoned.load(Ordering::Acquire)
-    }
-}
-
-/// A view of a file that writes nothing: a read-only open (in the shared mode, which
-/// follows any writer's commits), or, for a file that needs crash recovery (which a
-/// read-only open refuses), a recovery in memory over the file.
-fn probe_view(path: &Path, cache_size: usize) -> Result<Handle> {
-    match redb::Builder::new()
-        .set_cache_size(cache_size)
-        .set_concurrency_mode(redb::ConcurrencyMode::MultiWriter)
-        .open_read_only(path)
-    {
-        // Wrapped at once: redb's drop can panic on a damaged file.
-        Ok(ro) => Ok(Handle::read_only(ro)),
-        Err(redb::DatabaseError::RepairAborted) => Handle::recovered(path, cache_size),
-        Err(e) => Err(map_open_error(e, path)),
     }
 }
 
@@ -751,6 +886,51 @@ impl StoreInfo {
     }
 }
 
+/// How long an open waits for the store's owner to appear (one starting, or one
+/// taking over from an owner that died) before giving up with [`Error::Locked`].
+const OPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The rows of a store this process owns: its file, served to the others.
+#[cfg(unix)]
+fn owned_rows(
+    path: &Path,
+    file: FileRows,
+    opts: &Options,
+    ring: &Keyring,
+    store_key: &MasterKey,
+    db_id: &[u8; 16],
+) -> Result<Box<dyn RowStore>> {
+    Ok(Box::new(crate::rowstore::owner::OwnedRows::owner(
+        path,
+        file,
+        opts,
+        ring.name_key(),
+        crate::rowstore::owner::auth_key(store_key.expose(), db_id),
+    )?))
+}
+
+#[cfg(not(unix))]
+fn owned_rows(
+    _path: &Path,
+    _file: FileRows,
+    _opts: &Options,
+    _ring: &Keyring,
+    _store_key: &MasterKey,
+    _db_id: &[u8; 16],
+) -> Result<Box<dyn RowStore>> {
+    Err(owner_mode_unsupported())
+}
+
+#[cfg(not(unix))]
+fn owner_mode_unsupported() -> Error {
+    Error::Owner {
+        what: "the shared mode serves other processes over a Unix socket, which this \
+               platform lacks: open the store with Concurrency::MultiWriter"
+            .into(),
+        transient: false,
+    }
+}
+
 pub(crate) fn hex_id(id: &[u8; 16]) -> String {
     id.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -763,7 +943,18 @@ pub fn inspect(path: impl AsRef<Path>) -> Result<StoreInfo> {
         let meta = match Location::parse(path)? {
             Location::File(path) => {
                 precheck(&path)?;
-                read_meta(&*probe_view(&path, 1 << 20)?.snapshot()?, &path)?
+                match probe_view(&path, 1 << 20) {
+                    Ok(view) => read_meta(&*view.snapshot()?, &path)?,
+                    // Its owner has the file alone: its greeting shows the same.
+                    #[cfg(unix)]
+                    Err(Error::Locked(_)) => {
+                        let address = crate::rowstore::owner::Address::for_store(&path)?;
+                        let (_, hello) = crate::rowstore::owner::client::Conn::open(&address)
+                            .map_err(|_| Error::Locked(path.clone()))?;
+                        read_meta(&hello, &path)?
+                    }
+                    Err(e) => return Err(e),
+                }
             }
             Location::Postgres(url) => {
                 let shown = PathBuf::from(url.to_string());

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use sealkv_engine::{Error, Options, Store};
+use sealkv_engine::{Concurrency, Error, Options, Store};
 
 const CHILD: &str = "SEALKV_MP_CHILD";
 const PATH: &str = "SEALKV_MP_PATH";
@@ -349,6 +349,9 @@ fn a_commit_whose_fsync_failed_is_not_replayed_over_another_processs_commit() {
         Options {
             commit_retries: 2,
             commit_retry_delay: Duration::from_millis(1500),
+            // redb's multi-writer mode, where every process writes the file itself
+            // (the owner mode has its own test in tests/owner.rs).
+            concurrency: Concurrency::MultiWriter,
             ..faulty_opts(state.clone())
         },
     )

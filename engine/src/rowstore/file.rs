@@ -58,18 +58,44 @@ impl FileRows {
         name_key: &sealkv_crypto::NameKey,
     ) -> Result<Self> {
         let locks = match mode {
-            Concurrency::Shared if !handle.is_read_only() && opts.backend.is_none() => {
+            Concurrency::MultiWriter if !handle.is_read_only() && opts.backend.is_none() => {
                 Some(FileLocks::open(path, name_key)?)
             }
             _ => None,
         };
-        handle.set_shared(mode == Concurrency::Shared);
+        handle.set_shared(mode == Concurrency::MultiWriter);
         Ok(Self {
             path: path.to_path_buf(),
             opts: opts.clone(),
             mode,
             slot: RwLock::new(Some(Arc::new(handle))),
             locks,
+        })
+    }
+
+    /// The file of an owner process (`db`, opened alone): no lock bytes (the owner
+    /// keeps lock keys in its own table), and the read snapshot cached, since every
+    /// commit, its clients' too, goes through this handle.
+    pub(crate) fn new_owned(path: &Path, db: Database, opts: &Options) -> Result<Self> {
+        Ok(Self {
+            path: path.to_path_buf(),
+            opts: opts.clone(),
+            mode: Concurrency::Exclusive,
+            slot: RwLock::new(Some(Arc::new(Handle::read_write(db)))),
+            locks: None,
+        })
+    }
+
+    /// A read-only handle of a store no process owns (a read-only opener that found
+    /// no owner): while it is open, no process can become the owner.
+    pub(crate) fn open_reader(path: &Path, opts: &Options) -> Result<Self> {
+        let handle = handle::probe_view(path, opts.cache_size)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            opts: opts.clone(),
+            mode: Concurrency::Exclusive,
+            slot: RwLock::new(Some(Arc::new(handle))),
+            locks: None,
         })
     }
 
@@ -83,8 +109,9 @@ impl FileRows {
         let mut builder = redb::Builder::new();
         builder.set_cache_size(opts.cache_size);
         builder.set_concurrency_mode(match mode {
-            Concurrency::Shared => redb::ConcurrencyMode::MultiWriter,
-            Concurrency::Exclusive => redb::ConcurrencyMode::ExclusiveWriter,
+            Concurrency::MultiWriter => redb::ConcurrencyMode::MultiWriter,
+            // An owner has the file alone, like an exclusive opener.
+            Concurrency::Shared | Concurrency::Exclusive => redb::ConcurrencyMode::ExclusiveWriter,
         });
         let result = match &opts.backend {
             Some(factory) => builder.create_with_backend(Boxed(factory(path, create)?)),
@@ -112,7 +139,7 @@ impl FileRows {
     fn open_handle(&self) -> Result<Arc<Handle>> {
         let db = Self::open_redb(&self.path, &self.opts, false, self.mode)?;
         let handle = Handle::read_write(db);
-        handle.set_shared(self.mode == Concurrency::Shared);
+        handle.set_shared(self.mode == Concurrency::MultiWriter);
         Ok(Arc::new(handle))
     }
 

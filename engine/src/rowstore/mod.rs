@@ -31,6 +31,8 @@ use crate::error::Result;
 
 pub(crate) mod backoff;
 pub(crate) mod file;
+#[cfg(unix)]
+pub(crate) mod owner;
 pub mod postgres;
 
 /// The three tables of a store.

@@ -173,6 +173,22 @@ impl Drop for Handle {
     }
 }
 
+/// A view of a file that writes nothing: a read-only open (in the shared mode, which
+/// follows any writer's commits), or, for a file that needs crash recovery (which a
+/// read-only open refuses), a recovery in memory over the file.
+pub(crate) fn probe_view(path: &Path, cache_size: usize) -> Result<Handle> {
+    match redb::Builder::new()
+        .set_cache_size(cache_size)
+        .set_concurrency_mode(redb::ConcurrencyMode::MultiWriter)
+        .open_read_only(path)
+    {
+        // Wrapped at once: redb's drop can panic on a damaged file.
+        Ok(ro) => Ok(Handle::read_only(ro)),
+        Err(redb::DatabaseError::RepairAborted) => Handle::recovered(path, cache_size),
+        Err(e) => Err(map_open_error(e, path)),
+    }
+}
+
 pub(crate) fn map_open_error(e: redb::DatabaseError, path: &Path) -> Error {
     match e {
         redb::DatabaseError::DatabaseAlreadyOpen | redb::DatabaseError::LockProtocolMismatch => {

@@ -1,0 +1,640 @@
+//! The owner engine: the default way processes share a store file.
+//!
+//! The first process to open the file becomes its **owner**: it opens redb alone
+//! (`ExclusiveWriter`: one fsync per commit, its page cache kept warm) and serves the
+//! store's other processes over a Unix socket beside the file. Any other process is
+//! a **client**: it runs the whole engine above the row-store seam (names, sealing,
+//! the keyring, sessions, expiry, its own group commit) and forwards row operations
+//! only: read views, write transactions, lock keys. Rows cross the socket sealed,
+//! as they lie on disk.
+//!
+//! **Authentication, both ways.** The owner greets with a fresh nonce and the records
+//! a client needs to unlock the store (format, id, key slots, the sealed keyring:
+//! what the file shows anyone who can read it). The client proves it holds the
+//! store key with a MAC over both sides' nonces under a subkey of the store key; only
+//! then does the owner answer with its own proof and serve anything. A peer that
+//! cannot prove it learns only that it was refused.
+//!
+//! **Takeover.** When the owner exits, or dies, the next call of a client that finds
+//! its connection lost holds an election: whoever opens the file alone first (redb's
+//! whole-file lock decides, and releases itself when a process dies) recovers it and
+//! serves; the others connect to it. A write whose commit was under way when the
+//! connection was lost is looked up by its commit token on the new owner (see
+//! `docs/ROWSTORE.md`, "Exactly once"), never written twice. Lock keys taken from
+//! the old owner are gone with it: their transactions' commits find them not held.
+//!
+//! See `docs/SHARING.md`.
+
+pub(crate) mod client;
+pub(crate) mod locks;
+pub(crate) mod server;
+pub(crate) mod wire;
+
+use std::ffi::OsString;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use zeroize::Zeroizing;
+
+use self::client::{Conn, Remote};
+use self::locks::LockTable;
+use self::server::Server;
+use super::file::FileRows;
+use super::{HeldLock, LockGuard, RowStore, RowWrite, View};
+use crate::error::{Error, Result};
+use crate::guards::{read_lock, write_lock};
+use crate::options::{Concurrency, Options};
+
+/// The meta records an owner's hello carries: what a client needs to unlock the
+/// store (and what the file shows without a key).
+pub(crate) const HELLO_RECORDS: [&str; 7] = [
+    crate::meta::META_ANCHOR,
+    crate::meta::META_FORMAT,
+    crate::meta::META_DB_ID,
+    crate::meta::META_SLOTS,
+    crate::meta::META_KEYRING,
+    crate::meta::META_KDF,
+    crate::meta::META_STORE_KEY,
+];
+
+/// An owner's greeting.
+pub(crate) struct Hello {
+    pub(crate) nonce: [u8; 32],
+    /// Meta records by name.
+    pub(crate) records: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// The greeting's records read like a store's meta table (what unlocks the store,
+/// and what [`crate::inspect`] shows); the other tables are empty.
+impl super::RowRead for Hello {
+    fn get(&self, table: super::Table, key: &[u8]) -> Result<Option<super::Found<'_>>> {
+        Ok(self
+            .records
+            .iter()
+            .find(|(k, _)| table == super::Table::Meta && k == key)
+            .map(|(_, v)| super::Found::Owned(v.clone())))
+    }
+    fn scan(
+        &self,
+        table: super::Table,
+        range: super::Range<'_>,
+        visit: super::Visit<'_>,
+    ) -> Result<()> {
+        if table != super::Table::Meta {
+            return Ok(());
+        }
+        let mut rows: Vec<&(Vec<u8>, Vec<u8>)> = self.records.iter().collect();
+        rows.sort();
+        for (k, v) in rows {
+            if std::ops::RangeBounds::<&[u8]>::contains(&range, &k.as_slice()) && !visit(k, v)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+    fn len(&self, table: super::Table) -> Result<u64> {
+        Ok(if table == super::Table::Meta {
+            self.records.len() as u64
+        } else {
+            0
+        })
+    }
+    fn is_empty(&self, table: super::Table) -> Result<bool> {
+        Ok(self.len(table)? == 0)
+    }
+}
+
+/// The key both sides prove they hold: a subkey of the store key.
+pub(crate) fn auth_key(store_key: &[u8; 32], db_id: &[u8; 16]) -> Zeroizing<[u8; 32]> {
+    let mut h = blake3::Hasher::new_derive_key("sealkv owner socket authentication v1");
+    h.update(store_key).update(db_id);
+    Zeroizing::new(*h.finalize().as_bytes())
+}
+
+/// One side's proof: a MAC of its role and both nonces.
+pub(crate) fn mac(key: &[u8; 32], role: &[u8], owner: &[u8; 32], client: &[u8; 32]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new_keyed(key);
+    h.update(role).update(owner).update(client);
+    *h.finalize().as_bytes()
+}
+
+/// What a client's commit shows the owner to prove it still holds a lock key.
+pub(crate) struct Proof {
+    pub(crate) instance: u64,
+    pub(crate) id: u64,
+    pub(crate) hash: [u8; 32],
+}
+
+impl Proof {
+    pub(crate) fn encode(&self) -> String {
+        let mut s = format!("{:016x}{:016x}", self.instance, self.id);
+        for b in self.hash {
+            s.push_str(&format!("{b:02x}"));
+        }
+        s
+    }
+
+    pub(crate) fn parse(bytes: &[u8]) -> Option<Self> {
+        let s = std::str::from_utf8(bytes).ok()?;
+        if s.len() != 32 + 64 || !s.is_ascii() {
+            return None;
+        }
+        let instance = u64::from_str_radix(&s[..16], 16).ok()?;
+        let id = u64::from_str_radix(&s[16..32], 16).ok()?;
+        let mut hash = [0u8; 32];
+        for (i, b) in hash.iter_mut().enumerate() {
+            *b = u8::from_str_radix(&s[32 + 2 * i..34 + 2 * i], 16).ok()?;
+        }
+        Some(Self { instance, id, hash })
+    }
+}
+
+/// Where a store's owner listens.
+#[derive(Clone, Debug)]
+pub(crate) enum Address {
+    /// A socket file: `<store>.sock` beside the store, or, where that path is too
+    /// long for a socket, a hashed name in `$XDG_RUNTIME_DIR`.
+    Path(PathBuf),
+    /// Linux's abstract namespace (no file), for a long path without a runtime dir.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    Abstract(Vec<u8>),
+}
+
+/// Longest socket path that fits `sockaddr_un` everywhere (108 on Linux, 104 on the
+/// BSDs and macOS, less the terminating NUL and some room).
+const MAX_SOCKET_PATH: usize = 100;
+
+impl Address {
+    /// The owner address of the store at `path`.
+    pub(crate) fn for_store(path: &Path) -> Result<Self> {
+        let absolute = std::path::absolute(path)?;
+        let mut beside = absolute.clone().into_os_string();
+        beside.push(".sock");
+        if beside.len() <= MAX_SOCKET_PATH {
+            return Ok(Self::Path(PathBuf::from(beside)));
+        }
+        // A long path: a name made from the file's identity, which every process
+        // resolves the same way.
+        let canonical = std::fs::canonicalize(&absolute).unwrap_or(absolute);
+        let hash = blake3::hash(canonical.as_os_str().as_encoded_bytes());
+        let name = format!("sealkv-{}.sock", &hash.to_hex()[..32]);
+        if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
+            let p = dir.join(&name);
+            if dir.is_absolute() && p.as_os_str().len() <= MAX_SOCKET_PATH {
+                return Ok(Self::Path(p));
+            }
+        }
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            Ok(Self::Abstract(name.into_bytes()))
+        }
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        Err(Error::Owner {
+            what: format!(
+                "the store's path is too long for its owner socket ({} bytes) and \
+                 XDG_RUNTIME_DIR is not set: set it, move the store, or open it with \
+                 Concurrency::MultiWriter",
+                beside.len()
+            ),
+            transient: false,
+        })
+    }
+
+    pub(crate) fn connect(&self) -> std::io::Result<UnixStream> {
+        match self {
+            Self::Path(p) => UnixStream::connect(p),
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            Self::Abstract(name) => {
+                use std::os::linux::net::SocketAddrExt;
+                let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+                UnixStream::connect_addr(&addr)
+            }
+        }
+    }
+
+    /// Binds the socket. A socket file is made under a temporary name, set to mode
+    /// 0600, then renamed into place (replacing a stale one a dead owner left), so it
+    /// is never reachable with wider permissions.
+    pub(crate) fn bind(&self) -> Result<UnixListener> {
+        match self {
+            Self::Path(p) => {
+                let mut random = [0u8; 8];
+                sealkv_crypto::fill_random(&mut random).map_err(Error::Key)?;
+                let mut tmp: OsString = p.clone().into_os_string();
+                tmp.push(format!(".{:016x}.tmp", u64::from_le_bytes(random)));
+                let tmp = PathBuf::from(tmp);
+                let listener = UnixListener::bind(&tmp)?;
+                let placed = (|| {
+                    use std::os::unix::fs::PermissionsExt;
+                    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+                    std::fs::rename(&tmp, p)
+                })();
+                if let Err(e) = placed {
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(e.into());
+                }
+                Ok(listener)
+            }
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            Self::Abstract(name) => {
+                use std::os::linux::net::SocketAddrExt;
+                let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+                Ok(UnixListener::bind_addr(&addr)?)
+            }
+        }
+    }
+
+    /// The socket file's identity (device, inode), if it is a file that exists.
+    pub(crate) fn identity(&self) -> Option<(u64, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        match self {
+            Self::Path(p) => std::fs::symlink_metadata(p)
+                .ok()
+                .map(|m| (m.dev(), m.ino())),
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            Self::Abstract(_) => None,
+        }
+    }
+
+    /// Removes the socket file (the owner stopping).
+    pub(crate) fn unlink(&self) {
+        if let Self::Path(p) = self {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// The outcome of an election.
+pub(crate) enum Elected {
+    /// This process opened the file alone: it owns it now.
+    Owner(redb::Database),
+    /// Another process owns it: connected (not yet authenticated).
+    Client(Conn, Hello),
+    /// A read-only opener found no owner: it may open the file for reading.
+    Free,
+}
+
+/// Becomes the store's owner, or finds it, within `wait`.
+pub(crate) fn elect(
+    path: &Path,
+    opts: &Options,
+    address: &Address,
+    read_only: bool,
+    wait: Duration,
+) -> Result<Elected> {
+    let deadline = Instant::now() + wait;
+    let mut pause = Duration::from_micros(500);
+    loop {
+        if !read_only {
+            match FileRows::open_redb(path, opts, false, Concurrency::Exclusive) {
+                Ok(db) => return Ok(Elected::Owner(db)),
+                Err(Error::Locked(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        match Conn::open(address) {
+            Ok((conn, hello)) => return Ok(Elected::Client(conn, hello)),
+            Err(e)
+                if read_only
+                    && matches!(
+                        e.kind(),
+                        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                    ) =>
+            {
+                return Ok(Elected::Free);
+            }
+            // No owner yet (it is starting, or died and nobody took over), or one
+            // that went away mid-greeting: try again.
+            Err(_) => {}
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::Locked(path.to_path_buf()));
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
+}
+
+/// The owner's side of a store: its file, its lock table, its server.
+pub(crate) struct Owner {
+    /// First: stopped (its threads joined) before the file is released.
+    server: Option<Server>,
+    locks: Arc<LockTable>,
+    file: Arc<FileRows>,
+}
+
+#[derive(Clone)]
+enum Role {
+    Owner(Arc<Owner>),
+    Client(Arc<Remote>),
+    /// A read-only handle of a store no process owned when it opened.
+    Reader(Arc<FileRows>),
+}
+
+/// A store file shared through an owner process (see the module docs).
+pub(crate) struct OwnedRows {
+    path: PathBuf,
+    address: Address,
+    opts: Options,
+    /// Salt of the lock keys' hashes (from the name key).
+    salt: [u8; 16],
+    auth: Zeroizing<[u8; 32]>,
+    read_only: bool,
+    role: RwLock<Role>,
+    /// Bumped at each takeover: a thread that saw a lost connection under an older
+    /// role does not hold a second election.
+    generation: AtomicU64,
+}
+
+impl OwnedRows {
+    /// This process owns the file (`file`, opened alone): serve the others.
+    pub(crate) fn owner(
+        path: &Path,
+        file: FileRows,
+        opts: &Options,
+        name_key: &sealkv_crypto::NameKey,
+        auth: Zeroizing<[u8; 32]>,
+    ) -> Result<Self> {
+        let address = Address::for_store(path)?;
+        let owner = Self::serve(&address, file, opts, &auth)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            address,
+            opts: opts.clone(),
+            salt: name_key.record_tag(b"transaction lock bytes"),
+            auth,
+            read_only: false,
+            role: RwLock::new(Role::Owner(Arc::new(owner))),
+            generation: AtomicU64::new(0),
+        })
+    }
+
+    /// Another process owns the file; `conn` is authenticated to it.
+    pub(crate) fn client(
+        path: &Path,
+        address: Address,
+        conn: Conn,
+        opts: &Options,
+        name_key: &sealkv_crypto::NameKey,
+        auth: Zeroizing<[u8; 32]>,
+        read_only: bool,
+    ) -> Self {
+        let remote = Remote::new(address.clone(), auth.clone(), conn);
+        Self {
+            path: path.to_path_buf(),
+            address,
+            opts: opts.clone(),
+            salt: name_key.record_tag(b"transaction lock bytes"),
+            auth,
+            read_only,
+            role: RwLock::new(Role::Client(remote)),
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    fn serve(
+        address: &Address,
+        file: FileRows,
+        opts: &Options,
+        auth: &Zeroizing<[u8; 32]>,
+    ) -> Result<Owner> {
+        let file = Arc::new(file);
+        let locks = Arc::new(LockTable::new());
+        // A test backend is not a file other processes can open: nobody to serve.
+        let server = match opts.backend {
+            Some(_) => None,
+            None => Some(Server::start(
+                address.clone(),
+                file.clone(),
+                auth.clone(),
+                locks.clone(),
+                opts.stall_timeout,
+            )?),
+        };
+        Ok(Owner {
+            server,
+            locks,
+            file,
+        })
+    }
+
+    /// True while this process owns the file.
+    pub(crate) fn is_owner(&self) -> bool {
+        matches!(*read_lock(&self.role), Role::Owner(_))
+    }
+
+    fn current(&self) -> (Role, u64) {
+        let generation = self.generation.load(Ordering::Acquire);
+        (read_lock(&self.role).clone(), generation)
+    }
+
+    /// After the connection to the owner was lost (seen under `seen`): finds the next
+    /// owner, or becomes it.
+    fn take_over(&self, seen: u64) -> Result<()> {
+        let mut role = write_lock(&self.role);
+        if self.generation.load(Ordering::Acquire) != seen {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let next = match elect(
+            &self.path,
+            &self.opts,
+            &self.address,
+            self.read_only,
+            self.opts.failover_timeout,
+        )? {
+            Elected::Owner(db) => {
+                let file = FileRows::new_owned(&self.path, db, &self.opts)?;
+                let owner = Self::serve(&self.address, file, &self.opts, &self.auth)?;
+                tracing::info!(
+                    target: "sealkv::owner",
+                    millis = started.elapsed().as_millis() as u64,
+                    "took over the store from an owner that went away"
+                );
+                Role::Owner(Arc::new(owner))
+            }
+            Elected::Client(conn, hello) => {
+                let conn = conn.authenticate(&hello, &self.auth)?;
+                Role::Client(Remote::new(self.address.clone(), self.auth.clone(), conn))
+            }
+            Elected::Free => Role::Reader(Arc::new(FileRows::open_reader(&self.path, &self.opts)?)),
+        };
+        *role = next;
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Runs `f` on the current role; when the owner turns out gone, takes over (or
+    /// finds the next owner) and runs it again.
+    fn retrying<T>(&self, f: impl Fn(&Role) -> Result<T>) -> Result<T> {
+        for _ in 0..3 {
+            let (role, seen) = self.current();
+            match f(&role) {
+                Err(e) if e.is_transient_server() && !matches!(role, Role::Owner(_)) => {
+                    self.take_over(seen)?;
+                }
+                other => return other,
+            }
+        }
+        f(&self.current().0)
+    }
+}
+
+impl RowStore for OwnedRows {
+    fn view(&self) -> Result<View> {
+        self.retrying(|role| match role {
+            Role::Owner(o) => o.file.view(),
+            Role::Client(r) => r.view(),
+            Role::Reader(f) => f.view(),
+        })
+    }
+
+    fn write(
+        &self,
+        f: &mut dyn FnMut(&mut dyn RowWrite) -> Result<()>,
+        committing: &mut bool,
+    ) -> Result<()> {
+        if self.read_only {
+            return Err(Error::ReadOnly);
+        }
+        // Not retried here: the engine's commit path looks up an uncertain commit.
+        match self.current().0 {
+            Role::Owner(o) => o.file.write(f, committing),
+            Role::Client(r) => r.write(f, committing),
+            Role::Reader(_) => Err(Error::ReadOnly),
+        }
+    }
+
+    fn recover(&self) -> Result<()> {
+        let (role, seen) = self.current();
+        match role {
+            Role::Owner(o) => o.file.recover(),
+            Role::Client(r) if r.is_lost() => self.take_over(seen),
+            Role::Client(_) | Role::Reader(_) => Ok(()),
+        }
+    }
+
+    fn poison_on_failure(&self) -> bool {
+        matches!(self.current().0, Role::Owner(_))
+    }
+
+    fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// A lost owner is ridden out like a server failing over.
+    fn rides_failover(&self) -> bool {
+        true
+    }
+
+    fn lock(
+        &self,
+        session: Option<&str>,
+        lock_key: &str,
+        timeout: Duration,
+    ) -> Result<Option<LockGuard<'_>>> {
+        if self.read_only {
+            return Ok(None);
+        }
+        let hash = super::lock_hash(&self.salt, session, lock_key);
+        self.retrying(|role| -> Result<Option<LockGuard<'_>>> {
+            match role {
+                Role::Owner(o) => {
+                    o.locks.lock_local(hash, timeout)?;
+                    Ok(Some(Box::new(LocalLock {
+                        locks: o.locks.clone(),
+                        hash,
+                    })))
+                }
+                Role::Client(r) => Ok(Some(Box::new(r.lock(hash, timeout)?))),
+                Role::Reader(_) => Ok(None),
+            }
+        })
+    }
+
+    fn size(&self) -> u64 {
+        std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0)
+    }
+
+    fn compact(&self) -> Result<()> {
+        match self.current().0 {
+            Role::Owner(o) => {
+                if o.server.as_ref().is_some_and(Server::has_clients) || o.locks.any_client() {
+                    return Err(Error::NotAlone);
+                }
+                o.file.compact()
+            }
+            Role::Client(_) => Err(Error::NotAlone),
+            Role::Reader(_) => Err(Error::ReadOnly),
+        }
+    }
+
+    fn lost(&self) -> bool {
+        match self.current().0 {
+            Role::Owner(o) => o.file.lost(),
+            _ => false,
+        }
+    }
+}
+
+/// A lock key the owner's own transaction holds.
+struct LocalLock {
+    locks: Arc<LockTable>,
+    hash: [u8; 32],
+}
+
+impl HeldLock for LocalLock {}
+
+impl Drop for LocalLock {
+    fn drop(&mut self) {
+        self.locks.unlock_local(&self.hash);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proofs_round_trip_and_junk_is_refused() {
+        let p = Proof {
+            instance: 0x0123_4567_89ab_cdef,
+            id: 42,
+            hash: [0xa5; 32],
+        };
+        let back = Proof::parse(p.encode().as_bytes()).unwrap();
+        assert_eq!(
+            (back.instance, back.id, back.hash),
+            (p.instance, p.id, p.hash)
+        );
+        assert!(Proof::parse(b"").is_none());
+        assert!(Proof::parse(&[b'z'; 96]).is_none());
+        assert!(Proof::parse("é".repeat(48).as_bytes()).is_none());
+    }
+
+    #[test]
+    fn a_long_path_gets_a_short_socket_name() {
+        let short = Address::for_store(Path::new("/tmp/a.db")).unwrap();
+        assert!(matches!(&short, Address::Path(p) if p == Path::new("/tmp/a.db.sock")));
+        let long = format!("/tmp/{}/store.db", "d".repeat(200));
+        match Address::for_store(Path::new(&long)).unwrap() {
+            Address::Path(p) => assert!(p.as_os_str().len() <= MAX_SOCKET_PATH),
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            Address::Abstract(name) => assert!(name.len() < 64),
+        }
+    }
+
+    #[test]
+    fn each_side_proves_something_different() {
+        let key = auth_key(&[1; 32], &[2; 16]);
+        let other = auth_key(&[3; 32], &[2; 16]);
+        let (o, c) = ([4; 32], [5; 32]);
+        assert_ne!(mac(&key, b"client", &o, &c), mac(&key, b"owner", &o, &c));
+        assert_ne!(mac(&key, b"client", &o, &c), mac(&other, b"client", &o, &c));
+        assert_ne!(mac(&key, b"client", &o, &c), mac(&key, b"client", &c, &o));
+    }
+}
