@@ -307,7 +307,9 @@ impl Store {
         check_anchor: bool,
     ) -> Result<Self> {
         match Location::parse(path)? {
-            Location::File(path) => Self::open_file(&path, secret, opts, read_only, check_anchor),
+            Location::File(path) => {
+                Self::open_file(&path, secret, opts, read_only, check_anchor, 0)
+            }
             Location::Postgres(url) => {
                 Self::open_postgres(&url, secret, opts, read_only, check_anchor)
             }
@@ -343,12 +345,15 @@ impl Store {
         Ok(store)
     }
 
+    /// `rounds`: how many times an open went back and forth between finding the file
+    /// held and finding no owner (an owner exiting as this process opens).
     fn open_file(
         path: &Path,
         secret: Secret,
         mut opts: Options,
         read_only: bool,
         check_anchor: bool,
+        rounds: u32,
     ) -> Result<Self> {
         let mut derived = None;
         // The mode to open the file in for writing: the one it records, or, for a file
@@ -366,7 +371,15 @@ impl Store {
                 // it (or an exclusive opener, which does not: then still Locked).
                 #[cfg(unix)]
                 Err(Error::Locked(_)) => {
-                    return Self::open_client(path, secret, opts, read_only, check_anchor, None);
+                    return Self::open_client(
+                        path,
+                        secret,
+                        opts,
+                        read_only,
+                        check_anchor,
+                        None,
+                        rounds,
+                    );
                 }
                 other => other?,
             };
@@ -461,6 +474,14 @@ impl Store {
                     Err(Error::Locked(_)) => {}
                     Err(e) => return Err(e),
                 }
+                // Held: by processes in the multi-writer mode (join them), or by one
+                // that just moved it to the owner mode (become its client).
+                match FileRows::open_redb(path, &opts, false, mode) {
+                    Ok(db) => return Ok(Some((Handle::read_write(db), mode))),
+                    #[cfg(unix)]
+                    Err(Error::Locked(_)) => return Ok(None),
+                    Err(e) => return Err(e),
+                }
             }
             Ok(Some((
                 Handle::read_write(FileRows::open_redb(path, &opts, false, mode)?),
@@ -469,7 +490,7 @@ impl Store {
         };
         let Some((mut db, mut opened)) = open_writer(mode)? else {
             #[cfg(unix)]
-            return Self::open_client(path, secret, opts, false, check_anchor, None);
+            return Self::open_client(path, secret, opts, false, check_anchor, None, rounds);
             #[cfg(not(unix))]
             return Err(owner_mode_unsupported());
         };
@@ -482,7 +503,7 @@ impl Store {
             mode = meta.mode;
             let Some(again) = open_writer(mode)? else {
                 #[cfg(unix)]
-                return Self::open_client(path, secret, opts, false, check_anchor, None);
+                return Self::open_client(path, secret, opts, false, check_anchor, None, rounds);
                 #[cfg(not(unix))]
                 return Err(owner_mode_unsupported());
             };
@@ -538,6 +559,7 @@ impl Store {
             crate::rowstore::owner::client::Conn,
             crate::rowstore::owner::Hello,
         )>,
+        rounds: u32,
     ) -> Result<Self> {
         use crate::rowstore::owner::{Address, Elected, OwnedRows, auth_key, elect};
         let address = Address::for_store(path)?;
@@ -546,13 +568,20 @@ impl Store {
             None => match elect(path, &opts, &address, read_only, OPEN_WAIT)? {
                 Elected::Client(conn, hello) => (conn, hello),
                 // The owner went away meanwhile: open the file as the first opener.
-                Elected::Owner(db) => {
+                Elected::Owner(db) if rounds < 8 => {
                     drop(db);
-                    return Self::open_file(path, secret, opts, read_only, check_anchor);
+                    return Self::open_file(
+                        path,
+                        secret,
+                        opts,
+                        read_only,
+                        check_anchor,
+                        rounds + 1,
+                    );
                 }
-                Elected::Free => {
-                    return Self::open_file(path, secret, opts, read_only, check_anchor);
-                }
+                // The file is held, and nobody serves it: an exclusive opener (or a
+                // sealkv before the owner mode). A read-only opener finds out at once.
+                _ => return Err(Error::Locked(path.to_path_buf())),
             },
         };
         let greeted = read_meta(&hello, path)?;
@@ -568,8 +597,18 @@ impl Store {
             auth,
             read_only,
         );
-        // Everything checked again on what the owner serves, now authenticated.
-        let meta = read_meta(&*rows.view()?, path)?;
+        // Everything checked again on what the owner serves, now authenticated. An
+        // owner that has just opened the file may still be upgrading it (its format,
+        // or its mode from multi-writer): wait for that commit.
+        let until = std::time::Instant::now() + OPEN_WAIT;
+        let meta = loop {
+            let meta = read_meta(&*rows.view()?, path)?;
+            let settled = meta.format >= FORMAT_VERSION && meta.mode == Concurrency::Shared;
+            if settled || std::time::Instant::now() >= until {
+                break meta;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        };
         let (_, mut unlocked) = unlock(&meta, &secret, &opts, Some(derived))?;
         meta.check_bound(&unlocked.ring)?;
         if meta.mode != Concurrency::Shared {

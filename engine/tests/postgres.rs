@@ -495,7 +495,13 @@ fn backup_between_every_engine_and_mode_opens_and_round_trips() {
             pg.dir.path().join("shared.sealkv"),
             Concurrency::Shared,
         ),
-        ("server", pg.addr("origin"), Concurrency::Shared),
+        (
+            "multi-writer file",
+            pg.dir.path().join("multi.sealkv"),
+            Concurrency::MultiWriter,
+        ),
+        // Every store on a server is written by its processes directly.
+        ("server", pg.addr("origin"), Concurrency::MultiWriter),
     ];
     for (i, (what, addr, mode)) in origins.iter().enumerate() {
         let origin = Store::create(
@@ -532,9 +538,18 @@ fn backup_between_every_engine_and_mode_opens_and_round_trips() {
                 b"writable"
             );
         }
-        // The origin is untouched and still opens in its own mode.
+        // The origin is untouched and still opens in its own mode (asked for it: a
+        // multi-writer file opened with the default options moves to the owner mode).
         drop(origin);
-        let again = Store::open(addr, key(), fast_opts()).unwrap();
+        let again = Store::open(
+            addr,
+            key(),
+            Options {
+                concurrency: *mode,
+                ..fast_opts()
+            },
+        )
+        .unwrap();
         assert_eq!(again.concurrency(), *mode, "{what}");
     }
 }

@@ -563,8 +563,16 @@ impl RowStore for OwnedRows {
     fn compact(&self) -> Result<()> {
         match self.current().0 {
             Role::Owner(o) => {
-                if o.server.as_ref().is_some_and(Server::has_clients) || o.locks.any_client() {
-                    return Err(Error::NotAlone);
+                // A client that has just exited may not have been noticed yet: its
+                // connection's thread ends as soon as it reads the end.
+                let busy =
+                    || o.server.as_ref().is_some_and(Server::has_clients) || o.locks.any_client();
+                let until = Instant::now() + Duration::from_millis(500);
+                while busy() {
+                    if Instant::now() >= until {
+                        return Err(Error::NotAlone);
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
                 }
                 o.file.compact()
             }
