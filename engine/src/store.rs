@@ -849,6 +849,14 @@ impl Store {
         self.inner.mode
     }
 
+    /// True while this handle owns the store's file in the [`Concurrency::Shared`]
+    /// mode: it has the file alone and serves the store's other processes. False for
+    /// a client of another process, and in the other modes. It changes when an owner
+    /// goes away and this handle takes over.
+    pub fn is_owner(&self) -> bool {
+        self.rows().is_owner()
+    }
+
     /// Reads the keyring record again (another process changed it: a rotation, a
     /// destroy, a rekey, a seal reservation) and makes it this process's keyring.
     pub(crate) fn reload_keyring(&self) -> Result<()> {

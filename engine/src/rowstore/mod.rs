@@ -232,6 +232,12 @@ pub(crate) trait RowStore: Send + Sync {
     /// commit lock while this runs.
     fn compact(&self) -> Result<()>;
 
+    /// True while this engine owns a file that it serves to other processes (the
+    /// owner mode).
+    fn is_owner(&self) -> bool {
+        false
+    }
+
     /// True when a failure (a compaction that could not reopen a file) left the
     /// engine without a usable handle: the store then refuses writes until reopened.
     fn lost(&self) -> bool {

@@ -403,7 +403,7 @@ impl OwnedRows {
         auth: &Zeroizing<[u8; 32]>,
     ) -> Result<Owner> {
         let file = Arc::new(file);
-        let locks = Arc::new(LockTable::new());
+        let locks = Arc::new(LockTable::new()?);
         // A test backend is not a file other processes can open: nobody to serve.
         let server = match opts.backend {
             Some(_) => None,
@@ -420,11 +420,6 @@ impl OwnedRows {
             locks,
             file,
         })
-    }
-
-    /// True while this process owns the file.
-    pub(crate) fn is_owner(&self) -> bool {
-        matches!(*read_lock(&self.role), Role::Owner(_))
     }
 
     fn current(&self) -> (Role, u64) {
@@ -503,7 +498,17 @@ impl RowStore for OwnedRows {
         }
         // Not retried here: the engine's commit path looks up an uncertain commit.
         match self.current().0 {
-            Role::Owner(o) => o.file.write(f, committing),
+            // A transaction that took its lock key from an owner that has since gone
+            // (this process was its client, and took over) holds it no longer.
+            Role::Owner(o) => o.file.write(
+                &mut |w| {
+                    f(&mut Checked {
+                        inner: w,
+                        locks: &o.locks,
+                    })
+                },
+                committing,
+            ),
             Role::Client(r) => r.write(f, committing),
             Role::Reader(_) => Err(Error::ReadOnly),
         }
@@ -581,11 +586,93 @@ impl RowStore for OwnedRows {
         }
     }
 
+    fn is_owner(&self) -> bool {
+        matches!(*read_lock(&self.role), Role::Owner(_))
+    }
+
     fn lost(&self) -> bool {
         match self.current().0 {
             Role::Owner(o) => o.file.lost(),
             _ => false,
         }
+    }
+}
+
+/// The owner's write transaction, whose lock proofs (of transactions that took their
+/// lock keys as clients) are checked against its lock table.
+struct Checked<'a> {
+    inner: &'a mut dyn RowWrite,
+    locks: &'a LockTable,
+}
+
+impl super::RowRead for Checked<'_> {
+    fn get(&self, table: super::Table, key: &[u8]) -> Result<Option<super::Found<'_>>> {
+        self.inner.get(table, key)
+    }
+    fn get_many(
+        &self,
+        table: super::Table,
+        keys: &[&[u8]],
+    ) -> Result<Vec<Option<super::Found<'_>>>> {
+        self.inner.get_many(table, keys)
+    }
+    fn scan(
+        &self,
+        table: super::Table,
+        range: super::Range<'_>,
+        visit: super::Visit<'_>,
+    ) -> Result<()> {
+        self.inner.scan(table, range, visit)
+    }
+    fn len(&self, table: super::Table) -> Result<u64> {
+        self.inner.len(table)
+    }
+    fn is_empty(&self, table: super::Table) -> Result<bool> {
+        self.inner.is_empty(table)
+    }
+}
+
+impl RowWrite for Checked<'_> {
+    fn put(&mut self, table: super::Table, key: &[u8], value: &[u8]) -> Result<()> {
+        self.inner.put(table, key, value)
+    }
+    fn delete(&mut self, table: super::Table, key: &[u8]) -> Result<()> {
+        self.inner.delete(table, key)
+    }
+    fn replace(
+        &mut self,
+        table: super::Table,
+        key: &[u8],
+        value: &[u8],
+        old: &mut dyn FnMut(Option<&[u8]>),
+    ) -> Result<()> {
+        self.inner.replace(table, key, value, old)
+    }
+    fn remove(
+        &mut self,
+        table: super::Table,
+        key: &[u8],
+        old: &mut dyn FnMut(Option<&[u8]>),
+    ) -> Result<()> {
+        self.inner.remove(table, key, old)
+    }
+    fn put_if_absent(&mut self, table: super::Table, key: &[u8], value: &[u8]) -> Result<()> {
+        self.inner.put_if_absent(table, key, value)
+    }
+    fn delete_range(&mut self, table: super::Table, range: super::Range<'_>) -> Result<()> {
+        self.inner.delete_range(table, range)
+    }
+    fn locks_held(&mut self, proofs: &[&str]) -> Result<Vec<bool>> {
+        Ok(proofs
+            .iter()
+            .map(|p| Proof::parse(p.as_bytes()).is_some_and(|p| self.locks.proves(&p)))
+            .collect())
+    }
+    fn batches_reads(&self) -> bool {
+        self.inner.batches_reads()
+    }
+    fn prefetch(&mut self, table: super::Table, keys: &[&[u8]]) -> Result<()> {
+        self.inner.prefetch(table, keys)
     }
 }
 

@@ -31,16 +31,32 @@ pub(crate) struct LockTable {
     next_id: AtomicU64,
     /// Set when the owner stops: waiting clients give up.
     stopping: AtomicBool,
+    /// This owner's random id: client lock proofs name it, so a proof from an owner
+    /// that died is not taken for one of this owner's (whose ids start over).
+    instance: u64,
 }
 
 impl LockTable {
-    pub(crate) fn new() -> Self {
-        Self {
+    pub(crate) fn new() -> Result<Self> {
+        let mut instance = [0u8; 8];
+        sealkv_crypto::fill_random(&mut instance).map_err(Error::Key)?;
+        Ok(Self {
+            instance: u64::from_le_bytes(instance),
             held: Mutex::new(HashMap::new()),
             freed: Condvar::new(),
             next_id: AtomicU64::new(1),
             stopping: AtomicBool::new(false),
-        }
+        })
+    }
+
+    /// This owner's id, which its client locks' proofs carry.
+    pub(crate) fn instance(&self) -> u64 {
+        self.instance
+    }
+
+    /// True when `proof` names a client lock this owner holds.
+    pub(crate) fn proves(&self, proof: &super::Proof) -> bool {
+        proof.instance == self.instance && self.holds(&proof.hash, proof.id)
     }
 
     /// Takes `hash` for the owner's own transactions.
@@ -141,7 +157,7 @@ mod tests {
 
     #[test]
     fn a_client_lock_excludes_others_until_released() {
-        let t = LockTable::new();
+        let t = LockTable::new().unwrap();
         let h = [7u8; 32];
         let id = t.lock_client(h, Duration::from_millis(10)).unwrap();
         assert!(t.holds(&h, id));
@@ -169,7 +185,7 @@ mod tests {
 
     #[test]
     fn a_waiter_gets_the_lock_when_it_is_freed() {
-        let t = std::sync::Arc::new(LockTable::new());
+        let t = std::sync::Arc::new(LockTable::new().unwrap());
         let h = [1u8; 32];
         let id = t.lock_client(h, Duration::from_millis(10)).unwrap();
         let t2 = t.clone();

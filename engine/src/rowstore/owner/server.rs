@@ -25,9 +25,6 @@ struct Shared {
     file: Arc<FileRows>,
     auth: Zeroizing<[u8; 32]>,
     locks: Arc<LockTable>,
-    /// This owner's random id: client lock proofs name it, so a proof from an owner
-    /// that died is not mistaken for one of this owner's.
-    instance: u64,
     /// The longest a client may keep a write transaction open while sending nothing.
     stall: Duration,
     /// Open connections, to shut down when the owner stops.
@@ -58,13 +55,10 @@ impl Server {
         stall: Duration,
     ) -> Result<Self> {
         let listener = address.bind()?;
-        let mut instance = [0u8; 8];
-        sealkv_crypto::fill_random(&mut instance).map_err(Error::Key)?;
         let shared = Arc::new(Shared {
             file,
             auth,
             locks,
-            instance: u64::from_le_bytes(instance),
             stall,
             conns: Mutex::new(HashMap::new()),
             threads: Mutex::new(Vec::new()),
@@ -85,11 +79,6 @@ impl Server {
             shared,
             accept: Some(accept),
         })
-    }
-
-    /// The lock table (the owner's own transactions take their lock keys in it too).
-    pub(crate) fn locks(&self) -> &Arc<LockTable> {
-        &self.shared.locks
     }
 
     /// True while another process is connected.
@@ -271,7 +260,7 @@ fn serve(shared: &Shared, stream: UnixStream) -> Result<()> {
                 let reply = shared.locks.lock_client(hash, timeout).map(|id| {
                     held.held.insert(id, hash);
                     let mut r = Enc::new(wire::OK);
-                    r.u64(shared.instance).u64(id);
+                    r.u64(shared.locks.instance()).u64(id);
                     r
                 });
                 reply_with(&mut out, reply)?;
@@ -489,10 +478,7 @@ fn answer(shared: &Shared, tag: u8, d: &mut Dec<'_>, w: &mut dyn RowWrite) -> Re
             let mut r = Enc::new(wire::OK);
             r.u32(n as u32);
             for _ in 0..n {
-                let proof = Proof::parse(d.bytes()?);
-                let held = proof.is_some_and(|p| {
-                    p.instance == shared.instance && shared.locks.holds(&p.hash, p.id)
-                });
+                let held = Proof::parse(d.bytes()?).is_some_and(|p| shared.locks.proves(&p));
                 r.u8(u8::from(held));
             }
             d.done()?;
