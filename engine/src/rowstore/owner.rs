@@ -723,6 +723,82 @@ mod tests {
         }
     }
 
+    fn store(dir: &Path) -> (PathBuf, crate::Store, sealkv_crypto::MasterKey) {
+        let path = dir.join("s.sealkv");
+        let key = sealkv_crypto::MasterKey::generate().unwrap();
+        let store = crate::Store::create(&path, key.clone(), Options::default()).unwrap();
+        store.put("n", "k", b"v".to_vec()).unwrap();
+        (path, store, key)
+    }
+
+    /// A peer that cannot prove it holds the store key is refused, and is sent
+    /// nothing after the greeting; one that can is served.
+    #[test]
+    fn the_owner_refuses_a_peer_without_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, owner, _) = store(dir.path());
+        let address = Address::for_store(&path).unwrap();
+        let (conn, hello) = Conn::open(&address).unwrap();
+        let wrong = auth_key(&[9; 32], &[0; 16]);
+        let err = conn.authenticate(&hello, &wrong).err().unwrap();
+        assert!(
+            matches!(&err, Error::Owner { transient: false, what } if what.contains("refused")),
+            "{err:?}"
+        );
+        // The right key, from the owner's own handle: served.
+        let right = auth_key(read_lock(&owner.inner.master).expose(), &owner.inner.db_id);
+        let (conn, hello) = Conn::open(&address).unwrap();
+        let conn = conn.authenticate(&hello, &right).unwrap();
+        let remote = Remote::new(address, right, conn);
+        let view = remote.view().unwrap();
+        assert!(view.len(super::super::Table::Data).unwrap() >= 1);
+    }
+
+    /// A process serving the socket that cannot prove it holds the store key (a
+    /// stranger squatting the path while the file is held) is not used.
+    #[test]
+    fn a_client_refuses_an_owner_without_the_key() {
+        use std::io::{Read, Write};
+        let dir = tempfile::tempdir().unwrap();
+        let (path, owner, key) = store(dir.path());
+        let address = Address::for_store(&path).unwrap();
+        let (_, greeting) = Conn::open(&address).unwrap();
+        drop(owner);
+        // Held by a process that serves nothing; a stranger answers on the socket.
+        let _held =
+            FileRows::open_redb(&path, &Options::default(), false, Concurrency::Exclusive).unwrap();
+        let listener = address.bind().unwrap();
+        let stranger = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut hello = wire::Enc::new(wire::OK);
+            hello.u8(wire::VERSION).0.extend_from_slice(&[1; 32]);
+            hello.u32(greeting.records.len() as u32);
+            for (k, v) in &greeting.records {
+                hello.bytes(k).bytes(v);
+            }
+            let mut frame = (hello.0.len() as u32).to_le_bytes().to_vec();
+            frame.extend_from_slice(&hello.0);
+            s.write_all(&frame).unwrap();
+            let mut proof = [0u8; 4 + 1 + 64];
+            s.read_exact(&mut proof).unwrap();
+            // A made-up proof of its own.
+            let mut reply = 33u32.to_le_bytes().to_vec();
+            reply.push(wire::OK);
+            reply.extend_from_slice(&[7; 32]);
+            s.write_all(&reply).unwrap();
+            let mut rest = Vec::new();
+            let _ = s.read_to_end(&mut rest);
+            rest
+        });
+        let err = crate::Store::open(&path, key, Options::default()).unwrap_err();
+        assert!(
+            matches!(&err, Error::Owner { what, .. } if what.contains("could not prove")),
+            "{err:?}"
+        );
+        // The client sent nothing after its proof.
+        assert!(stranger.join().unwrap().is_empty());
+    }
+
     #[test]
     fn each_side_proves_something_different() {
         let key = auth_key(&[1; 32], &[2; 16]);
