@@ -596,7 +596,7 @@ impl Store {
             unlocked.ring.name_key(),
             auth,
             read_only,
-        );
+        )?;
         // Everything checked again on what the owner serves, now authenticated. An
         // owner that has just opened the file may still be upgrading it (its format,
         // or its mode from multi-writer): wait for that commit.

@@ -26,7 +26,6 @@
 //! See `docs/SHARING.md`.
 
 pub(crate) mod client;
-pub(crate) mod locks;
 pub(crate) mod server;
 pub(crate) mod wire;
 
@@ -41,10 +40,10 @@ use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
 
 use self::client::{Conn, Remote};
-use self::locks::LockTable;
 use self::server::Server;
 use super::file::FileRows;
-use super::{HeldLock, LockGuard, RowStore, RowWrite, View};
+use super::file::locks::FileLocks;
+use super::{LockGuard, RowStore, RowWrite, View};
 use crate::error::{Error, Result};
 use crate::guards::{read_lock, write_lock};
 use crate::options::{Concurrency, Options};
@@ -120,37 +119,6 @@ pub(crate) fn mac(key: &[u8; 32], role: &[u8], owner: &[u8; 32], client: &[u8; 3
     let mut h = blake3::Hasher::new_keyed(key);
     h.update(role).update(owner).update(client);
     *h.finalize().as_bytes()
-}
-
-/// What a client's commit shows the owner to prove it still holds a lock key.
-pub(crate) struct Proof {
-    pub(crate) instance: u64,
-    pub(crate) id: u64,
-    pub(crate) hash: [u8; 32],
-}
-
-impl Proof {
-    pub(crate) fn encode(&self) -> String {
-        let mut s = format!("{:016x}{:016x}", self.instance, self.id);
-        for b in self.hash {
-            s.push_str(&format!("{b:02x}"));
-        }
-        s
-    }
-
-    pub(crate) fn parse(bytes: &[u8]) -> Option<Self> {
-        let s = std::str::from_utf8(bytes).ok()?;
-        if s.len() != 32 + 64 || !s.is_ascii() {
-            return None;
-        }
-        let instance = u64::from_str_radix(&s[..16], 16).ok()?;
-        let id = u64::from_str_radix(&s[16..32], 16).ok()?;
-        let mut hash = [0u8; 32];
-        for (i, b) in hash.iter_mut().enumerate() {
-            *b = u8::from_str_radix(&s[32 + 2 * i..34 + 2 * i], 16).ok()?;
-        }
-        Some(Self { instance, id, hash })
-    }
 }
 
 /// Where a store's owner listens.
@@ -323,7 +291,6 @@ pub(crate) fn elect(
 pub(crate) struct Owner {
     /// First: stopped (its threads joined) before the file is released.
     server: Option<Server>,
-    locks: Arc<LockTable>,
     file: Arc<FileRows>,
 }
 
@@ -340,8 +307,10 @@ pub(crate) struct OwnedRows {
     path: PathBuf,
     address: Address,
     opts: Options,
-    /// Salt of the lock keys' hashes (from the name key).
-    salt: [u8; 16],
+    /// Lock keys: byte locks on a file beside the store (`<store>.locks`), held by
+    /// each process itself, so a lock outlives a change of owner and is released by
+    /// the system when its process dies. None for a read-only handle.
+    locks: Option<FileLocks>,
     auth: Zeroizing<[u8; 32]>,
     read_only: bool,
     role: RwLock<Role>,
@@ -365,7 +334,7 @@ impl OwnedRows {
             path: path.to_path_buf(),
             address,
             opts: opts.clone(),
-            salt: name_key.record_tag(b"transaction lock bytes"),
+            locks: Some(FileLocks::open_beside(path, name_key)?),
             auth,
             read_only: false,
             role: RwLock::new(Role::Owner(Arc::new(owner))),
@@ -382,18 +351,22 @@ impl OwnedRows {
         name_key: &sealkv_crypto::NameKey,
         auth: Zeroizing<[u8; 32]>,
         read_only: bool,
-    ) -> Self {
+    ) -> Result<Self> {
         let remote = Remote::new(address.clone(), auth.clone(), conn);
-        Self {
+        let locks = match read_only {
+            true => None,
+            false => Some(FileLocks::open_beside(path, name_key)?),
+        };
+        Ok(Self {
             path: path.to_path_buf(),
             address,
             opts: opts.clone(),
-            salt: name_key.record_tag(b"transaction lock bytes"),
+            locks,
             auth,
             read_only,
             role: RwLock::new(Role::Client(remote)),
             generation: AtomicU64::new(0),
-        }
+        })
     }
 
     fn serve(
@@ -403,7 +376,6 @@ impl OwnedRows {
         auth: &Zeroizing<[u8; 32]>,
     ) -> Result<Owner> {
         let file = Arc::new(file);
-        let locks = Arc::new(LockTable::new()?);
         // A test backend is not a file other processes can open: nobody to serve.
         let server = match opts.backend {
             Some(_) => None,
@@ -411,15 +383,10 @@ impl OwnedRows {
                 address.clone(),
                 file.clone(),
                 auth.clone(),
-                locks.clone(),
                 opts.stall_timeout,
             )?),
         };
-        Ok(Owner {
-            server,
-            locks,
-            file,
-        })
+        Ok(Owner { server, file })
     }
 
     fn current(&self) -> (Role, u64) {
@@ -498,17 +465,7 @@ impl RowStore for OwnedRows {
         }
         // Not retried here: the engine's commit path looks up an uncertain commit.
         match self.current().0 {
-            // A transaction that took its lock key from an owner that has since gone
-            // (this process was its client, and took over) holds it no longer.
-            Role::Owner(o) => o.file.write(
-                &mut |w| {
-                    f(&mut Checked {
-                        inner: w,
-                        locks: &o.locks,
-                    })
-                },
-                committing,
-            ),
+            Role::Owner(o) => o.file.write(f, committing),
             Role::Client(r) => r.write(f, committing),
             Role::Reader(_) => Err(Error::ReadOnly),
         }
@@ -542,23 +499,10 @@ impl RowStore for OwnedRows {
         lock_key: &str,
         timeout: Duration,
     ) -> Result<Option<LockGuard<'_>>> {
-        if self.read_only {
-            return Ok(None);
+        match &self.locks {
+            Some(locks) => Ok(Some(Box::new(locks.lock(session, lock_key, timeout)?))),
+            None => Ok(None),
         }
-        let hash = super::lock_hash(&self.salt, session, lock_key);
-        self.retrying(|role| -> Result<Option<LockGuard<'_>>> {
-            match role {
-                Role::Owner(o) => {
-                    o.locks.lock_local(hash, timeout)?;
-                    Ok(Some(Box::new(LocalLock {
-                        locks: o.locks.clone(),
-                        hash,
-                    })))
-                }
-                Role::Client(r) => Ok(Some(Box::new(r.lock(hash, timeout)?))),
-                Role::Reader(_) => Ok(None),
-            }
-        })
     }
 
     fn size(&self) -> u64 {
@@ -570,8 +514,7 @@ impl RowStore for OwnedRows {
             Role::Owner(o) => {
                 // A client that has just exited may not have been noticed yet: its
                 // connection's thread ends as soon as it reads the end.
-                let busy =
-                    || o.server.as_ref().is_some_and(Server::has_clients) || o.locks.any_client();
+                let busy = || o.server.as_ref().is_some_and(Server::has_clients);
                 let until = Instant::now() + Duration::from_millis(500);
                 while busy() {
                     if Instant::now() >= until {
@@ -598,118 +541,9 @@ impl RowStore for OwnedRows {
     }
 }
 
-/// The owner's write transaction, whose lock proofs (of transactions that took their
-/// lock keys as clients) are checked against its lock table.
-struct Checked<'a> {
-    inner: &'a mut dyn RowWrite,
-    locks: &'a LockTable,
-}
-
-impl super::RowRead for Checked<'_> {
-    fn get(&self, table: super::Table, key: &[u8]) -> Result<Option<super::Found<'_>>> {
-        self.inner.get(table, key)
-    }
-    fn get_many(
-        &self,
-        table: super::Table,
-        keys: &[&[u8]],
-    ) -> Result<Vec<Option<super::Found<'_>>>> {
-        self.inner.get_many(table, keys)
-    }
-    fn scan(
-        &self,
-        table: super::Table,
-        range: super::Range<'_>,
-        visit: super::Visit<'_>,
-    ) -> Result<()> {
-        self.inner.scan(table, range, visit)
-    }
-    fn len(&self, table: super::Table) -> Result<u64> {
-        self.inner.len(table)
-    }
-    fn is_empty(&self, table: super::Table) -> Result<bool> {
-        self.inner.is_empty(table)
-    }
-}
-
-impl RowWrite for Checked<'_> {
-    fn put(&mut self, table: super::Table, key: &[u8], value: &[u8]) -> Result<()> {
-        self.inner.put(table, key, value)
-    }
-    fn delete(&mut self, table: super::Table, key: &[u8]) -> Result<()> {
-        self.inner.delete(table, key)
-    }
-    fn replace(
-        &mut self,
-        table: super::Table,
-        key: &[u8],
-        value: &[u8],
-        old: &mut dyn FnMut(Option<&[u8]>),
-    ) -> Result<()> {
-        self.inner.replace(table, key, value, old)
-    }
-    fn remove(
-        &mut self,
-        table: super::Table,
-        key: &[u8],
-        old: &mut dyn FnMut(Option<&[u8]>),
-    ) -> Result<()> {
-        self.inner.remove(table, key, old)
-    }
-    fn put_if_absent(&mut self, table: super::Table, key: &[u8], value: &[u8]) -> Result<()> {
-        self.inner.put_if_absent(table, key, value)
-    }
-    fn delete_range(&mut self, table: super::Table, range: super::Range<'_>) -> Result<()> {
-        self.inner.delete_range(table, range)
-    }
-    fn locks_held(&mut self, proofs: &[&str]) -> Result<Vec<bool>> {
-        Ok(proofs
-            .iter()
-            .map(|p| Proof::parse(p.as_bytes()).is_some_and(|p| self.locks.proves(&p)))
-            .collect())
-    }
-    fn batches_reads(&self) -> bool {
-        self.inner.batches_reads()
-    }
-    fn prefetch(&mut self, table: super::Table, keys: &[&[u8]]) -> Result<()> {
-        self.inner.prefetch(table, keys)
-    }
-}
-
-/// A lock key the owner's own transaction holds.
-struct LocalLock {
-    locks: Arc<LockTable>,
-    hash: [u8; 32],
-}
-
-impl HeldLock for LocalLock {}
-
-impl Drop for LocalLock {
-    fn drop(&mut self) {
-        self.locks.unlock_local(&self.hash);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn proofs_round_trip_and_junk_is_refused() {
-        let p = Proof {
-            instance: 0x0123_4567_89ab_cdef,
-            id: 42,
-            hash: [0xa5; 32],
-        };
-        let back = Proof::parse(p.encode().as_bytes()).unwrap();
-        assert_eq!(
-            (back.instance, back.id, back.hash),
-            (p.instance, p.id, p.hash)
-        );
-        assert!(Proof::parse(b"").is_none());
-        assert!(Proof::parse(&[b'z'; 96]).is_none());
-        assert!(Proof::parse("é".repeat(48).as_bytes()).is_none());
-    }
 
     #[test]
     fn a_long_path_gets_a_short_socket_name() {

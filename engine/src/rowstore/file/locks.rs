@@ -51,6 +51,26 @@ impl FileLocks {
         })
     }
 
+    /// Locks on a file of their own beside the store at `path` (`<store>.locks`,
+    /// created mode 0600 when missing): the owner mode, whose owner has the store file
+    /// alone, takes lock keys there, each process for itself.
+    pub(crate) fn open_beside(path: &Path, nk: &NameKey) -> Result<Self> {
+        let mut beside = path.as_os_str().to_owned();
+        beside.push(".locks");
+        let mut options = OpenOptions::new();
+        options.read(true).write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, super::PRIVATE_MODE);
+        let file = options.open(std::path::PathBuf::from(beside))?;
+        Ok(Self {
+            backend: std::sync::RwLock::new(
+                FileBackend::new(file).map_err(|e| Error::Io(std::io::Error::other(e)))?,
+            ),
+            salt: nk.record_tag(b"transaction lock bytes"),
+            held: Mutex::new(HashMap::new()),
+        })
+    }
+
     fn open_backend(path: &Path) -> Result<FileBackend> {
         let file = OpenOptions::new().read(true).write(true).open(path)?;
         FileBackend::new(file).map_err(|e| Error::Io(std::io::Error::other(e)))

@@ -19,10 +19,10 @@ use zeroize::Zeroizing;
 
 use super::server::SCAN_CHUNK;
 use super::wire::{self, Dec, Enc};
-use super::{Address, Hello, Proof, mac};
+use super::{Address, Hello, mac};
 use crate::error::{Error, Result};
 use crate::guards::lock;
-use crate::rowstore::{Found, HeldLock, Range, RowRead, RowWrite, Table, View, Visit};
+use crate::rowstore::{Found, Range, RowRead, RowWrite, Table, View, Visit};
 
 /// One authenticated connection to the owner.
 pub(crate) struct Conn {
@@ -140,7 +140,7 @@ impl Conn {
         let mut d = Dec::new(&self.buf);
         match d.u8()? {
             wire::OK => Ok(d),
-            _ => Err(wire::error_from(&mut d, Duration::ZERO)),
+            _ => Err(wire::error_from(&mut d)),
         }
     }
 }
@@ -240,32 +240,6 @@ impl Remote {
         self.put_back(conn);
         result
     }
-
-    pub(crate) fn lock(self: &Arc<Self>, hash: [u8; 32], timeout: Duration) -> Result<RemoteLock> {
-        let mut conn = self.conn()?;
-        let mut req = Enc::new(wire::LOCK);
-        req.0.extend_from_slice(&hash);
-        // In microseconds, rounded up: the owner waits no less than asked.
-        req.u64((timeout.as_micros() + 1).min(u128::from(u64::MAX)) as u64);
-        let started = std::time::Instant::now();
-        let got = conn.call(&req).and_then(|mut d| Ok((d.u64()?, d.u64()?)));
-        let (instance, id) = match got {
-            Ok(v) => v,
-            Err(Error::LockTimeout { .. }) => {
-                self.put_back(conn);
-                return Err(Error::LockTimeout {
-                    waited: started.elapsed(),
-                });
-            }
-            Err(e) => return Err(self.note(e)),
-        };
-        Ok(RemoteLock {
-            remote: self.clone(),
-            conn: Some(conn),
-            id,
-            proof: Proof { instance, id, hash }.encode(),
-        })
-    }
 }
 
 /// A read view on the owner: one snapshot there, through one connection.
@@ -319,7 +293,7 @@ fn scan_chunks(
     table: Table,
     range: Range<'_>,
     visit: Visit<'_>,
-    call: &mut dyn FnMut(&mut Enc) -> Result<Vec<(Vec<u8>, Vec<u8>)>>,
+    call: &mut dyn FnMut(&mut Enc) -> Result<Rows>,
 ) -> Result<()> {
     let mut after: Option<Vec<u8>> = None;
     loop {
@@ -343,7 +317,10 @@ fn scan_chunks(
     }
 }
 
-fn decode_rows(mut d: Dec<'_>) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+/// Rows of a scan chunk, copied out: key, value.
+type Rows = Vec<(Vec<u8>, Vec<u8>)>;
+
+fn decode_rows(mut d: Dec<'_>) -> Result<Rows> {
     let n = d.u32()?;
     let mut rows = Vec::with_capacity(n as usize);
     for _ in 0..n {
@@ -470,44 +447,7 @@ impl RowWrite for RemoteWrite<'_> {
         f.table(table).bound(range.0).bound(range.1);
         self.send(&f)
     }
-    fn locks_held(&mut self, proofs: &[&str]) -> Result<Vec<bool>> {
-        let mut f = Enc::new(wire::LOCKS_HELD);
-        f.u32(proofs.len() as u32);
-        for p in proofs {
-            f.bytes(p.as_bytes());
-        }
-        self.call(&f, |mut d| {
-            let n = d.u32()?;
-            (0..n).map(|_| Ok(d.u8()? == 1)).collect()
-        })
-    }
     fn batches_reads(&self) -> bool {
         true
-    }
-}
-
-/// A lock key held through the owner; dropping it releases it.
-pub(crate) struct RemoteLock {
-    remote: Arc<Remote>,
-    conn: Option<Conn>,
-    id: u64,
-    proof: String,
-}
-
-impl HeldLock for RemoteLock {
-    fn proof(&self) -> Option<&str> {
-        Some(&self.proof)
-    }
-}
-
-impl Drop for RemoteLock {
-    fn drop(&mut self) {
-        if let Some(mut conn) = self.conn.take() {
-            let mut f = Enc::new(wire::UNLOCK);
-            f.u64(self.id);
-            if conn.send(&f).is_ok() && conn.out.flush().is_ok() {
-                self.remote.put_back(conn);
-            }
-        }
     }
 }

@@ -12,9 +12,8 @@ use std::time::Duration;
 
 use zeroize::Zeroizing;
 
-use super::locks::LockTable;
 use super::wire::{self, Dec, Enc};
-use super::{Address, HELLO_RECORDS, Proof, mac};
+use super::{Address, HELLO_RECORDS, mac};
 use crate::error::{Error, Result};
 use crate::guards::lock;
 use crate::rowstore::file::FileRows;
@@ -24,7 +23,6 @@ use crate::rowstore::{RowRead, RowStore, RowWrite, Table, View};
 struct Shared {
     file: Arc<FileRows>,
     auth: Zeroizing<[u8; 32]>,
-    locks: Arc<LockTable>,
     /// The longest a client may keep a write transaction open while sending nothing.
     stall: Duration,
     /// Open connections, to shut down when the owner stops.
@@ -51,14 +49,12 @@ impl Server {
         address: Address,
         file: Arc<FileRows>,
         auth: Zeroizing<[u8; 32]>,
-        locks: Arc<LockTable>,
         stall: Duration,
     ) -> Result<Self> {
         let listener = address.bind()?;
         let shared = Arc::new(Shared {
             file,
             auth,
-            locks,
             stall,
             conns: Mutex::new(HashMap::new()),
             threads: Mutex::new(Vec::new()),
@@ -103,7 +99,6 @@ impl Server {
         if self.address.identity() == self.bound {
             self.address.unlink();
         }
-        self.shared.locks.stop();
         for conn in lock(&self.shared.conns).values() {
             let _ = conn.shutdown(std::net::Shutdown::Both);
         }
@@ -155,20 +150,6 @@ fn accept_loop(listener: &UnixListener, shared: &std::sync::Weak<Shared>) {
             threads.push(t);
         } else {
             lock(&shared.conns).remove(&id);
-        }
-    }
-}
-
-/// The client locks a connection holds: released when it ends.
-struct Held<'a> {
-    locks: &'a LockTable,
-    held: HashMap<u64, [u8; 32]>,
-}
-
-impl Drop for Held<'_> {
-    fn drop(&mut self) {
-        for (id, hash) in self.held.drain() {
-            self.locks.unlock_client(&hash, id);
         }
     }
 }
@@ -229,10 +210,6 @@ fn serve(shared: &Shared, stream: UnixStream) -> Result<()> {
     stream.set_read_timeout(None)?;
 
     let mut view: Option<View> = None;
-    let mut held = Held {
-        locks: &shared.locks,
-        held: HashMap::new(),
-    };
     loop {
         wire::recv(&mut input, &mut buf)?;
         let mut d = Dec::new(&buf);
@@ -253,23 +230,6 @@ fn serve(shared: &Shared, stream: UnixStream) -> Result<()> {
             wire::BEGIN => {
                 view = None;
                 write(shared, &stream, &mut input, &mut out, &mut buf)?;
-            }
-            wire::LOCK => {
-                let hash: [u8; 32] = d.array()?;
-                let timeout = Duration::from_micros(d.u64()?);
-                let reply = shared.locks.lock_client(hash, timeout).map(|id| {
-                    held.held.insert(id, hash);
-                    let mut r = Enc::new(wire::OK);
-                    r.u64(shared.locks.instance()).u64(id);
-                    r
-                });
-                reply_with(&mut out, reply)?;
-            }
-            wire::UNLOCK => {
-                let id = d.u64()?;
-                if let Some(hash) = held.held.remove(&id) {
-                    shared.locks.unlock_client(&hash, id);
-                }
             }
             _ => {
                 return Err(Error::Owner {
@@ -369,26 +329,24 @@ fn write(
                 }
                 let mut d = Dec::new(buf);
                 let tag = d.u8()?;
-                let step = (|| -> Result<Option<Enc>> {
-                    match tag {
-                        wire::PUT | wire::DELETE | wire::PUT_IF_ABSENT | wire::DELETE_RANGE => {
-                            if failed.is_none()
-                                && let Err(e) = change(tag, &mut d, w)
-                            {
-                                failed = Some(e);
-                            }
-                            Ok(None)
+                let step = match tag {
+                    wire::PUT | wire::DELETE | wire::PUT_IF_ABSENT | wire::DELETE_RANGE => {
+                        if failed.is_none()
+                            && let Err(e) = change(tag, &mut d, w)
+                        {
+                            failed = Some(e);
                         }
-                        wire::COMMIT | wire::ABORT => Ok(None),
-                        _ => Ok(Some(match failed.take() {
-                            Some(e) => wire::error_frame(&e),
-                            None => match answer(shared, tag, &mut d, w) {
-                                Ok(r) => r,
-                                Err(e) => wire::error_frame(&e),
-                            },
-                        })),
+                        None
                     }
-                })()?;
+                    wire::COMMIT | wire::ABORT => None,
+                    _ => Some(match failed.take() {
+                        Some(e) => wire::error_frame(&e),
+                        None => match answer(tag, &mut d, w) {
+                            Ok(r) => r,
+                            Err(e) => wire::error_frame(&e),
+                        },
+                    }),
+                };
                 if let Some(reply) = step
                     && let Err(e) = reply_with(out, Ok(reply))
                 {
@@ -451,7 +409,7 @@ fn change(tag: u8, d: &mut Dec<'_>, w: &mut dyn RowWrite) -> Result<()> {
 
 /// Answers a request inside a write transaction: a read, a change that hands back
 /// the row it replaced, or a check of lock proofs.
-fn answer(shared: &Shared, tag: u8, d: &mut Dec<'_>, w: &mut dyn RowWrite) -> Result<Enc> {
+fn answer(tag: u8, d: &mut Dec<'_>, w: &mut dyn RowWrite) -> Result<Enc> {
     match tag {
         wire::GET | wire::GET_MANY | wire::SCAN | wire::LEN | wire::IS_EMPTY => {
             let _fresh = d.u8()?;
@@ -469,17 +427,6 @@ fn answer(shared: &Shared, tag: u8, d: &mut Dec<'_>, w: &mut dyn RowWrite) -> Re
                 w.replace(table, key, value, &mut old)?;
             } else {
                 w.remove(table, key, &mut old)?;
-            }
-            d.done()?;
-            Ok(r)
-        }
-        wire::LOCKS_HELD => {
-            let n = d.u32()? as usize;
-            let mut r = Enc::new(wire::OK);
-            r.u32(n as u32);
-            for _ in 0..n {
-                let held = Proof::parse(d.bytes()?).is_some_and(|p| shared.locks.proves(&p));
-                r.u8(u8::from(held));
             }
             d.done()?;
             Ok(r)

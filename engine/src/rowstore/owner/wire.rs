@@ -32,11 +32,8 @@ pub(crate) const REPLACE: u8 = 0x13;
 pub(crate) const REMOVE: u8 = 0x14;
 pub(crate) const PUT_IF_ABSENT: u8 = 0x15;
 pub(crate) const DELETE_RANGE: u8 = 0x16;
-pub(crate) const LOCKS_HELD: u8 = 0x17;
 pub(crate) const COMMIT: u8 = 0x18;
 pub(crate) const ABORT: u8 = 0x19;
-pub(crate) const LOCK: u8 = 0x20;
-pub(crate) const UNLOCK: u8 = 0x21;
 
 // Replies.
 pub(crate) const OK: u8 = 0x80;
@@ -49,7 +46,6 @@ pub(crate) mod err {
     pub(crate) const READ_ONLY: u8 = 2;
     pub(crate) const POISONED: u8 = 3;
     pub(crate) const IO: u8 = 4;
-    pub(crate) const LOCK_TIMEOUT: u8 = 5;
     pub(crate) const REFUSED: u8 = 6;
 }
 
@@ -221,7 +217,6 @@ pub(crate) fn error_frame(e: &Error) -> Enc {
         Error::ReadOnly => (err::READ_ONLY, String::new()),
         Error::Poisoned => (err::POISONED, String::new()),
         Error::Io(_) | Error::Storage(_) => (err::IO, e.to_string()),
-        Error::LockTimeout { .. } => (err::LOCK_TIMEOUT, String::new()),
         other => (err::OTHER, other.to_string()),
     };
     let mut f = Enc::new(ERR);
@@ -230,7 +225,7 @@ pub(crate) fn error_frame(e: &Error) -> Enc {
 }
 
 /// Reads an error frame's fields (after its tag) back into an error.
-pub(crate) fn error_from(d: &mut Dec<'_>, waited: std::time::Duration) -> Error {
+pub(crate) fn error_from(d: &mut Dec<'_>) -> Error {
     let kind = d.u8().unwrap_or(err::OTHER);
     let message = d
         .bytes()
@@ -243,7 +238,6 @@ pub(crate) fn error_from(d: &mut Dec<'_>, waited: std::time::Duration) -> Error 
         err::IO => Error::Io(std::io::Error::other(format!(
             "in the owner process: {message}"
         ))),
-        err::LOCK_TIMEOUT => Error::LockTimeout { waited },
         err::REFUSED => Error::Owner {
             what: "the store's owner process refused this process: it could not prove it \
                    holds the store's key"
