@@ -1,7 +1,13 @@
-//! What sharing a store between processes costs: the same operations on a store in
-//! shared mode (the default: redb MultiWriter, a fresh read transaction per read,
-//! keyring checks in every write transaction, cross-process transaction locks) and in
-//! exclusive mode (one process at a time, as before shared mode existed), in one run.
+//! What sharing a store between processes costs: the same operations, in one run, on
+//! a store in
+//! - shared mode (the default), in the process that owns the file (`shared-owner`:
+//!   redb opened alone, keyring checks in every write transaction, lock keys on the
+//!   file beside the store) and in a client of that owner (`shared-client`: every row
+//!   operation over the owner's Unix socket; the owner here is another handle in this
+//!   process, so both ends share the two cores as two processes would);
+//! - multi-writer mode (`multi-writer`: redb MultiWriter, every process writing the
+//!   file, a fresh read transaction per read);
+//! - exclusive mode (one process at a time).
 //!
 //! Run: `cargo bench -p sealkv-benches --bench sharing`
 
@@ -13,10 +19,12 @@ use sealkv_engine::{Concurrency, MasterKey, Options, Store};
 
 const N: usize = 10_000;
 
-fn store(dir: &std::path::Path, mode: Concurrency) -> Store {
+fn store(dir: &std::path::Path, mode: Concurrency) -> (Store, std::path::PathBuf, MasterKey) {
+    let path = dir.join(format!("{mode:?}.sealkv"));
+    let key = MasterKey::generate().expect("os random");
     let store = Store::create(
-        dir.join(format!("{mode:?}.sealkv")),
-        MasterKey::generate().expect("os random"),
+        &path,
+        key.clone(),
         Options {
             concurrency: mode,
             ..Options::default()
@@ -24,14 +32,22 @@ fn store(dir: &std::path::Path, mode: Concurrency) -> Store {
     )
     .expect("create");
     fill(|b| store.set(b).expect("fill"), N, "session");
-    store
+    (store, path, key)
 }
 
 fn sharing(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("dir");
+    let (owner, path, key) = store(dir.path(), Concurrency::Shared);
+    let client = Store::open(&path, key, Options::default()).expect("client");
+    assert!(owner.is_owner() && !client.is_owner());
     let stores = [
-        ("shared", store(dir.path(), Concurrency::Shared)),
-        ("exclusive", store(dir.path(), Concurrency::Exclusive)),
+        ("shared-owner", owner),
+        ("shared-client", client),
+        (
+            "multi-writer",
+            store(dir.path(), Concurrency::MultiWriter).0,
+        ),
+        ("exclusive", store(dir.path(), Concurrency::Exclusive).0),
     ];
     let mut g = c.benchmark_group("sharing-get-1KiB");
     g.throughput(Throughput::Elements(1));

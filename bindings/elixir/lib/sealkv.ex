@@ -46,8 +46,9 @@ defmodule Sealkv do
   `:passphrase` (a string) or `:key` (a 32-byte binary) is required.
 
   - `:session` — the session to read and write (one file, many bots).
-  - `:concurrency` — `:shared` (default: several processes may open the file) or
-    `:exclusive` (one process; faster reads). Recorded at creation.
+  - `:concurrency` — `:shared` (default: several processes may open the file; the
+    first owns it and serves the others), `:exclusive` (one process) or
+    `:multi_writer` (every process writes the file itself). Recorded at creation.
   - `:kdf` — Argon2id cost of a new passphrase store: `[memory_kib: 65536, passes: 3,
     lanes: 1]` by default.
   - `:read_only` — open without ever writing.
@@ -58,7 +59,7 @@ defmodule Sealkv do
           {:passphrase, String.t()}
           | {:key, <<_::256>>}
           | {:session, String.t()}
-          | {:concurrency, :shared | :exclusive}
+          | {:concurrency, :shared | :exclusive | :multi_writer}
           | {:kdf, keyword()}
           | {:read_only, boolean()}
           | {:lock_timeout, non_neg_integer()}
@@ -144,7 +145,7 @@ defmodule Sealkv do
     end)
   end
 
-  defp native_option(:concurrency, mode) when mode in [:shared, :exclusive],
+  defp native_option(:concurrency, mode) when mode in [:shared, :exclusive, :multi_writer],
     do: {:ok, concurrency: mode}
 
   defp native_option(:concurrency, _), do: invalid("concurrency must be :shared or :exclusive")

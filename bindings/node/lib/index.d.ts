@@ -74,8 +74,13 @@ export interface OpenOptions {
   readOnly?: boolean
   /** Argon2id cost, for a store being created with a passphrase. */
   kdf?: KdfOptions
-  /** `'shared'` (default: other processes may open it too) or `'exclusive'`; fixed at creation. */
-  concurrency?: 'shared' | 'exclusive'
+  /**
+   * `'shared'` (default: other processes may open it too; the first to open it owns the
+   * file and serves the others, see docs/SHARING.md), `'exclusive'` (one process), or
+   * `'multi-writer'` (every process writes the file itself; where Unix sockets are
+   * missing). Fixed at creation.
+   */
+  concurrency?: 'shared' | 'exclusive' | 'multi-writer'
   /**
    * PostgreSQL: synchronous standbys every commit must wait for (0 to 64). A server
    * configured with fewer (`synchronous_standby_names`) refuses writes with a clear

@@ -104,8 +104,9 @@ pub struct OpenInput {
     pub read_only: Option<bool>,
     /// Argon2id cost for a new passphrase store.
     pub kdf: Option<KdfInput>,
-    /// `"shared"` (default: several processes may open the file) or `"exclusive"`
-    /// (one process; faster reads). Recorded at creation.
+    /// `"shared"` (default: several processes may open the file; the first owns it and
+    /// serves the others), `"exclusive"` (one process) or `"multi-writer"` (every
+    /// process writes the file itself). Recorded at creation.
     pub concurrency: Option<String>,
     /// PostgreSQL: synchronous standbys every commit must wait for (refused with a
     /// clear error on a server that has fewer); the URL's `sync_replicas` raises it.
@@ -214,9 +215,10 @@ fn options_of(input: &OpenInput) -> NapiResult<Options> {
     opts.concurrency = match input.concurrency.as_deref() {
         None | Some("shared") => Concurrency::Shared,
         Some("exclusive") => Concurrency::Exclusive,
+        Some("multi-writer") => Concurrency::MultiWriter,
         Some(other) => {
             return Err(invalid(format!(
-                "unknown concurrency {other:?} (use \"shared\" or \"exclusive\")"
+                "unknown concurrency {other:?} (use \"shared\", \"exclusive\" or \"multi-writer\")"
             )));
         }
     };

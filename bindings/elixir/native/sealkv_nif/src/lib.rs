@@ -47,6 +47,7 @@ mod atoms {
         concurrency,
         shared,
         exclusive,
+        multi_writer,
         kdf_memory_kib,
         kdf_passes,
         kdf_lanes,
@@ -232,13 +233,17 @@ fn options_of(term: Term<'_>) -> NifResult<Options> {
         if name == atoms::concurrency() {
             let mode: Atom = value
                 .decode()
-                .map_err(|_| invalid("concurrency must be :shared or :exclusive"))?;
+                .map_err(|_| invalid("concurrency must be :shared, :exclusive or :multi_writer"))?;
             opts.concurrency = if mode == atoms::shared() {
                 Concurrency::Shared
             } else if mode == atoms::exclusive() {
                 Concurrency::Exclusive
+            } else if mode == atoms::multi_writer() {
+                Concurrency::MultiWriter
             } else {
-                return Err(invalid("concurrency must be :shared or :exclusive"));
+                return Err(invalid(
+                    "concurrency must be :shared, :exclusive or :multi_writer",
+                ));
             };
         } else if name == atoms::kdf_memory_kib() {
             opts.kdf.m_cost_kib = u32_of(value, "kdf memory_kib")?;
