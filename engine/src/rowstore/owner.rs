@@ -29,7 +29,6 @@ pub(crate) mod client;
 pub(crate) mod server;
 pub(crate) mod wire;
 
-use std::ffi::OsString;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -142,8 +141,9 @@ impl Address {
         let absolute = std::path::absolute(path)?;
         let mut beside = absolute.clone().into_os_string();
         beside.push(".sock");
-        if beside.len() <= MAX_SOCKET_PATH {
-            return Ok(Self::Path(PathBuf::from(beside)));
+        let beside = PathBuf::from(beside);
+        if fits(&beside) {
+            return Ok(Self::Path(beside));
         }
         // A long path: a name made from the file's identity, which every process
         // resolves the same way.
@@ -152,7 +152,7 @@ impl Address {
         let name = format!("sealkv-{}.sock", &hash.to_hex()[..32]);
         if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
             let p = dir.join(&name);
-            if dir.is_absolute() && p.as_os_str().len() <= MAX_SOCKET_PATH {
+            if dir.is_absolute() && fits(&p) {
                 return Ok(Self::Path(p));
             }
         }
@@ -166,7 +166,7 @@ impl Address {
                 "the store's path is too long for its owner socket ({} bytes) and \
                  XDG_RUNTIME_DIR is not set: set it, move the store, or open it with \
                  Concurrency::MultiWriter",
-                beside.len()
+                beside.as_os_str().len()
             ),
             transient: false,
         })
@@ -190,11 +190,7 @@ impl Address {
     pub(crate) fn bind(&self) -> Result<UnixListener> {
         match self {
             Self::Path(p) => {
-                let mut random = [0u8; 8];
-                sealkv_crypto::fill_random(&mut random).map_err(Error::Key)?;
-                let mut tmp: OsString = p.clone().into_os_string();
-                tmp.push(format!(".{:016x}.tmp", u64::from_le_bytes(random)));
-                let tmp = PathBuf::from(tmp);
+                let tmp = temporary(p)?;
                 let listener = UnixListener::bind(&tmp)?;
                 let placed = (|| {
                     use std::os::unix::fs::PermissionsExt;
@@ -234,6 +230,24 @@ impl Address {
             let _ = std::fs::remove_file(p);
         }
     }
+}
+
+/// The name a socket file is bound under before it is renamed into place: short,
+/// in the same directory.
+fn temporary(socket: &Path) -> Result<PathBuf> {
+    let mut random = [0u8; 4];
+    sealkv_crypto::fill_random(&mut random).map_err(Error::Key)?;
+    let name = format!(".sk{:08x}", u32::from_le_bytes(random));
+    Ok(match socket.parent() {
+        Some(dir) => dir.join(name),
+        None => PathBuf::from(name),
+    })
+}
+
+/// True when a socket at `path`, and its temporary name, fit a socket address.
+fn fits(path: &Path) -> bool {
+    let dir = path.parent().map_or(0, |d| d.as_os_str().len());
+    path.as_os_str().len() <= MAX_SOCKET_PATH && dir + 12 <= MAX_SOCKET_PATH
 }
 
 /// The outcome of an election.
