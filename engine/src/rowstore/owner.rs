@@ -59,6 +59,15 @@ pub(crate) const HELLO_RECORDS: [&str; 7] = [
     crate::meta::META_STORE_KEY,
 ];
 
+/// The meta records every commit reads, sent with the answer to `BEGIN` (with
+/// whether the expiry index is empty): a client's commit then reads them without a
+/// round trip each.
+pub(crate) const PRELOAD: [&str; 3] = [
+    crate::outcome::META_COMMITS,
+    crate::meta::META_KEYRING,
+    crate::state::META_STATE,
+];
+
 /// An owner's greeting.
 pub(crate) struct Hello {
     pub(crate) nonce: [u8; 32],

@@ -8,6 +8,7 @@
 //! the commit. A held lock key keeps a connection too: the owner releases the lock if
 //! that connection ends.
 
+use std::collections::HashMap;
 use std::io::{BufReader, BufWriter, Write};
 use std::ops::Bound;
 use std::os::unix::net::UnixStream;
@@ -222,9 +223,20 @@ impl Remote {
     ) -> Result<()> {
         let mut conn = self.conn()?;
         let result = (|| {
-            conn.call(&Enc::new(wire::BEGIN))?;
+            let (meta, expiry_empty) = {
+                let mut d = conn.call(&Enc::new(wire::BEGIN))?;
+                let n = d.u32()?;
+                let mut meta = HashMap::new();
+                for _ in 0..n {
+                    let name = d.bytes()?.to_vec();
+                    meta.insert(name, d.opt()?.map(<[u8]>::to_vec));
+                }
+                (meta, d.u8()? == 1)
+            };
             let changed = f(&mut RemoteWrite {
                 conn: std::cell::RefCell::new(&mut conn),
+                meta: std::cell::RefCell::new(meta),
+                expiry_empty: std::cell::Cell::new(Some(expiry_empty)),
             });
             if let Err(e) = changed {
                 // The owner rolls the transaction back; nothing answers an abort.
@@ -362,6 +374,11 @@ impl RowRead for RemoteView {
 /// the row-store traits read through `&self`.
 struct RemoteWrite<'c> {
     conn: std::cell::RefCell<&'c mut Conn>,
+    /// Meta records as this transaction has them, where known (those the owner sent
+    /// with `BEGIN`, kept up to date by this transaction's own changes).
+    meta: std::cell::RefCell<HashMap<Vec<u8>, Option<Vec<u8>>>>,
+    /// Whether the expiry index is empty, where known.
+    expiry_empty: std::cell::Cell<Option<bool>>,
 }
 
 impl RemoteWrite<'_> {
@@ -372,10 +389,35 @@ impl RemoteWrite<'_> {
     fn send(&self, frame: &Enc) -> Result<()> {
         self.conn.borrow_mut().send(frame)
     }
+
+    /// Notes a change to `key` of `table`: `Some(value)` written, `None` removed, or
+    /// (`unknown`) changed in a way only the owner knows.
+    fn noted(&self, table: Table, key: &[u8], now: Option<&[u8]>, unknown: bool) {
+        match table {
+            Table::Meta if unknown => {
+                self.meta.borrow_mut().remove(key);
+            }
+            Table::Meta => {
+                self.meta
+                    .borrow_mut()
+                    .insert(key.to_vec(), now.map(<[u8]>::to_vec));
+            }
+            Table::Expiry => self.expiry_empty.set(match now {
+                Some(_) if !unknown => Some(false),
+                _ => None,
+            }),
+            Table::Data => {}
+        }
+    }
 }
 
 impl RowRead for RemoteWrite<'_> {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Found<'_>>> {
+        if table == Table::Meta
+            && let Some(known) = self.meta.borrow().get(key)
+        {
+            return Ok(known.clone().map(Found::Owned));
+        }
         let mut f = read_frame(wire::GET, table);
         f.bytes(key);
         self.call(&f, |mut d| Ok(d.opt()?.map(|v| Found::Owned(v.to_vec()))))
@@ -395,6 +437,11 @@ impl RowRead for RemoteWrite<'_> {
         self.call(&read_frame(wire::LEN, table), |mut d| d.u64())
     }
     fn is_empty(&self, table: Table) -> Result<bool> {
+        if table == Table::Expiry
+            && let Some(known) = self.expiry_empty.get()
+        {
+            return Ok(known);
+        }
         self.call(&read_frame(wire::IS_EMPTY, table), |mut d| Ok(d.u8()? == 1))
     }
 }
@@ -403,11 +450,13 @@ impl RowWrite for RemoteWrite<'_> {
     fn put(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<()> {
         let mut f = Enc::new(wire::PUT);
         f.table(table).bytes(key).bytes(value);
+        self.noted(table, key, Some(value), false);
         self.send(&f)
     }
     fn delete(&mut self, table: Table, key: &[u8]) -> Result<()> {
         let mut f = Enc::new(wire::DELETE);
         f.table(table).bytes(key);
+        self.noted(table, key, None, true);
         self.send(&f)
     }
     fn replace(
@@ -419,6 +468,7 @@ impl RowWrite for RemoteWrite<'_> {
     ) -> Result<()> {
         let mut f = Enc::new(wire::REPLACE);
         f.table(table).bytes(key).bytes(value);
+        self.noted(table, key, Some(value), false);
         self.call(&f, |mut d| {
             old(d.opt()?);
             Ok(())
@@ -432,6 +482,7 @@ impl RowWrite for RemoteWrite<'_> {
     ) -> Result<()> {
         let mut f = Enc::new(wire::REMOVE);
         f.table(table).bytes(key);
+        self.noted(table, key, None, true);
         self.call(&f, |mut d| {
             old(d.opt()?);
             Ok(())
@@ -440,11 +491,17 @@ impl RowWrite for RemoteWrite<'_> {
     fn put_if_absent(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<()> {
         let mut f = Enc::new(wire::PUT_IF_ABSENT);
         f.table(table).bytes(key).bytes(value);
+        self.noted(table, key, Some(value), true);
         self.send(&f)
     }
     fn delete_range(&mut self, table: Table, range: Range<'_>) -> Result<()> {
         let mut f = Enc::new(wire::DELETE_RANGE);
         f.table(table).bound(range.0).bound(range.1);
+        match table {
+            Table::Meta => self.meta.borrow_mut().clear(),
+            Table::Expiry => self.expiry_empty.set(None),
+            Table::Data => {}
+        }
         self.send(&f)
     }
     fn batches_reads(&self) -> bool {

@@ -320,8 +320,17 @@ fn write(
     let result = shared.file.write(
         &mut |w| {
             began = true;
-            reply_with(out, Ok(Enc::new(wire::OK)))
-                .inspect_err(|e| broken = Some(e.duplicate()))?;
+            // The answer carries what every commit reads first, saving the client a
+            // round trip for each.
+            let mut first = Enc::new(wire::OK);
+            first.u32(super::PRELOAD.len() as u32);
+            for name in super::PRELOAD {
+                first
+                    .bytes(name.as_bytes())
+                    .opt(w.get(Table::Meta, name.as_bytes())?.as_deref());
+            }
+            first.u8(u8::from(w.is_empty(Table::Expiry)?));
+            reply_with(out, Ok(first)).inspect_err(|e| broken = Some(e.duplicate()))?;
             loop {
                 if let Err(e) = wire::recv(input, buf) {
                     broken = Some(e.duplicate());
