@@ -522,10 +522,7 @@ impl RowStore for OwnedRows {
         lock_key: &str,
         timeout: Duration,
     ) -> Result<Option<LockGuard<'_>>> {
-        match &self.locks {
-            Some(locks) => Ok(Some(Box::new(locks.lock(session, lock_key, timeout)?))),
-            None => Ok(None),
-        }
+        FileLocks::guard(self.locks.as_ref(), session, lock_key, timeout)
     }
 
     fn size(&self) -> u64 {

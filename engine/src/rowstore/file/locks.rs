@@ -105,6 +105,20 @@ impl FileLocks {
         (Bound::Included(offset), Bound::Excluded(offset + 1))
     }
 
+    /// [`FileLocks::lock`] as a row store's lock guard, for an engine that has lock
+    /// bytes (`None`: only this process writes, and the in-process lock is enough).
+    pub(crate) fn guard<'a>(
+        locks: Option<&'a FileLocks>,
+        session: Option<&str>,
+        lock_key: &str,
+        timeout: Duration,
+    ) -> Result<Option<crate::rowstore::LockGuard<'a>>> {
+        match locks {
+            Some(locks) => Ok(Some(Box::new(locks.lock(session, lock_key, timeout)?))),
+            None => Ok(None),
+        }
+    }
+
     /// Takes the lock of `lock_key` (in `session`), waiting up to `timeout` for another
     /// process to release it.
     pub(crate) fn lock(
