@@ -444,7 +444,7 @@ impl Store {
         // again, as another program may have changed them (a rekey) in between.
         // A file in the owner mode is opened alone by the process that wins the
         // election; the others become its clients.
-        let open_writer = |mode: Concurrency| -> Result<Option<(Handle, Concurrency)>> {
+        let open_writer = |mode: Concurrency| -> Result<Writer> {
             if mode == Concurrency::Shared && opts.backend.is_none() {
                 #[cfg(unix)]
                 {
@@ -453,9 +453,13 @@ impl Store {
                         path, &opts, &address, false, OPEN_WAIT,
                     )? {
                         crate::rowstore::owner::Elected::Owner(db) => {
-                            Ok(Some((Handle::read_write(db), mode)))
+                            Ok(Writer::Local(Handle::read_write(db), mode))
                         }
-                        _ => Ok(None),
+                        // Connected already: the open goes on with this connection.
+                        crate::rowstore::owner::Elected::Client(conn, hello) => {
+                            Ok(Writer::Client(Some((conn, hello))))
+                        }
+                        crate::rowstore::owner::Elected::Free => Ok(Writer::Client(None)),
                     };
                 }
                 #[cfg(not(unix))]
@@ -470,29 +474,34 @@ impl Store {
                 && cfg!(unix)
             {
                 match FileRows::open_redb(path, &opts, false, Concurrency::Exclusive) {
-                    Ok(db) => return Ok(Some((Handle::read_write(db), Concurrency::Shared))),
+                    Ok(db) => {
+                        return Ok(Writer::Local(Handle::read_write(db), Concurrency::Shared));
+                    }
                     Err(Error::Locked(_)) => {}
                     Err(e) => return Err(e),
                 }
                 // Held: by processes in the multi-writer mode (join them), or by one
                 // that just moved it to the owner mode (become its client).
                 match FileRows::open_redb(path, &opts, false, mode) {
-                    Ok(db) => return Ok(Some((Handle::read_write(db), mode))),
+                    Ok(db) => return Ok(Writer::Local(Handle::read_write(db), mode)),
                     #[cfg(unix)]
-                    Err(Error::Locked(_)) => return Ok(None),
+                    Err(Error::Locked(_)) => return Ok(Writer::Client(None)),
                     Err(e) => return Err(e),
                 }
             }
-            Ok(Some((
+            Ok(Writer::Local(
                 Handle::read_write(FileRows::open_redb(path, &opts, false, mode)?),
                 mode,
-            )))
+            ))
         };
-        let Some((mut db, mut opened)) = open_writer(mode)? else {
+        let (mut db, mut opened) = match open_writer(mode)? {
+            Writer::Local(db, opened) => (db, opened),
             #[cfg(unix)]
-            return Self::open_client(path, secret, opts, false, check_anchor, None, rounds);
+            Writer::Client(found) => {
+                return Self::open_client(path, secret, opts, false, check_anchor, found, rounds);
+            }
             #[cfg(not(unix))]
-            return Err(owner_mode_unsupported());
+            Writer::Client(_) => return Err(owner_mode_unsupported()),
         };
         let mut meta = read_meta(&*db.snapshot()?, path)?;
         // Another process may have upgraded a format 1 file, or moved a multi-writer
@@ -501,13 +510,23 @@ impl Store {
         if meta.format >= 2 && meta.mode != mode {
             drop(db);
             mode = meta.mode;
-            let Some(again) = open_writer(mode)? else {
+            (db, opened) = match open_writer(mode)? {
+                Writer::Local(db, opened) => (db, opened),
                 #[cfg(unix)]
-                return Self::open_client(path, secret, opts, false, check_anchor, None, rounds);
+                Writer::Client(found) => {
+                    return Self::open_client(
+                        path,
+                        secret,
+                        opts,
+                        false,
+                        check_anchor,
+                        found,
+                        rounds,
+                    );
+                }
                 #[cfg(not(unix))]
-                return Err(owner_mode_unsupported());
+                Writer::Client(_) => return Err(owner_mode_unsupported()),
             };
-            (db, opened) = again;
             meta = read_meta(&*db.snapshot()?, path)?;
             if meta.mode != mode {
                 return Err(Error::MetaTampered);
@@ -931,6 +950,22 @@ impl StoreInfo {
     pub fn id_hex(&self) -> String {
         hex_id(&self.id)
     }
+}
+
+/// How a read-write open of a file goes on: with the file opened here (in the mode it
+/// was opened in), or as the client of the process that owns it (connected already,
+/// or to be found).
+enum Writer {
+    Local(Handle, Concurrency),
+    #[cfg(unix)]
+    Client(
+        Option<(
+            crate::rowstore::owner::client::Conn,
+            crate::rowstore::owner::Hello,
+        )>,
+    ),
+    #[cfg(not(unix))]
+    Client(Option<std::convert::Infallible>),
 }
 
 /// How long an open waits for the store's owner to appear (one starting, or one

@@ -311,7 +311,7 @@ fn an_owner_killed_mid_commit_loses_no_acknowledged_write_and_applies_none_twice
     }
     assert!(store.verify().unwrap().is_empty());
     // Takeover: the store serves again within a second of the SIGKILL (measured
-    // here: the first write 1 to 60 ms after it). A client's own first write may come
+    // here: the first write 1 to 100 ms after it). A client's own first write may come
     // later: the lock key is not fair, and the other may hold it for a while.
     let served = first_after.iter().min().unwrap();
     eprintln!("first acknowledged write after the kill, per client: {first_after:?} µs");
