@@ -208,6 +208,8 @@ impl Store {
                         keyring.name_key(),
                     )?;
                     rows.write(&mut initial, &mut false)?;
+                    // A new store is a whole file at once, not only with its journal.
+                    rows.checkpoint();
                     if mode == Concurrency::Shared {
                         owned_rows(path, rows, &opts, &keyring, &store_key, &db_id)
                     } else {

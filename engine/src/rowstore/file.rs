@@ -7,6 +7,7 @@
 
 pub(crate) mod backend;
 pub(crate) mod handle;
+pub(crate) mod journal;
 pub(crate) mod locks;
 pub(crate) mod recover;
 
@@ -52,7 +53,7 @@ impl FileRows {
     /// Wraps an open handle of the file at `path`.
     pub(crate) fn new(
         path: &Path,
-        handle: Handle,
+        mut handle: Handle,
         opts: &Options,
         mode: Concurrency,
         name_key: &sealkv_crypto::NameKey,
@@ -64,11 +65,14 @@ impl FileRows {
             _ => None,
         };
         handle.set_shared(mode == Concurrency::MultiWriter);
+        if Self::journals(opts, mode) && !handle.is_read_only() {
+            handle.start_journal(path)?;
+        }
         Ok(Self {
             path: path.to_path_buf(),
             opts: opts.clone(),
             mode,
-            slot: RwLock::new(Some(Arc::new(handle))),
+            slot: RwLock::new(Some(handle.shared())),
             locks,
         })
     }
@@ -77,11 +81,15 @@ impl FileRows {
     /// keeps lock keys in its own table), and the read snapshot cached, since every
     /// commit, its clients' too, goes through this handle.
     pub(crate) fn new_owned(path: &Path, db: Database, opts: &Options) -> Result<Self> {
+        let mut handle = Handle::read_write(db);
+        if Self::journals(opts, Concurrency::Exclusive) {
+            handle.start_journal(path)?;
+        }
         Ok(Self {
             path: path.to_path_buf(),
             opts: opts.clone(),
             mode: Concurrency::Exclusive,
-            slot: RwLock::new(Some(Arc::new(Handle::read_write(db)))),
+            slot: RwLock::new(Some(handle.shared())),
             locks: None,
         })
     }
@@ -99,7 +107,16 @@ impl FileRows {
         })
     }
 
-    /// Opens (or, with `create`, creates) the redb file at `path` in `mode`.
+    /// True when a read-write handle opened in `mode` commits through the journal:
+    /// when this process holds the file alone (redb refuses commits without a sync in
+    /// its multi-writer mode), and the file is a real one (a test's storage backend
+    /// sees every commit's sync itself).
+    fn journals(opts: &Options, mode: Concurrency) -> bool {
+        mode != Concurrency::MultiWriter && opts.backend.is_none()
+    }
+
+    /// Opens (or, with `create`, creates) the redb file at `path` in `mode`. A
+    /// read-write open replays the file's journal first (see `journal.rs`).
     pub(crate) fn open_redb(
         path: &Path,
         opts: &Options,
@@ -115,10 +132,21 @@ impl FileRows {
         });
         let result = match &opts.backend {
             Some(factory) => builder.create_with_backend(Boxed(factory(path, create)?)),
-            None if create => builder.create(path),
+            None if create => {
+                // A journal left beside a file that is gone is not this one's.
+                match fs::remove_file(journal::path_for(path)) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+                    _ => {}
+                }
+                builder.create(path)
+            }
             None => builder.open(path),
         };
-        result.map_err(|e| map_open_error(e, path))
+        let db = result.map_err(|e| map_open_error(e, path))?;
+        if opts.backend.is_none() && !create {
+            journal::replay(path, &db)?;
+        }
+        Ok(db)
     }
 
     /// The current handle, reopening the file if a failed recovery left none.
@@ -138,9 +166,12 @@ impl FileRows {
     /// Opens this store's file read-write again (after a failed commit or a compaction).
     fn open_handle(&self) -> Result<Arc<Handle>> {
         let db = Self::open_redb(&self.path, &self.opts, false, self.mode)?;
-        let handle = Handle::read_write(db);
+        let mut handle = Handle::read_write(db);
         handle.set_shared(self.mode == Concurrency::MultiWriter);
-        Ok(Arc::new(handle))
+        if Self::journals(&self.opts, self.mode) {
+            handle.start_journal(&self.path)?;
+        }
+        Ok(handle.shared())
     }
 
     /// Takes the handle out of its slot and waits (up to `tries` ms) until no reader
@@ -199,12 +230,20 @@ impl RowStore for FileRows {
     ) -> Result<()> {
         let db = self.handle()?;
         let txn = db.begin_write()?;
+        let mut ops = journal::Ops::default();
         {
             let mut w = RedbWrite::open(&txn)?;
-            f(&mut w)?;
+            if db.journaled() {
+                f(&mut journal::Logged {
+                    inner: &mut w,
+                    ops: &mut ops,
+                })?;
+            } else {
+                f(&mut w)?;
+            }
         }
         *committing = true;
-        db.commit(txn)
+        db.commit(txn, &ops)
     }
 
     fn recover(&self) -> Result<()> {
@@ -294,6 +333,25 @@ impl RowStore for FileRows {
     /// A compaction that could not reopen the file leaves no handle.
     fn lost(&self) -> bool {
         read_lock(&self.slot).is_none()
+    }
+}
+
+impl FileRows {
+    /// Syncs every journaled commit into the file (a store just created is then a
+    /// whole file on its own).
+    pub(crate) fn checkpoint(&self) {
+        if let Some(handle) = read_lock(&self.slot).as_ref() {
+            handle.checkpoint();
+        }
+    }
+}
+
+impl Drop for FileRows {
+    /// Waits (briefly) for the checkpoint thread to let the handle go, so the file is
+    /// closed, and its lock released, when the store is.
+    fn drop(&mut self) {
+        let slot = self.slot.get_mut().unwrap_or_else(|e| e.into_inner());
+        Self::release(slot, 5_000);
     }
 }
 

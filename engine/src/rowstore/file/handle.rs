@@ -4,13 +4,14 @@ use std::fs;
 use std::io::Read;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use redb::{Database, ReadableDatabase};
 
+use super::journal::{self, Journal, Ops};
 use super::{DataTable, ExpiryTable, MetaTable};
 use crate::error::{Error, Result};
-use crate::guards::{read_lock, write_lock};
+use crate::guards::{lock, read_lock, write_lock};
 
 pub(crate) const REDB_MAGIC: &[u8] = b"redb";
 
@@ -31,6 +32,8 @@ pub(crate) struct Handle {
     /// True when other processes may write the file: the snapshot is then not cached,
     /// since their commits do not go through this handle (see [`Handle::snapshot`]).
     shared: AtomicBool,
+    /// The commit journal, when this process holds the file read-write alone.
+    journal: Option<Mutex<Journal>>,
 }
 
 pub(crate) enum HandleKind {
@@ -62,7 +65,22 @@ impl Handle {
             snapshot: RwLock::new(None),
             epoch: AtomicU64::new(0),
             shared: AtomicBool::new(false),
+            journal: None,
         }
+    }
+
+    /// Commits from now on go through the journal beside the store file at `store`
+    /// (see `journal.rs`); the handle must be read-write and hold the file alone.
+    pub(crate) fn start_journal(&mut self, store: &Path) -> Result<()> {
+        if let Some(HandleKind::ReadWrite(db)) = &self.kind {
+            self.journal = Some(Mutex::new(Journal::start(store, db)?));
+        }
+        Ok(())
+    }
+
+    /// True when commits go through the journal.
+    pub(crate) fn journaled(&self) -> bool {
+        self.journal.is_some()
     }
 
     pub(crate) fn read_write(db: Database) -> Self {
@@ -113,17 +131,62 @@ impl Handle {
         }
     }
 
-    /// Commits `txn` (begun on this handle) and retires the cached read snapshot, so
-    /// that reads from now on see the commit. Writers must commit through here.
-    pub(crate) fn commit(&self, txn: redb::WriteTransaction) -> Result<()> {
-        let result = txn.commit();
+    /// Commits `txn` (begun on this handle; its changes recorded in `ops` when the
+    /// handle is [`Handle::journaled`]) and retires the cached read snapshot, so that
+    /// reads from now on see the commit. Writers must commit through here.
+    pub(crate) fn commit(&self, txn: redb::WriteTransaction, ops: &Ops) -> Result<()> {
+        let result = match &self.journal {
+            Some(journal) => lock(journal).commit(txn, ops),
+            None => txn.commit().map(|()| false).map_err(Error::from),
+        };
         // Even a failed commit retires the snapshot: the handle is about to be reopened.
         let mut slot = write_lock(&self.snapshot);
         self.epoch.fetch_add(1, Ordering::AcqRel);
         let retired = slot.take();
         drop(slot);
         drop(retired);
-        Ok(result?)
+        if result? {
+            self.checkpoint();
+        }
+        Ok(())
+    }
+
+    /// Syncs the journaled commits into the file and empties the journal, if it holds
+    /// any. A failure leaves the journal as it is, for the next try or the next open.
+    pub(crate) fn checkpoint(&self) {
+        let (Some(journal), Some(HandleKind::ReadWrite(db))) = (&self.journal, &self.kind) else {
+            return;
+        };
+        if !lock(journal).dirty() {
+            return;
+        }
+        // redb's write lock first, then the journal: the order of every commit.
+        if let Ok(txn) = db.begin_write() {
+            let _ = lock(journal).checkpoint(txn);
+        }
+    }
+
+    /// Wraps this handle for sharing; a journaled one gets a thread that checkpoints
+    /// it every [`journal::CHECKPOINT_EVERY`] while it holds commits not in the file,
+    /// and ends with the handle.
+    pub(crate) fn shared(self) -> Arc<Self> {
+        let journaled = self.journaled();
+        let handle = Arc::new(self);
+        if journaled {
+            let weak = Arc::downgrade(&handle);
+            let _ = std::thread::Builder::new()
+                .name("sealkv-checkpoint".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(journal::CHECKPOINT_EVERY);
+                        match weak.upgrade() {
+                            Some(handle) => handle.checkpoint(),
+                            None => return,
+                        }
+                    }
+                });
+        }
+        handle
     }
 
     /// A snapshot of the data table that sees every commit finished before this call.
@@ -165,9 +228,16 @@ impl Drop for Handle {
         // locks are poisoned and its own drop panics too. The unwinding still drops the
         // file, releasing its lock; the panic must not reach the caller.
         let snapshot = write_lock(&self.snapshot).take();
+        let journal = self.journal.take();
         let kind = self.kind.take();
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
             drop(snapshot);
+            // A clean close persists the journaled commits in the file and removes the
+            // journal, before the file (and its lock) is let go.
+            if let (Some(journal), Some(HandleKind::ReadWrite(db))) = (journal, &kind) {
+                let journal = journal.into_inner().unwrap_or_else(|e| e.into_inner());
+                journal.close(db);
+            }
             drop(kind);
         }));
     }
@@ -176,17 +246,34 @@ impl Drop for Handle {
 /// A view of a file that writes nothing: a read-only open (in the shared mode, which
 /// follows any writer's commits), or, for a file that needs crash recovery (which a
 /// read-only open refuses), a recovery in memory over the file.
+///
+/// A file with journaled commits not yet in it (its last writer crashed) is viewed
+/// through the recovery in memory too, with the journal replayed into it.
 pub(crate) fn probe_view(path: &Path, cache_size: usize) -> Result<Handle> {
-    match redb::Builder::new()
+    let handle = match redb::Builder::new()
         .set_cache_size(cache_size)
         .set_concurrency_mode(redb::ConcurrencyMode::MultiWriter)
         .open_read_only(path)
     {
         // Wrapped at once: redb's drop can panic on a damaged file.
-        Ok(ro) => Ok(Handle::read_only(ro)),
-        Err(redb::DatabaseError::RepairAborted) => Handle::recovered(path, cache_size),
-        Err(e) => Err(map_open_error(e, path)),
+        Ok(ro) => Handle::read_only(ro),
+        Err(redb::DatabaseError::RepairAborted) => Handle::recovered(path, cache_size)?,
+        Err(e) => return Err(map_open_error(e, path)),
+    };
+    let file = journal::stored_in(&handle.begin_read()?)?;
+    if !journal::has_pending(path, file)? {
+        return Ok(handle);
     }
+    let handle = if matches!(handle.kind, Some(HandleKind::Recovered(_))) {
+        handle
+    } else {
+        drop(handle);
+        Handle::recovered(path, cache_size)?
+    };
+    if let Some(HandleKind::Recovered(db)) = &handle.kind {
+        journal::replay_in_memory(path, db)?;
+    }
+    Ok(handle)
 }
 
 pub(crate) fn map_open_error(e: redb::DatabaseError, path: &Path) -> Error {

@@ -1,0 +1,578 @@
+//! The commit journal: one small append and one `fdatasync` per durable commit.
+//!
+//! A durable redb commit writes every page the transaction dirtied, then syncs the
+//! file. Rows land at random places in the B-tree (their keys are tags), so a batch
+//! of 812 pre-keys rewrites hundreds of leaves: about 3 MB written and synced for
+//! 150 KB of rows. A process that holds the file alone (an exclusive opener, or the
+//! owner of the shared mode) therefore commits differently:
+//!
+//! 1. the transaction's changes (puts, deletes, range deletes: the rows as stored, so
+//!    sealed values and tags only) are appended to `<store>.journal` as one record
+//!    with a sequence number and a checksum, and the journal is synced;
+//! 2. only then is the redb transaction committed with `Durability::None` (the pages
+//!    stay in memory and the page cache, nothing is synced), so no reader sees a
+//!    commit before it is durable;
+//! 3. every [`CHECKPOINT_BYTES`] of journal, within [`CHECKPOINT_EVERY`] of a commit
+//!    (a thread per open file), and when the file is closed, one durable redb commit
+//!    persists all of them; the journal is then emptied (and removed on a clean close,
+//!    so a closed store is one file again, and a copy of a live file taken a second
+//!    after its last commit has every commit).
+//!
+//! The sequence number of the last journaled commit is written in the same redb
+//! transaction (table `sealkv_journal`), so after a crash redb comes back at the last
+//! durable commit with the sequence it had reached, and opening the file replays the
+//! journal's later records, in order, in one durable commit. The journal names the
+//! file it belongs to (a random id kept in both), and its records must follow the
+//! file's sequence without a gap: a journal beside a file it does not follow (the file
+//! was replaced by an older copy, say) is refused with a clear error and left as it
+//! is. A torn last record (a crash during the append) fails its checksum and was
+//! never acknowledged: replay stops there.
+//!
+//! A read-only open of a file with a journal to replay replays it in memory (over the
+//! crash-recovery view of `recover.rs`), so it never serves an older state either.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use super::RedbWrite;
+use crate::error::{Error, Result};
+use crate::rowstore::{Found, Range, RowRead, RowWrite, Table, Visit};
+
+/// How long after a commit its pages are synced to the file at the latest.
+pub(crate) const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The sequence number and id of a file's journal, kept in the file.
+pub(crate) const JOURNAL: TableDefinition<&str, &[u8]> = TableDefinition::new("sealkv_journal");
+const SEQ: &str = "seq";
+const ID: &str = "id";
+
+/// First bytes of a journal: magic, then the 16-byte id of the file it belongs to.
+const MAGIC: &[u8; 16] = b"sealkv journal 1";
+const HEADER: u64 = 32;
+/// Bytes of journal after which a commit also checkpoints (one durable redb commit).
+pub(crate) const CHECKPOINT_BYTES: u64 = 8 << 20;
+
+/// Where the journal of the store file at `store` lives.
+pub(crate) fn path_for(store: &Path) -> PathBuf {
+    let mut p = store.as_os_str().to_owned();
+    p.push(".journal");
+    PathBuf::from(p)
+}
+
+/// The changes of one transaction, encoded as a journal record's body.
+#[derive(Default)]
+pub(crate) struct Ops(Vec<u8>);
+
+const PUT: u8 = 1;
+const DELETE: u8 = 2;
+const DELETE_RANGE: u8 = 3;
+
+impl Ops {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn table(t: Table) -> u8 {
+        match t {
+            Table::Data => 0,
+            Table::Meta => 1,
+            Table::Expiry => 2,
+        }
+    }
+
+    fn bytes(&mut self, b: &[u8]) {
+        self.0.extend_from_slice(&(b.len() as u32).to_le_bytes());
+        self.0.extend_from_slice(b);
+    }
+
+    fn bound(&mut self, b: Bound<&[u8]>) {
+        match b {
+            Bound::Unbounded => self.0.push(0),
+            Bound::Included(k) => {
+                self.0.push(1);
+                self.bytes(k);
+            }
+            Bound::Excluded(k) => {
+                self.0.push(2);
+                self.bytes(k);
+            }
+        }
+    }
+
+    fn put(&mut self, table: Table, key: &[u8], value: &[u8]) {
+        self.0.extend_from_slice(&[PUT, Self::table(table)]);
+        self.bytes(key);
+        self.bytes(value);
+    }
+
+    fn delete(&mut self, table: Table, key: &[u8]) {
+        self.0.extend_from_slice(&[DELETE, Self::table(table)]);
+        self.bytes(key);
+    }
+
+    fn delete_range(&mut self, table: Table, range: Range<'_>) {
+        self.0
+            .extend_from_slice(&[DELETE_RANGE, Self::table(table)]);
+        self.bound(range.0);
+        self.bound(range.1);
+    }
+}
+
+/// Reads a record body back, applying each change to `w`.
+fn apply(body: &[u8], w: &mut dyn RowWrite) -> Result<()> {
+    fn bad() -> Error {
+        Error::Corrupt("a journal record cannot be read".into())
+    }
+    struct Cursor<'a>(&'a [u8]);
+    impl<'a> Cursor<'a> {
+        fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+            if self.0.len() < n {
+                return Err(bad());
+            }
+            let (head, rest) = self.0.split_at(n);
+            self.0 = rest;
+            Ok(head)
+        }
+        fn byte(&mut self) -> Result<u8> {
+            Ok(self.take(1)?[0])
+        }
+        fn bytes(&mut self) -> Result<&'a [u8]> {
+            let len = u32::from_le_bytes(self.take(4)?.try_into().map_err(|_| bad())?);
+            self.take(len as usize)
+        }
+        fn bound(&mut self) -> Result<Bound<&'a [u8]>> {
+            Ok(match self.byte()? {
+                0 => Bound::Unbounded,
+                1 => Bound::Included(self.bytes()?),
+                2 => Bound::Excluded(self.bytes()?),
+                _ => return Err(bad()),
+            })
+        }
+    }
+    let mut c = Cursor(body);
+    while !c.0.is_empty() {
+        let op = c.byte()?;
+        let table = match c.byte()? {
+            0 => Table::Data,
+            1 => Table::Meta,
+            2 => Table::Expiry,
+            _ => return Err(bad()),
+        };
+        match op {
+            PUT => {
+                let key = c.bytes()?;
+                let value = c.bytes()?;
+                w.put(table, key, value)?;
+            }
+            DELETE => w.delete(table, c.bytes()?)?,
+            DELETE_RANGE => {
+                let from = c.bound()?;
+                let to = c.bound()?;
+                w.delete_range(table, (from, to))?;
+            }
+            _ => return Err(bad()),
+        }
+    }
+    Ok(())
+}
+
+/// A write transaction that records each change it makes into `ops`.
+pub(crate) struct Logged<'w, 't> {
+    pub(crate) inner: &'w mut RedbWrite<'t>,
+    pub(crate) ops: &'w mut Ops,
+}
+
+impl RowRead for Logged<'_, '_> {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Found<'_>>> {
+        self.inner.get(table, key)
+    }
+    fn scan(&self, table: Table, range: Range<'_>, visit: Visit<'_>) -> Result<()> {
+        self.inner.scan(table, range, visit)
+    }
+    fn len(&self, table: Table) -> Result<u64> {
+        self.inner.len(table)
+    }
+    fn is_empty(&self, table: Table) -> Result<bool> {
+        self.inner.is_empty(table)
+    }
+}
+
+impl RowWrite for Logged<'_, '_> {
+    fn put(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<()> {
+        self.inner.put(table, key, value)?;
+        self.ops.put(table, key, value);
+        Ok(())
+    }
+    fn delete(&mut self, table: Table, key: &[u8]) -> Result<()> {
+        self.inner.delete(table, key)?;
+        self.ops.delete(table, key);
+        Ok(())
+    }
+    fn replace(
+        &mut self,
+        table: Table,
+        key: &[u8],
+        value: &[u8],
+        old: &mut dyn FnMut(Option<&[u8]>),
+    ) -> Result<()> {
+        self.inner.replace(table, key, value, old)?;
+        self.ops.put(table, key, value);
+        Ok(())
+    }
+    fn remove(
+        &mut self,
+        table: Table,
+        key: &[u8],
+        old: &mut dyn FnMut(Option<&[u8]>),
+    ) -> Result<()> {
+        self.inner.remove(table, key, old)?;
+        self.ops.delete(table, key);
+        Ok(())
+    }
+    fn delete_range(&mut self, table: Table, range: Range<'_>) -> Result<()> {
+        self.inner.delete_range(table, range)?;
+        self.ops.delete_range(table, range);
+        Ok(())
+    }
+}
+
+/// One record read back: its sequence number and body.
+struct Record {
+    seq: u64,
+    body: Vec<u8>,
+}
+
+/// The checksum of a record: its sequence number and body, 16 bytes of BLAKE3.
+fn checksum(seq: u64, body: &[u8]) -> [u8; 16] {
+    let mut h = blake3::Hasher::new();
+    h.update(&seq.to_le_bytes()).update(body);
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&h.finalize().as_bytes()[..16]);
+    out
+}
+
+/// The journal at `path`: its id and the records up to the first one that is torn or
+/// fails its checksum. `None` when there is no journal. A file that is not a journal
+/// is an error (left as it is).
+fn read(path: &Path) -> Result<Option<([u8; 16], Vec<Record>)>> {
+    let mut bytes = Vec::new();
+    match File::open(path) {
+        Ok(mut f) => f.read_to_end(&mut bytes)?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    if bytes.len() < HEADER as usize || &bytes[..16] != MAGIC {
+        return Err(Error::Corrupt(format!(
+            "{} is not a sealkv journal; move it away to open the store",
+            path.display()
+        )));
+    }
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&bytes[16..32]);
+    let mut records = Vec::new();
+    let mut at = HEADER as usize;
+    // len (4) + seq (8) + body + checksum (16)
+    while bytes.len() - at >= 28 {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
+        let end = at + 12 + len + 16;
+        if end > bytes.len() {
+            break;
+        }
+        let seq = u64::from_le_bytes(bytes[at + 4..at + 12].try_into().expect("8 bytes"));
+        let body = &bytes[at + 12..at + 12 + len];
+        if checksum(seq, body) != bytes[end - 16..end] {
+            break;
+        }
+        records.push(Record {
+            seq,
+            body: body.to_vec(),
+        });
+        at = end;
+    }
+    Ok(Some((id, records)))
+}
+
+/// The id and last sequence number the file records (`None`: no journal yet).
+fn stored(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+) -> Result<Option<([u8; 16], u64)>> {
+    let id = table.get(ID)?.map(|v| v.value().to_vec());
+    let seq = table.get(SEQ)?.map(|v| v.value().to_vec());
+    match (id, seq) {
+        (None, _) => Ok(None),
+        (Some(id), seq) => {
+            let id: [u8; 16] = id
+                .try_into()
+                .map_err(|_| Error::Corrupt("the journal id is not 16 bytes".into()))?;
+            let seq =
+                match seq {
+                    None => 0,
+                    Some(s) => u64::from_le_bytes(s.try_into().map_err(|_| {
+                        Error::Corrupt("the journal sequence is not 8 bytes".into())
+                    })?),
+                };
+            Ok(Some((id, seq)))
+        }
+    }
+}
+
+fn foreign(path: &Path) -> Error {
+    Error::Corrupt(format!(
+        "the journal {} holds commits that do not follow this file (was the file replaced \
+         by another copy?); nothing was changed: move the journal away to open the file as \
+         it is",
+        path.display()
+    ))
+}
+
+/// The records of `journal` that follow a file at sequence `seq` with journal `id`,
+/// checked to follow it without a gap.
+fn pending(
+    path: &Path,
+    journal: ([u8; 16], Vec<Record>),
+    file: Option<([u8; 16], u64)>,
+) -> Result<Vec<Record>> {
+    let (id, records) = journal;
+    let Some((file_id, seq)) = file else {
+        // A file without a journal yet cannot have journaled commits.
+        return if records.is_empty() {
+            Ok(records)
+        } else {
+            Err(foreign(path))
+        };
+    };
+    if id != file_id {
+        return if records.is_empty() {
+            Ok(records)
+        } else {
+            Err(foreign(path))
+        };
+    }
+    let later: Vec<Record> = records.into_iter().filter(|r| r.seq > seq).collect();
+    for (i, r) in later.iter().enumerate() {
+        if r.seq != seq + 1 + i as u64 {
+            return Err(foreign(path));
+        }
+    }
+    Ok(later)
+}
+
+/// Applies `records` to `txn` and records the last one's sequence number.
+fn apply_all(txn: &redb::WriteTransaction, records: &[Record]) -> Result<()> {
+    {
+        let mut w = RedbWrite::open(txn)?;
+        for r in records {
+            apply(&r.body, &mut w)?;
+        }
+    }
+    if let Some(last) = records.last() {
+        txn.open_table(JOURNAL)?
+            .insert(SEQ, last.seq.to_le_bytes().as_slice())?;
+    }
+    Ok(())
+}
+
+/// Replays the journal beside the store file at `store` into `db` (opened read-write,
+/// before anything reads it), in one durable commit, then empties the journal.
+/// Nothing to do without a journal.
+pub(crate) fn replay(store: &Path, db: &Database) -> Result<()> {
+    let path = path_for(store);
+    let Some(journal) = read(&path)? else {
+        return Ok(());
+    };
+    let txn = db.begin_write()?;
+    let file = match txn.open_table(JOURNAL) {
+        Ok(t) => stored(&t)?,
+        Err(e) => return Err(e.into()),
+    };
+    let records = pending(&path, journal, file)?;
+    if records.is_empty() {
+        txn.abort()?;
+    } else {
+        apply_all(&txn, &records)?;
+        txn.commit()?;
+    }
+    // Every record is in the file now: the journal can go.
+    fs::remove_file(&path)?;
+    Ok(())
+}
+
+/// Whether a journal beside `store` has commits a file at `file` (id and sequence)
+/// lacks; an error when it does not follow the file.
+pub(crate) fn has_pending(store: &Path, file: Option<([u8; 16], u64)>) -> Result<bool> {
+    let path = path_for(store);
+    match read(&path)? {
+        None => Ok(false),
+        Some(journal) => Ok(!pending(&path, journal, file)?.is_empty()),
+    }
+}
+
+/// The journal id and sequence a read transaction sees.
+pub(crate) fn stored_in(txn: &redb::ReadTransaction) -> Result<Option<([u8; 16], u64)>> {
+    match txn.open_table(JOURNAL) {
+        Ok(t) => stored(&t),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Replays the journal beside `store` into `db`, a view whose writes stay in memory
+/// (a read-only open of a file with journaled commits).
+pub(crate) fn replay_in_memory(store: &Path, db: &Database) -> Result<()> {
+    let path = path_for(store);
+    let Some(journal) = read(&path)? else {
+        return Ok(());
+    };
+    let txn = db.begin_write()?;
+    let file = stored(&txn.open_table(JOURNAL)?)?;
+    let records = pending(&path, journal, file)?;
+    apply_all(&txn, &records)?;
+    txn.commit()?;
+    Ok(())
+}
+
+/// The open journal of a file held read-write by this process alone.
+pub(crate) struct Journal {
+    path: PathBuf,
+    file: File,
+    /// Sequence number of the next record.
+    next: u64,
+    /// Bytes of records since the last checkpoint.
+    since_checkpoint: u64,
+    /// Set when an append failed: what the journal holds past its last good record is
+    /// unknown until the file is reopened (which replays what is there).
+    broken: bool,
+}
+
+impl Journal {
+    /// Starts the journal of the store file at `store`, open in `db` (already
+    /// replayed): gives the file a journal id on first use (one durable commit), and
+    /// creates an empty journal, synced with its folder.
+    pub(crate) fn start(store: &Path, db: &Database) -> Result<Self> {
+        let path = path_for(store);
+        let read = db.begin_read()?;
+        let (id, seq) = match stored_in(&read)? {
+            Some(found) => found,
+            None => {
+                drop(read);
+                let mut id = [0u8; 16];
+                sealkv_crypto::fill_random(&mut id)
+                    .map_err(|_| Error::Corrupt("the OS random generator failed".into()))?;
+                let txn = db.begin_write()?;
+                {
+                    let mut t = txn.open_table(JOURNAL)?;
+                    t.insert(ID, id.as_slice())?;
+                    t.insert(SEQ, 0u64.to_le_bytes().as_slice())?;
+                }
+                txn.commit()?;
+                (id, 0)
+            }
+        };
+        let mut options = OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, super::PRIVATE_MODE);
+        let mut file = options.open(&path)?;
+        let mut header = Vec::with_capacity(HEADER as usize);
+        header.extend_from_slice(MAGIC);
+        header.extend_from_slice(&id);
+        file.write_all(&header)?;
+        file.sync_all()?;
+        super::sync_dir(&path)?;
+        Ok(Self {
+            path,
+            file,
+            next: seq + 1,
+            since_checkpoint: 0,
+            broken: false,
+        })
+    }
+
+    /// Commits `txn` (its changes recorded in `ops`): the record appended and synced,
+    /// then the transaction committed without a sync of its own. Returns true when
+    /// [`CHECKPOINT_BYTES`] of journal have gathered: the caller then checkpoints,
+    /// once it has let this journal go (redb's write lock is taken before the journal
+    /// everywhere).
+    pub(crate) fn commit(&mut self, mut txn: redb::WriteTransaction, ops: &Ops) -> Result<bool> {
+        if self.broken {
+            return Err(Error::Poisoned);
+        }
+        if ops.0.len() as u64 >= CHECKPOINT_BYTES {
+            // A commit this large gains nothing from the journal: a durable redb commit
+            // (which persists the journaled ones before it too), then an empty journal.
+            txn.commit()?;
+            self.emptied()?;
+            return Ok(false);
+        }
+        txn.set_durability(redb::Durability::None)
+            .map_err(|e| Error::Corrupt(format!("redb refused a journaled commit: {e}")))?;
+        if ops.is_empty() {
+            txn.commit()?;
+            return Ok(false);
+        }
+        let seq = self.next;
+        txn.open_table(JOURNAL)?
+            .insert(SEQ, seq.to_le_bytes().as_slice())?;
+        let mut record = Vec::with_capacity(ops.0.len() + 28);
+        record.extend_from_slice(&(ops.0.len() as u32).to_le_bytes());
+        record.extend_from_slice(&seq.to_le_bytes());
+        record.extend_from_slice(&ops.0);
+        record.extend_from_slice(&checksum(seq, &ops.0));
+        if let Err(e) = self
+            .file
+            .write_all(&record)
+            .and_then(|()| self.file.sync_data())
+        {
+            // The record may be on disk in part or whole: the outcome is unknown until
+            // the file is reopened and the journal replayed. The transaction is dropped.
+            self.broken = true;
+            return Err(e.into());
+        }
+        self.next += 1;
+        self.since_checkpoint += record.len() as u64;
+        // Durable now; the redb commit makes it visible.
+        txn.commit()?;
+        Ok(self.since_checkpoint >= CHECKPOINT_BYTES)
+    }
+
+    /// True when the journal holds commits the file has not synced yet.
+    pub(crate) fn dirty(&self) -> bool {
+        self.since_checkpoint > 0
+    }
+
+    /// Checkpoints with `txn`, an empty write transaction begun for it: one durable
+    /// redb commit persists every journaled commit, then the journal is emptied. A
+    /// failure leaves the journal as it is (every record still in it).
+    pub(crate) fn checkpoint(&mut self, txn: redb::WriteTransaction) -> Result<()> {
+        if self.broken {
+            return Err(Error::Poisoned);
+        }
+        txn.commit()?;
+        self.emptied()
+    }
+
+    /// Empties the journal once a durable redb commit holds everything in it.
+    fn emptied(&mut self) -> Result<()> {
+        self.file.set_len(HEADER)?;
+        self.file.seek(SeekFrom::Start(HEADER))?;
+        self.file.sync_data()?;
+        self.since_checkpoint = 0;
+        Ok(())
+    }
+
+    /// Checkpoints and removes the journal (a clean close). On failure the journal
+    /// stays, and the next open replays it.
+    pub(crate) fn close(mut self, db: &Database) {
+        let done = db
+            .begin_write()
+            .map_err(Error::from)
+            .and_then(|txn| self.checkpoint(txn));
+        if done.is_ok() {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}

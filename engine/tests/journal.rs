@@ -1,0 +1,226 @@
+//! The commit journal of a file held by one process: commits acknowledged before a
+//! crash are all there after it (read-write and read-only opens alike), a torn last
+//! record is not, a journal that does not follow its file is refused without
+//! changing anything, and a closed store is one file again.
+//! The crash is a real child process that aborts (no destructor runs).
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+use sealkv_engine::{Batch, Concurrency, Error, Options, Store};
+
+const CHILD: &str = "SEALKV_JOURNAL_CHILD";
+
+fn journal_of(path: &Path) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(".journal");
+    PathBuf::from(p)
+}
+
+fn opts(mode: Concurrency) -> Options {
+    Options {
+        concurrency: mode,
+        ..fast_opts()
+    }
+}
+
+/// The child's entry point: does nothing unless started by a test below. Writes
+/// 100 single puts and one batch of 812 rows, says DONE, and aborts.
+#[test]
+fn journal_child() {
+    let Ok(path) = std::env::var(CHILD) else {
+        return;
+    };
+    let mode = match std::env::var("SEALKV_JOURNAL_MODE").as_deref() {
+        Ok("exclusive") => Concurrency::Exclusive,
+        _ => Concurrency::Shared,
+    };
+    let store = Store::create(&path, key(), opts(mode)).unwrap();
+    for i in 0..100 {
+        store
+            .put(
+                "session",
+                &format!("s{i}"),
+                format!("value {i}").into_bytes(),
+            )
+            .unwrap();
+    }
+    let mut batch = Batch::new();
+    for i in 0..812 {
+        batch.put("pre-key", &format!("{i}"), vec![i as u8; 75]);
+    }
+    store.set(&batch).unwrap();
+    store.delete("session", "s0").unwrap();
+    println!("DONE");
+    std::process::abort();
+}
+
+/// Runs the child in `mode` on a new store at `path`; returns once it has crashed.
+fn crash_after_writes(path: &Path, mode: &str) {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "journal_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD, path)
+        .env("SEALKV_JOURNAL_MODE", mode)
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("DONE"),
+        "the child did not finish its writes: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "the child should have aborted");
+}
+
+fn assert_all_there(store: &Store) {
+    assert_eq!(store.count("session").unwrap(), 99);
+    assert_eq!(store.get_one("session", "s0").unwrap(), None);
+    assert_eq!(
+        &store.get_one("session", "s99").unwrap().unwrap()[..],
+        b"value 99"
+    );
+    assert_eq!(store.count("pre-key").unwrap(), 812);
+    assert_eq!(
+        &store.get_one("pre-key", "811").unwrap().unwrap()[..],
+        &[811u16 as u8; 75][..]
+    );
+}
+
+#[test]
+fn acknowledged_commits_survive_a_crash_through_the_journal() {
+    for mode in ["shared", "exclusive"] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sealkv");
+        crash_after_writes(&path, mode);
+        let journal = journal_of(&path);
+        // The last commits are in the journal only: the file alone lacks them (this
+        // is what the test would miss if the journal were not replayed).
+        let len = std::fs::metadata(&journal).unwrap().len();
+        assert!(len > 32, "{mode}: the crash left an empty journal");
+        let alone = dir.path().join("alone.sealkv");
+        std::fs::copy(&path, &alone).unwrap();
+        let lacking = Store::open_read_only(&alone, key(), fast_opts()).unwrap();
+        assert!(
+            lacking.count("session").unwrap() != 99 || lacking.count("pre-key").unwrap() != 812,
+            "{mode}: the file alone already had every commit"
+        );
+        drop(lacking);
+        // A read-only open replays the journal in memory and writes nothing.
+        let file_before = std::fs::read(&path).unwrap();
+        let journal_before = std::fs::read(&journal).unwrap();
+        {
+            let ro = Store::open_read_only(&path, key(), fast_opts()).unwrap();
+            assert_all_there(&ro);
+        }
+        assert!(std::fs::read(&path).unwrap() == file_before, "{mode}");
+        assert!(std::fs::read(&journal).unwrap() == journal_before, "{mode}");
+        // A wrong key changes nothing either.
+        let wrong = sealkv_engine::MasterKey::from_bytes(&[1; 32]).unwrap();
+        assert!(matches!(
+            Store::open(&path, wrong, fast_opts()),
+            Err(Error::WrongKey)
+        ));
+        assert!(std::fs::read(&journal).unwrap() == journal_before, "{mode}");
+        // A read-write open replays it into the file, and writes on.
+        {
+            let rw = Store::open(&path, key(), fast_opts()).unwrap();
+            assert_all_there(&rw);
+            rw.put("session", "after", b"crash".to_vec()).unwrap();
+        }
+        // Closed cleanly: no journal, and the file alone has everything.
+        assert!(!journal.exists(), "{mode}: a clean close left the journal");
+        std::fs::copy(&path, &alone).unwrap();
+        let reopened = Store::open_read_only(&alone, key(), fast_opts()).unwrap();
+        assert_eq!(reopened.count("session").unwrap(), 100);
+        assert_eq!(reopened.count("pre-key").unwrap(), 812);
+    }
+}
+
+#[test]
+fn a_torn_last_record_is_not_replayed_and_the_rest_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.sealkv");
+    crash_after_writes(&path, "exclusive");
+    let journal = journal_of(&path);
+    let mut bytes = std::fs::read(&journal).unwrap();
+    // A record cut short by the crash: a length, a sequence number, half a body.
+    bytes.extend_from_slice(&100u32.to_le_bytes());
+    bytes.extend_from_slice(&u64::MAX.to_le_bytes());
+    bytes.extend_from_slice(&[7; 40]);
+    std::fs::write(&journal, &bytes).unwrap();
+    let rw = Store::open(&path, key(), fast_opts()).unwrap();
+    assert_all_there(&rw);
+    assert!(rw.verify().unwrap().is_empty());
+}
+
+#[test]
+fn a_journal_that_does_not_follow_its_file_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.sealkv");
+    // An older copy of the file, taken when the store was made.
+    {
+        let store = Store::create(&path, key(), opts(Concurrency::Exclusive)).unwrap();
+        store.put("session", "a", b"1".to_vec()).unwrap();
+    }
+    let older = std::fs::read(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    // The same path, a new store that crashes with commits in its journal; then the
+    // older file is put back beside that journal.
+    crash_after_writes(&path, "exclusive");
+    let journal = journal_of(&path);
+    std::fs::write(&path, &older).unwrap();
+    let journal_before = std::fs::read(&journal).unwrap();
+    let err = Store::open(&path, key(), fast_opts()).unwrap_err();
+    assert!(
+        matches!(&err, Error::Corrupt(what) if what.contains("journal")),
+        "{err:?}"
+    );
+    let err = Store::open_read_only(&path, key(), fast_opts()).unwrap_err();
+    assert!(matches!(&err, Error::Corrupt(_)), "{err:?}");
+    assert!(std::fs::read(&path).unwrap() == older);
+    assert!(std::fs::read(&journal).unwrap() == journal_before);
+    // Moved away, the file opens as it is.
+    std::fs::rename(&journal, dir.path().join("kept.journal")).unwrap();
+    let store = Store::open(&path, key(), fast_opts()).unwrap();
+    assert_eq!(&store.get_one("session", "a").unwrap().unwrap()[..], b"1");
+}
+
+#[test]
+fn a_live_file_is_whole_a_second_after_its_last_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.sealkv");
+    let store = Store::create(&path, key(), opts(Concurrency::Exclusive)).unwrap();
+    // Right after create, the file alone is a store already.
+    let copy = dir.path().join("copy.sealkv");
+    std::fs::copy(&path, &copy).unwrap();
+    Store::open_read_only(&copy, key(), fast_opts()).unwrap();
+    std::fs::remove_file(&copy).unwrap();
+    for i in 0..50 {
+        store.put("session", &format!("{i}"), vec![1; 100]).unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(2_500));
+    std::fs::copy(&path, &copy).unwrap();
+    let ro = Store::open_read_only(&copy, key(), fast_opts()).unwrap();
+    assert_eq!(ro.count("session").unwrap(), 50);
+}
+
+#[test]
+fn the_multi_writer_mode_keeps_no_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.sealkv");
+    let store = Store::create(&path, key(), opts(Concurrency::MultiWriter)).unwrap();
+    store.put("session", "a", b"1".to_vec()).unwrap();
+    assert!(!journal_of(&path).exists());
+    let exclusive = dir.path().join("e.sealkv");
+    let store = Store::create(&exclusive, key(), opts(Concurrency::Exclusive)).unwrap();
+    store.put("session", "a", b"1".to_vec()).unwrap();
+    assert!(journal_of(&exclusive).exists());
+}
