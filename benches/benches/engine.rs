@@ -228,28 +228,51 @@ fn raw_batch_ceiling(c: &mut Criterion) {
     g.finish();
 }
 
-/// A bot's pre-key upload: 812 new 75-byte rows in one durable commit (fresh ids each
-/// time, into a store of 10,000 rows), through sealkv, and raw redb inserting 812
-/// random 32-byte keys (as sealkv's row keys are) in arrival order and sorted.
+/// A bot's pre-key upload: 812 new 75-byte rows in one durable commit, into a store
+/// of 10,000 rows, through sealkv, and raw redb inserting 812 random 32-byte keys (as
+/// sealkv's row keys are) in arrival order and sorted.
+///
+/// `steady`: the store stays at its size, as a bot's does (the previous upload's rows
+/// are deleted before each timed commit, untimed); `growing`: every upload stays, so
+/// the store grows by 812 rows an iteration (to several hundred thousand rows by the
+/// end of a run: far more leaves for random keys to land in, the worst case).
 fn prekey_batch(c: &mut Criterion) {
     const KEYED: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("keyed");
     const ROWS: usize = 812;
     let dir = tempfile::tempdir().expect("dir");
-    let store = sealkv_store(dir.path(), "b.sealkv", one_process());
     let value = auth_like_value(75, 4);
     let mut g = c.benchmark_group("prekey-batch-812");
     g.sample_size(20).measurement_time(Duration::from_secs(8));
-    let mut round = 0usize;
-    g.bench_function("sealkv", |b| {
-        b.iter(|| {
-            round += 1;
-            let mut batch = sealkv_engine::Batch::new();
-            for i in 0..ROWS {
-                batch.put("pre-key", &format!("{round}-{i}"), value.clone());
-            }
-            store.set(&batch).expect("set");
-        })
-    });
+    for steady in [true, false] {
+        let store = sealkv_store(
+            dir.path(),
+            if steady { "steady.sealkv" } else { "growing.sealkv" },
+            one_process(),
+        );
+        let mut round = 0usize;
+        let name = if steady { "sealkv-steady" } else { "sealkv-growing" };
+        g.bench_function(name, |b| {
+            b.iter_batched(
+                || {
+                    if steady && round > 0 {
+                        let mut old = sealkv_engine::Batch::new();
+                        for i in 0..ROWS {
+                            old.delete("pre-key", &format!("{round}-{i}"));
+                        }
+                        store.set(&old).expect("delete");
+                    }
+                    round += 1;
+                    let mut batch = sealkv_engine::Batch::new();
+                    for i in 0..ROWS {
+                        batch.put("pre-key", &format!("{round}-{i}"), value.clone());
+                    }
+                    batch
+                },
+                |batch| store.set(&batch).expect("set"),
+                criterion::BatchSize::PerIteration,
+            )
+        });
+    }
     let db = redb::Database::create(dir.path().join("raw.redb")).expect("raw");
     let mut random_key = random_row_keys(0x2545_F491_4F6C_DD1D);
     let fill_txn = db.begin_write().expect("w");
@@ -260,27 +283,45 @@ fn prekey_batch(c: &mut Criterion) {
         }
     }
     fill_txn.commit().expect("c");
-    for sorted in [false, true] {
-        let name = if sorted {
-            "raw-redb-sorted"
-        } else {
-            "raw-redb-arrival-order"
+    for (sorted, steady) in [(false, true), (true, true), (false, false)] {
+        let name = match (sorted, steady) {
+            (false, true) => "raw-redb-steady-arrival-order",
+            (true, true) => "raw-redb-steady-sorted",
+            _ => "raw-redb-growing-arrival-order",
         };
+        let mut previous: Vec<[u8; 32]> = Vec::new();
         g.bench_function(name, |b| {
-            b.iter(|| {
-                let mut keys: Vec<[u8; 32]> = (0..ROWS).map(|_| random_key()).collect();
-                if sorted {
-                    keys.sort_unstable();
-                }
-                let txn = db.begin_write().expect("w");
-                {
-                    let mut t = txn.open_table(KEYED).expect("t");
-                    for k in &keys {
-                        t.insert(k, value.as_slice()).expect("i");
+            b.iter_batched(
+                || {
+                    if steady && !previous.is_empty() {
+                        let txn = db.begin_write().expect("w");
+                        {
+                            let mut t = txn.open_table(KEYED).expect("t");
+                            for k in &previous {
+                                t.remove(k).expect("r");
+                            }
+                        }
+                        txn.commit().expect("c");
                     }
-                }
-                txn.commit().expect("c");
-            })
+                    let mut keys: Vec<[u8; 32]> = (0..ROWS).map(|_| random_key()).collect();
+                    if sorted {
+                        keys.sort_unstable();
+                    }
+                    previous = keys.clone();
+                    keys
+                },
+                |keys| {
+                    let txn = db.begin_write().expect("w");
+                    {
+                        let mut t = txn.open_table(KEYED).expect("t");
+                        for k in &keys {
+                            t.insert(k, value.as_slice()).expect("i");
+                        }
+                    }
+                    txn.commit().expect("c");
+                },
+                criterion::BatchSize::PerIteration,
+            )
         });
     }
     g.finish();

@@ -245,8 +245,13 @@ class Writer {
     }
     this.#running = true
     this.#run(group).finally(() => {
-      this.#running = false
-      this.#drain()
+      // The callers this commit resolved run on before the next one starts (their
+      // continuations are microtasks; setImmediate comes after them), so the writes
+      // they make at once join one commit instead of the first of them going alone.
+      setImmediate(() => {
+        this.#running = false
+        this.#drain()
+      })
     })
   }
 
