@@ -620,8 +620,15 @@ impl Store {
             let result = self.contained(|| {
                 self.rows().write(
                     &mut |txn| {
-                        let commits = Commits::read(&*txn)?;
-                        if let Some(before) = uncertain {
+                        // A first attempt reads the commits record after the rows are
+                        // written (a client of an owner then asks for the old rows with
+                        // its BEGIN, in one round trip); a retry must look its earlier
+                        // attempt up first.
+                        let mut early = match uncertain {
+                            Some(_) => Some(Commits::read(&*txn)?),
+                            None => None,
+                        };
+                        if let (Some(before), Some(commits)) = (uncertain, &early) {
                             match commits.outcome(&token, before) {
                                 // Settled: from here on this attempt is like a first.
                                 Outcome::NotCommitted => uncertain = None,
@@ -643,7 +650,6 @@ impl Store {
                                 }
                             }
                         }
-                        read_count = Some(commits.count);
                         let t = std::time::Instant::now();
                         match &state_keys {
                             // Format 3: the content hash follows every row written,
@@ -651,11 +657,21 @@ impl Store {
                             Some(keys) => {
                                 let mut tracked = Tracked::new(txn, keys);
                                 f(&mut tracked)?;
+                                let commits = match early.take() {
+                                    Some(c) => c,
+                                    None => Commits::read(&tracked)?,
+                                };
+                                read_count = Some(commits.count);
                                 commits.push(token, &mut tracked)?;
                                 new_state = Some(tracked.finish()?);
                             }
                             None => {
                                 f(txn)?;
+                                let commits = match early.take() {
+                                    Some(c) => c,
+                                    None => Commits::read(&*txn)?,
+                                };
+                                read_count = Some(commits.count);
                                 commits.push(token, txn)?;
                             }
                         }

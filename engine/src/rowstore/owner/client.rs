@@ -138,6 +138,34 @@ impl Conn {
         self.out.flush().map_err(wire::lost)?;
         wire::recv(&mut self.input, &mut self.buf)?;
         self.sound = true;
+        self.decoded()
+    }
+
+    /// Sends a frame whose answer is read later, with [`Conn::answer`]: the connection
+    /// is out of step (not pooled) until it is.
+    fn ask(&mut self, frame: &Enc) -> Result<()> {
+        self.sound = false;
+        wire::send(&mut self.out, frame)
+    }
+
+    /// Reads the answer to the frame [`Conn::ask`] sent, once `next` (a frame of its
+    /// own, whose answer follows) is sent too: both go in one write, so the two cost
+    /// one round trip. The connection stays out of step: `next`'s answer is unread.
+    fn answer(&mut self, next: &Enc) -> Result<Dec<'_>> {
+        wire::send(&mut self.out, next)?;
+        self.out.flush().map_err(wire::lost)?;
+        wire::recv(&mut self.input, &mut self.buf)?;
+        self.decoded()
+    }
+
+    /// Reads the next answer (of a frame already sent and flushed).
+    fn next_answer(&mut self) -> Result<Dec<'_>> {
+        wire::recv(&mut self.input, &mut self.buf)?;
+        self.sound = true;
+        self.decoded()
+    }
+
+    fn decoded(&self) -> Result<Dec<'_>> {
         let mut d = Dec::new(&self.buf);
         match d.u8()? {
             wire::OK => Ok(d),
@@ -223,30 +251,24 @@ impl Remote {
     ) -> Result<()> {
         let mut conn = self.conn()?;
         let result = (|| {
-            let (meta, expiry_empty) = {
-                let mut d = conn.call(&Enc::new(wire::BEGIN))?;
-                let n = d.u32()?;
-                let mut meta = HashMap::new();
-                for _ in 0..n {
-                    let name = d.bytes()?.to_vec();
-                    meta.insert(name, d.opt()?.map(<[u8]>::to_vec));
-                }
-                (meta, d.u8()? == 1)
-            };
-            let changed = f(&mut RemoteWrite {
+            // BEGIN's answer (the meta records it carries) is read with the answer of
+            // the transaction's first read, so the two cost one round trip.
+            conn.ask(&Enc::new(wire::BEGIN))?;
+            let mut w = RemoteWrite {
                 conn: std::cell::RefCell::new(&mut conn),
-                meta: std::cell::RefCell::new(meta),
-                expiry_empty: std::cell::Cell::new(Some(expiry_empty)),
-            });
-            if let Err(e) = changed {
+                begun: std::cell::Cell::new(false),
+                meta: std::cell::RefCell::new(HashMap::new()),
+                expiry_empty: std::cell::Cell::new(None),
+            };
+            if let Err(e) = f(&mut w) {
                 // The owner rolls the transaction back; nothing answers an abort.
-                if conn.send(&Enc::new(wire::ABORT)).is_ok() {
-                    let _ = conn.out.flush();
+                if w.begun.get() && w.send(&Enc::new(wire::ABORT)).is_ok() {
+                    let _ = w.conn.borrow_mut().out.flush();
                 }
                 return Err(e);
             }
             *committing = true;
-            conn.call(&Enc::new(wire::COMMIT)).map(|_| ())
+            w.call(&Enc::new(wire::COMMIT), |_| Ok(()))
         })();
         let result = result.map_err(|e| self.note(e));
         self.put_back(conn);
@@ -374,6 +396,8 @@ impl RowRead for RemoteView {
 /// the row-store traits read through `&self`.
 struct RemoteWrite<'c> {
     conn: std::cell::RefCell<&'c mut Conn>,
+    /// True once `BEGIN`'s answer was read (it is read with the first call's).
+    begun: std::cell::Cell<bool>,
     /// Meta records as this transaction has them, where known (those the owner sent
     /// with `BEGIN`, kept up to date by this transaction's own changes).
     meta: std::cell::RefCell<HashMap<Vec<u8>, Option<Vec<u8>>>>,
@@ -384,7 +408,44 @@ struct RemoteWrite<'c> {
 impl RemoteWrite<'_> {
     fn call<T>(&self, frame: &Enc, read: impl FnOnce(Dec<'_>) -> Result<T>) -> Result<T> {
         let mut conn = self.conn.borrow_mut();
-        conn.call(frame).and_then(read)
+        if self.begun.get() {
+            return conn.call(frame).and_then(read);
+        }
+        let d = conn.answer(frame)?;
+        let (meta, expiry_empty) = Self::begun_with(d)?;
+        *self.meta.borrow_mut() = meta;
+        self.expiry_empty.set(Some(expiry_empty));
+        self.begun.set(true);
+        conn.next_answer().and_then(read)
+    }
+
+    /// The meta records and expiry state `BEGIN`'s answer carries.
+    fn begun_with(mut d: Dec<'_>) -> Result<(HashMap<Vec<u8>, Option<Vec<u8>>>, bool)> {
+        let n = d.u32()?;
+        let mut meta = HashMap::new();
+        for _ in 0..n {
+            let name = d.bytes()?.to_vec();
+            meta.insert(name, d.opt()?.map(<[u8]>::to_vec));
+        }
+        Ok((meta, d.u8()? == 1))
+    }
+
+    /// [`RemoteWrite::settle`] before a change to `table`, unless it is the data
+    /// table (whose rows `BEGIN` does not carry).
+    fn settle_for(&self, table: Table) -> Result<()> {
+        if table == Table::Data {
+            return Ok(());
+        }
+        self.settle()
+    }
+
+    /// Reads `BEGIN`'s answer now if it is still unread (with a no-op frame), before
+    /// the meta records or the expiry state it carries are used or changed.
+    fn settle(&self) -> Result<()> {
+        if !self.begun.get() {
+            self.call(&read_frame(wire::IS_EMPTY, Table::Meta), |_| Ok(()))?;
+        }
+        Ok(())
     }
     fn send(&self, frame: &Enc) -> Result<()> {
         self.conn.borrow_mut().send(frame)
@@ -413,6 +474,9 @@ impl RemoteWrite<'_> {
 
 impl RowRead for RemoteWrite<'_> {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Found<'_>>> {
+        if table == Table::Meta {
+            self.settle()?;
+        }
         if table == Table::Meta
             && let Some(known) = self.meta.borrow().get(key)
         {
@@ -437,6 +501,9 @@ impl RowRead for RemoteWrite<'_> {
         self.call(&read_frame(wire::LEN, table), |mut d| d.u64())
     }
     fn is_empty(&self, table: Table) -> Result<bool> {
+        if table == Table::Expiry {
+            self.settle()?;
+        }
         if table == Table::Expiry
             && let Some(known) = self.expiry_empty.get()
         {
@@ -448,12 +515,14 @@ impl RowRead for RemoteWrite<'_> {
 
 impl RowWrite for RemoteWrite<'_> {
     fn put(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<()> {
+        self.settle_for(table)?;
         let mut f = Enc::new(wire::PUT);
         f.table(table).bytes(key).bytes(value);
         self.noted(table, key, Some(value), false);
         self.send(&f)
     }
     fn delete(&mut self, table: Table, key: &[u8]) -> Result<()> {
+        self.settle_for(table)?;
         let mut f = Enc::new(wire::DELETE);
         f.table(table).bytes(key);
         self.noted(table, key, None, true);
@@ -466,6 +535,7 @@ impl RowWrite for RemoteWrite<'_> {
         value: &[u8],
         old: &mut dyn FnMut(Option<&[u8]>),
     ) -> Result<()> {
+        self.settle_for(table)?;
         let mut f = Enc::new(wire::REPLACE);
         f.table(table).bytes(key).bytes(value);
         self.noted(table, key, Some(value), false);
@@ -480,6 +550,7 @@ impl RowWrite for RemoteWrite<'_> {
         key: &[u8],
         old: &mut dyn FnMut(Option<&[u8]>),
     ) -> Result<()> {
+        self.settle_for(table)?;
         let mut f = Enc::new(wire::REMOVE);
         f.table(table).bytes(key);
         self.noted(table, key, None, true);
@@ -489,12 +560,14 @@ impl RowWrite for RemoteWrite<'_> {
         })
     }
     fn put_if_absent(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<()> {
+        self.settle_for(table)?;
         let mut f = Enc::new(wire::PUT_IF_ABSENT);
         f.table(table).bytes(key).bytes(value);
         self.noted(table, key, Some(value), true);
         self.send(&f)
     }
     fn delete_range(&mut self, table: Table, range: Range<'_>) -> Result<()> {
+        self.settle_for(table)?;
         let mut f = Enc::new(wire::DELETE_RANGE);
         f.table(table).bound(range.0).bound(range.1);
         match table {
