@@ -246,11 +246,19 @@ fn prekey_batch(c: &mut Criterion) {
     for steady in [true, false] {
         let store = sealkv_store(
             dir.path(),
-            if steady { "steady.sealkv" } else { "growing.sealkv" },
+            if steady {
+                "steady.sealkv"
+            } else {
+                "growing.sealkv"
+            },
             one_process(),
         );
         let mut round = 0usize;
-        let name = if steady { "sealkv-steady" } else { "sealkv-growing" };
+        let name = if steady {
+            "sealkv-steady"
+        } else {
+            "sealkv-growing"
+        };
         g.bench_function(name, |b| {
             b.iter_batched(
                 || {

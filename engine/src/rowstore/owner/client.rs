@@ -392,6 +392,9 @@ impl RowRead for RemoteView {
     }
 }
 
+/// Meta records by name as a write transaction knows them (`None`: absent).
+type MetaCache = HashMap<Vec<u8>, Option<Vec<u8>>>;
+
 /// A write transaction on the owner. Reads take the connection through a `RefCell`:
 /// the row-store traits read through `&self`.
 struct RemoteWrite<'c> {
@@ -400,7 +403,7 @@ struct RemoteWrite<'c> {
     begun: std::cell::Cell<bool>,
     /// Meta records as this transaction has them, where known (those the owner sent
     /// with `BEGIN`, kept up to date by this transaction's own changes).
-    meta: std::cell::RefCell<HashMap<Vec<u8>, Option<Vec<u8>>>>,
+    meta: std::cell::RefCell<MetaCache>,
     /// Whether the expiry index is empty, where known.
     expiry_empty: std::cell::Cell<Option<bool>>,
 }
@@ -420,7 +423,7 @@ impl RemoteWrite<'_> {
     }
 
     /// The meta records and expiry state `BEGIN`'s answer carries.
-    fn begun_with(mut d: Dec<'_>) -> Result<(HashMap<Vec<u8>, Option<Vec<u8>>>, bool)> {
+    fn begun_with(mut d: Dec<'_>) -> Result<(MetaCache, bool)> {
         let n = d.u32()?;
         let mut meta = HashMap::new();
         for _ in 0..n {
@@ -439,7 +442,7 @@ impl RemoteWrite<'_> {
         self.settle()
     }
 
-    /// Reads `BEGIN`'s answer now if it is still unread (with a no-op frame), before
+    /// Reads `BEGIN`'s answer now if it is still unread (with a cheap read), before
     /// the meta records or the expiry state it carries are used or changed.
     fn settle(&self) -> Result<()> {
         if !self.begun.get() {
