@@ -82,5 +82,10 @@ pub mod internal {
     pub use crate::fuzz::{fuzz_concurrent, fuzz_open, fuzz_ops, fuzz_options, write_seed_store};
     pub use crate::rowstore::file::backend::BackendFactory;
     #[cfg(feature = "test-internals")]
+    pub use crate::rowstore::file::journal::{
+        Fault as JournalFault, faults::armed as journal_fault_armed,
+        faults::inject as inject_journal_fault,
+    };
+    #[cfg(feature = "test-internals")]
     pub use crate::state::BENCH_WITHOUT_STATE;
 }

@@ -224,3 +224,49 @@ fn the_multi_writer_mode_keeps_no_journal() {
     store.put("session", "a", b"1".to_vec()).unwrap();
     assert!(journal_of(&exclusive).exists());
 }
+
+/// One increment of a counter, read and written in one transaction.
+fn increment(store: &Store) {
+    store
+        .transaction("n", |tx| {
+            let now = tx.get("c", &["n"])?;
+            let n: u64 = now
+                .get("n")
+                .map(|v| String::from_utf8_lossy(v).parse().unwrap())
+                .unwrap_or(0);
+            tx.put("c", "n", (n + 1).to_string().into_bytes());
+            Ok::<_, Error>(())
+        })
+        .unwrap();
+}
+
+fn counter(store: &Store) -> String {
+    String::from_utf8(store.get_one("c", "n").unwrap().unwrap().to_vec()).unwrap()
+}
+
+/// A journal append whose sync fails, or that is torn: the increment is applied
+/// exactly once (the engine reopens the file, which replays what the journal holds,
+/// and looks the commit up by its token before writing anything again), and the store
+/// goes on.
+#[test]
+fn a_failed_journal_append_is_applied_exactly_once() {
+    use sealkv_engine::internal::{JournalFault, inject_journal_fault, journal_fault_armed};
+    for fault in [JournalFault::FailSync, JournalFault::TornWrite] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sealkv");
+        let store = Store::create(&path, key(), opts(Concurrency::Exclusive)).unwrap();
+        increment(&store);
+        inject_journal_fault(&path, fault);
+        increment(&store);
+        assert!(
+            !journal_fault_armed(&path),
+            "{fault:?}: the fault never fired"
+        );
+        increment(&store);
+        assert_eq!(counter(&store), "3", "{fault:?}");
+        drop(store);
+        let reopened = Store::open(&path, key(), fast_opts()).unwrap();
+        assert_eq!(counter(&reopened), "3", "{fault:?}");
+        assert!(reopened.verify().unwrap().is_empty());
+    }
+}

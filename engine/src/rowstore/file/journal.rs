@@ -522,11 +522,7 @@ impl Journal {
         record.extend_from_slice(&seq.to_le_bytes());
         record.extend_from_slice(&ops.0);
         record.extend_from_slice(&checksum(seq, &ops.0));
-        if let Err(e) = self
-            .file
-            .write_all(&record)
-            .and_then(|()| self.file.sync_data())
-        {
+        if let Err(e) = self.append(&record) {
             // The record may be on disk in part or whole: the outcome is unknown until
             // the file is reopened and the journal replayed. The transaction is dropped.
             self.broken = true;
@@ -537,6 +533,21 @@ impl Journal {
         // Durable now; the redb commit makes it visible.
         txn.commit()?;
         Ok(self.since_checkpoint >= CHECKPOINT_BYTES)
+    }
+
+    /// Writes `record` at the end of the journal and syncs it.
+    fn append(&mut self, record: &[u8]) -> io::Result<()> {
+        #[cfg(feature = "test-internals")]
+        if let Some(fault) = faults::take(&self.path) {
+            let keep = match fault {
+                Fault::FailSync => record.len(),
+                Fault::TornWrite => record.len() / 2,
+            };
+            self.file.write_all(&record[..keep])?;
+            return Err(io::Error::other("injected journal fault"));
+        }
+        self.file.write_all(record)?;
+        self.file.sync_data()
     }
 
     /// True when the journal holds commits the file has not synced yet.
@@ -574,5 +585,45 @@ impl Journal {
         if done.is_ok() {
             let _ = fs::remove_file(&self.path);
         }
+    }
+}
+
+/// A fault a test injects into the next append to a journal.
+#[cfg(feature = "test-internals")]
+#[derive(Clone, Copy, Debug)]
+pub enum Fault {
+    /// The record is written whole, then its sync fails.
+    FailSync,
+    /// Half the record is written, then the write fails (torn).
+    TornWrite,
+}
+
+#[cfg(feature = "test-internals")]
+pub(crate) mod faults {
+    use std::collections::HashMap;
+    use std::path::{Path, PathBuf};
+    use std::sync::Mutex;
+
+    use super::Fault;
+
+    static ARMED: Mutex<Option<HashMap<PathBuf, Fault>>> = Mutex::new(None);
+
+    /// Makes the next append to the journal of the store file at `store` fail so.
+    pub fn inject(store: &Path, fault: Fault) {
+        let mut armed = crate::guards::lock(&ARMED);
+        armed
+            .get_or_insert_with(HashMap::new)
+            .insert(super::path_for(store), fault);
+    }
+
+    /// True while a fault injected for `store` has not fired yet.
+    pub fn armed(store: &Path) -> bool {
+        crate::guards::lock(&ARMED)
+            .as_ref()
+            .is_some_and(|m| m.contains_key(&super::path_for(store)))
+    }
+
+    pub(super) fn take(journal: &Path) -> Option<Fault> {
+        crate::guards::lock(&ARMED).as_mut()?.remove(journal)
     }
 }
