@@ -67,6 +67,8 @@ pub fn write_seed_store(path: &Path) -> crate::Result<()> {
 #[derive(Clone, Default)]
 struct FaultyMemory {
     bytes: Arc<Mutex<Vec<u8>>>,
+    /// The bytes of the store's commit journal, on the same disk (one fault count).
+    journal: Arc<Mutex<Vec<u8>>>,
     ops: Arc<AtomicU64>,
     fail_at: Arc<AtomicU64>,
 }
@@ -128,7 +130,13 @@ impl StorageBackend for FaultyMemory {
 fn on_memory(disk: &FaultyMemory) -> Options {
     let disk = disk.clone();
     let factory: crate::rowstore::file::backend::BackendFactory =
-        Arc::new(move |_: &Path, _| Ok(Box::new(disk.clone()) as Box<dyn StorageBackend>));
+        Arc::new(move |path: &Path, _| {
+            let mut file = disk.clone();
+            if path.extension().is_some_and(|e| e == "journal") {
+                file.bytes = disk.journal.clone();
+            }
+            Ok(Box::new(file) as Box<dyn StorageBackend>)
+        });
     Options {
         backend: Some(factory),
         ..fuzz_options()

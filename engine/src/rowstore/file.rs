@@ -66,7 +66,7 @@ impl FileRows {
         };
         handle.set_shared(mode == Concurrency::MultiWriter);
         if Self::journals(opts, mode) && !handle.is_read_only() {
-            handle.start_journal(path)?;
+            handle.start_journal(path, opts.backend.as_ref())?;
         }
         Ok(Self {
             path: path.to_path_buf(),
@@ -83,7 +83,7 @@ impl FileRows {
     pub(crate) fn new_owned(path: &Path, db: Database, opts: &Options) -> Result<Self> {
         let mut handle = Handle::read_write(db);
         if Self::journals(opts, Concurrency::Exclusive) {
-            handle.start_journal(path)?;
+            handle.start_journal(path, opts.backend.as_ref())?;
         }
         Ok(Self {
             path: path.to_path_buf(),
@@ -109,10 +109,10 @@ impl FileRows {
 
     /// True when a read-write handle opened in `mode` commits through the journal:
     /// when this process holds the file alone (redb refuses commits without a sync in
-    /// its multi-writer mode), and the file is a real one (a test's storage backend
-    /// sees every commit's sync itself).
-    fn journals(opts: &Options, mode: Concurrency) -> bool {
-        mode != Concurrency::MultiWriter && opts.backend.is_none()
+    /// its multi-writer mode). A store a test opens through a storage backend keeps
+    /// its journal in a backend the same factory makes.
+    fn journals(_opts: &Options, mode: Concurrency) -> bool {
+        mode != Concurrency::MultiWriter
     }
 
     /// Opens (or, with `create`, creates) the redb file at `path` in `mode`. A
@@ -143,8 +143,8 @@ impl FileRows {
             None => builder.open(path),
         };
         let db = result.map_err(|e| map_open_error(e, path))?;
-        if opts.backend.is_none() && !create {
-            journal::replay(path, &db)?;
+        if !create {
+            journal::replay(path, &db, opts.backend.as_ref())?;
         }
         Ok(db)
     }
@@ -169,7 +169,7 @@ impl FileRows {
         let mut handle = Handle::read_write(db);
         handle.set_shared(self.mode == Concurrency::MultiWriter);
         if Self::journals(&self.opts, self.mode) {
-            handle.start_journal(&self.path)?;
+            handle.start_journal(&self.path, self.opts.backend.as_ref())?;
         }
         Ok(handle.shared())
     }

@@ -71,9 +71,13 @@ impl Handle {
 
     /// Commits from now on go through the journal beside the store file at `store`
     /// (see `journal.rs`); the handle must be read-write and hold the file alone.
-    pub(crate) fn start_journal(&mut self, store: &Path) -> Result<()> {
+    pub(crate) fn start_journal(
+        &mut self,
+        store: &Path,
+        backend: Option<&super::backend::BackendFactory>,
+    ) -> Result<()> {
         if let Some(HandleKind::ReadWrite(db)) = &self.kind {
-            self.journal = Some(Mutex::new(Journal::start(store, db)?));
+            self.journal = Some(Mutex::new(Journal::start(store, db, backend)?));
         }
         Ok(())
     }

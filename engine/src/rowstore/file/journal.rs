@@ -31,14 +31,15 @@
 //! A read-only open of a file with a journal to replay replays it in memory (over the
 //! crash-recovery view of `recover.rs`), so it never serves an older state either.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::fs::{self, OpenOptions};
+use std::io;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, StorageBackend, TableDefinition};
 
 use super::RedbWrite;
+use super::backend::BackendFactory;
 use crate::error::{Error, Result};
 use crate::rowstore::{Found, Range, RowRead, RowWrite, Table, Visit};
 
@@ -255,21 +256,94 @@ fn checksum(seq: u64, body: &[u8]) -> [u8; 16] {
     out
 }
 
-/// The journal at `path`: its id and the records up to the first one that is torn or
-/// fails its checksum. `None` when there is no journal. A file that is not a journal
-/// is an error (left as it is).
-fn read(path: &Path) -> Result<Option<([u8; 16], Vec<Record>)>> {
-    let mut bytes = Vec::new();
-    match File::open(path) {
-        Ok(mut f) => f.read_to_end(&mut bytes)?,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e.into()),
+/// The storage a journal lives in: a file beside the store (redb's file backend, which
+/// takes no lock), or, for a store a test opened through a storage backend, a backend
+/// the same factory makes for the journal's path.
+pub(crate) struct Io {
+    backend: Box<dyn StorageBackend>,
+    /// The journal's path, when it is a real file (removed when empty); `None` for a
+    /// test's backend (emptied instead: an empty journal is no journal).
+    file: Option<PathBuf>,
+}
+
+impl Io {
+    /// The journal beside `store`, if there is one (`create`: made new and empty).
+    pub(crate) fn open(
+        store: &Path,
+        backend: Option<&BackendFactory>,
+        create: bool,
+    ) -> Result<Option<Self>> {
+        let path = path_for(store);
+        if let Some(factory) = backend {
+            let backend = factory(&path, create)?;
+            if create {
+                backend.set_len(0)?;
+            } else if backend.len()? == 0 {
+                return Ok(None);
+            }
+            return Ok(Some(Self {
+                backend,
+                file: None,
+            }));
+        }
+        let mut options = OpenOptions::new();
+        options.read(true).write(true);
+        if create {
+            options.create(true).truncate(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, super::PRIVATE_MODE);
+        }
+        let file = match options.open(&path) {
+            Ok(file) => file,
+            Err(e) if !create && e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            // A journal this process may not write: read it at least (a read-only open).
+            Err(e) if !create && e.kind() == io::ErrorKind::PermissionDenied => {
+                OpenOptions::new().read(true).open(&path)?
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let backend = redb::backends::FileBackend::new(file)
+            .map_err(|e| Error::from(io::Error::other(e.to_string())))?;
+        Ok(Some(Self {
+            backend: Box::new(backend),
+            file: Some(path),
+        }))
+    }
+
+    fn bytes(&self) -> io::Result<Vec<u8>> {
+        let mut bytes = vec![0u8; self.backend.len()? as usize];
+        self.backend.read(0, &mut bytes)?;
+        Ok(bytes)
+    }
+
+    /// Removes the journal (a real file), or empties it (a test's backend).
+    fn remove(&self) -> io::Result<()> {
+        match &self.file {
+            Some(path) => fs::remove_file(path),
+            None => {
+                self.backend.set_len(0)?;
+                self.backend.sync_data()
+            }
+        }
+    }
+}
+
+/// The journal beside `store` (through `backend` if given): its id and the records
+/// up to the first one that is torn or fails its checksum. `None` when there is no
+/// journal. A file that is not a journal is an error (left as it is).
+fn read(store: &Path, backend: Option<&BackendFactory>) -> Result<Option<Journaled>> {
+    let Some(io) = Io::open(store, backend, false)? else {
+        return Ok(None);
     };
+    let bytes = io.bytes()?;
     if bytes.len() < HEADER as usize || &bytes[..16] != MAGIC {
-        return Err(Error::Corrupt(format!(
-            "{} is not a sealkv journal; move it away to open the store",
-            path.display()
-        )));
+        // A journal whose header did not reach the disk (a crash while it was made):
+        // records are written only once the header is synced, so it holds none.
+        return Ok(Some(Journaled {
+            io,
+            id: [0; 16],
+            records: Vec::new(),
+        }));
     }
     let mut id = [0u8; 16];
     id.copy_from_slice(&bytes[16..32]);
@@ -293,7 +367,14 @@ fn read(path: &Path) -> Result<Option<([u8; 16], Vec<Record>)>> {
         });
         at = end;
     }
-    Ok(Some((id, records)))
+    Ok(Some(Journaled { io, id, records }))
+}
+
+/// A journal as read: where it is, its id and its whole records.
+struct Journaled {
+    io: Io,
+    id: [u8; 16],
+    records: Vec<Record>,
 }
 
 /// The id and last sequence number the file records (`None`: no journal yet).
@@ -333,10 +414,10 @@ fn foreign(path: &Path) -> Error {
 /// checked to follow it without a gap.
 fn pending(
     path: &Path,
-    journal: ([u8; 16], Vec<Record>),
+    journal: (&[u8; 16], Vec<Record>),
     file: Option<([u8; 16], u64)>,
 ) -> Result<Vec<Record>> {
-    let (id, records) = journal;
+    let (&id, records) = journal;
     let Some((file_id, seq)) = file else {
         // A file without a journal yet cannot have journaled commits.
         return if records.is_empty() {
@@ -377,19 +458,16 @@ fn apply_all(txn: &redb::WriteTransaction, records: &[Record]) -> Result<()> {
 }
 
 /// Replays the journal beside the store file at `store` into `db` (opened read-write,
-/// before anything reads it), in one durable commit, then empties the journal.
+/// before anything reads it), in one durable commit, then removes the journal.
 /// Nothing to do without a journal.
-pub(crate) fn replay(store: &Path, db: &Database) -> Result<()> {
+pub(crate) fn replay(store: &Path, db: &Database, backend: Option<&BackendFactory>) -> Result<()> {
     let path = path_for(store);
-    let Some(journal) = read(&path)? else {
+    let Some(journal) = read(store, backend)? else {
         return Ok(());
     };
     let txn = db.begin_write()?;
-    let file = match txn.open_table(JOURNAL) {
-        Ok(t) => stored(&t)?,
-        Err(e) => return Err(e.into()),
-    };
-    let records = pending(&path, journal, file)?;
+    let file = stored(&txn.open_table(JOURNAL)?)?;
+    let records = pending(&path, (&journal.id, journal.records), file)?;
     if records.is_empty() {
         txn.abort()?;
     } else {
@@ -397,17 +475,18 @@ pub(crate) fn replay(store: &Path, db: &Database) -> Result<()> {
         txn.commit()?;
     }
     // Every record is in the file now: the journal can go.
-    fs::remove_file(&path)?;
+    journal.io.remove()?;
     Ok(())
 }
 
 /// Whether a journal beside `store` has commits a file at `file` (id and sequence)
 /// lacks; an error when it does not follow the file.
 pub(crate) fn has_pending(store: &Path, file: Option<([u8; 16], u64)>) -> Result<bool> {
-    let path = path_for(store);
-    match read(&path)? {
+    match read(store, None)? {
         None => Ok(false),
-        Some(journal) => Ok(!pending(&path, journal, file)?.is_empty()),
+        Some(journal) => {
+            Ok(!pending(&path_for(store), (&journal.id, journal.records), file)?.is_empty())
+        }
     }
 }
 
@@ -423,13 +502,12 @@ pub(crate) fn stored_in(txn: &redb::ReadTransaction) -> Result<Option<([u8; 16],
 /// Replays the journal beside `store` into `db`, a view whose writes stay in memory
 /// (a read-only open of a file with journaled commits).
 pub(crate) fn replay_in_memory(store: &Path, db: &Database) -> Result<()> {
-    let path = path_for(store);
-    let Some(journal) = read(&path)? else {
+    let Some(journal) = read(store, None)? else {
         return Ok(());
     };
     let txn = db.begin_write()?;
     let file = stored(&txn.open_table(JOURNAL)?)?;
-    let records = pending(&path, journal, file)?;
+    let records = pending(&path_for(store), (&journal.id, journal.records), file)?;
     apply_all(&txn, &records)?;
     txn.commit()?;
     Ok(())
@@ -437,8 +515,11 @@ pub(crate) fn replay_in_memory(store: &Path, db: &Database) -> Result<()> {
 
 /// The open journal of a file held read-write by this process alone.
 pub(crate) struct Journal {
+    #[cfg(feature = "test-internals")]
     path: PathBuf,
-    file: File,
+    io: Io,
+    /// Where the next record goes.
+    end: u64,
     /// Sequence number of the next record.
     next: u64,
     /// Bytes of records since the last checkpoint.
@@ -452,8 +533,11 @@ impl Journal {
     /// Starts the journal of the store file at `store`, open in `db` (already
     /// replayed): gives the file a journal id on first use (one durable commit), and
     /// creates an empty journal, synced with its folder.
-    pub(crate) fn start(store: &Path, db: &Database) -> Result<Self> {
-        let path = path_for(store);
+    pub(crate) fn start(
+        store: &Path,
+        db: &Database,
+        backend: Option<&BackendFactory>,
+    ) -> Result<Self> {
         let read = db.begin_read()?;
         let (id, seq) = match stored_in(&read)? {
             Some(found) => found,
@@ -472,20 +556,22 @@ impl Journal {
                 (id, 0)
             }
         };
-        let mut options = OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, super::PRIVATE_MODE);
-        let mut file = options.open(&path)?;
+        let io = Io::open(store, backend, true)?
+            .ok_or_else(|| Error::from(io::Error::other("the journal could not be created")))?;
         let mut header = Vec::with_capacity(HEADER as usize);
         header.extend_from_slice(MAGIC);
         header.extend_from_slice(&id);
-        file.write_all(&header)?;
-        file.sync_all()?;
-        super::sync_dir(&path)?;
+        io.backend.write(0, &header)?;
+        io.backend.sync_data()?;
+        if let Some(path) = &io.file {
+            // The journal's name must be durable before a record relies on it.
+            super::sync_dir(path)?;
+        }
         Ok(Self {
-            path,
-            file,
+            #[cfg(feature = "test-internals")]
+            path: path_for(store),
+            io,
+            end: HEADER,
             next: seq + 1,
             since_checkpoint: 0,
             broken: false,
@@ -543,11 +629,13 @@ impl Journal {
                 Fault::FailSync => record.len(),
                 Fault::TornWrite => record.len() / 2,
             };
-            self.file.write_all(&record[..keep])?;
+            self.io.backend.write(self.end, &record[..keep])?;
             return Err(io::Error::other("injected journal fault"));
         }
-        self.file.write_all(record)?;
-        self.file.sync_data()
+        self.io.backend.write(self.end, record)?;
+        self.io.backend.sync_data()?;
+        self.end += record.len() as u64;
+        Ok(())
     }
 
     /// True when the journal holds commits the file has not synced yet.
@@ -568,9 +656,9 @@ impl Journal {
 
     /// Empties the journal once a durable redb commit holds everything in it.
     fn emptied(&mut self) -> Result<()> {
-        self.file.set_len(HEADER)?;
-        self.file.seek(SeekFrom::Start(HEADER))?;
-        self.file.sync_data()?;
+        self.io.backend.set_len(HEADER)?;
+        self.io.backend.sync_data()?;
+        self.end = HEADER;
         self.since_checkpoint = 0;
         Ok(())
     }
@@ -583,7 +671,7 @@ impl Journal {
             .map_err(Error::from)
             .and_then(|txn| self.checkpoint(txn));
         if done.is_ok() {
-            let _ = fs::remove_file(&self.path);
+            let _ = self.io.remove();
         }
     }
 }
