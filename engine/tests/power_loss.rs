@@ -157,8 +157,11 @@ fn on_disk(disk: &Arc<Mutex<Disk>>) -> Options {
     }
 }
 
+/// The power-loss images of a store file and its journal.
+type Images = [Vec<u8>; 2];
+
 /// Writes the power-loss images where a store at `path` and its journal go.
-fn write_images(path: &Path, images: &[Vec<u8>; 2]) {
+fn write_images(path: &Path, images: &Images) {
     std::fs::write(path, &images[0]).unwrap();
     let mut journal = path.as_os_str().to_owned();
     journal.push(".journal");
@@ -180,7 +183,7 @@ fn contents(store: &Store) -> Model {
 
 /// Runs a workload on a power-loss disk that crashes at operation `crash_at`; returns
 /// the image and the models after each acknowledged commit (index 0: empty store).
-fn run(crash_at: u64, seed: u64) -> (Option<[Vec<u8>; 2]>, Vec<Model>, bool) {
+fn run(crash_at: u64, seed: u64) -> (Option<Images>, Vec<Model>, bool) {
     let disk = Arc::new(Mutex::new(Disk {
         rng_seed: seed,
         ..Disk::default()
@@ -301,7 +304,7 @@ const LATER: u64 = START + 100_000;
 /// rotation, a re-encryption in batches, a TTL sweep) on a power-loss disk that
 /// crashes at operation `crash_at`. Returns the image, the models after each
 /// acknowledged step with the clock then, and whether every step finished.
-fn run_mixed(crash_at: u64, seed: u64) -> (Option<[Vec<u8>; 2]>, Vec<(TimedModel, u64)>, bool) {
+fn run_mixed(crash_at: u64, seed: u64) -> (Option<Images>, Vec<(TimedModel, u64)>, bool) {
     let disk = Arc::new(Mutex::new(Disk {
         rng_seed: seed,
         ..Disk::default()
