@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use redb::{ReadableDatabase, TableDefinition};
 use sealkv_benches::{
-    auth_like_value, fill, found_len, key_name, random_row_keys, transaction_round,
+    auth_like_value, fill, found_len, key_name, random_row_keys, settle, transaction_round,
 };
 use sealkv_crypto::{Algorithm, Codec, Compression};
 use sealkv_engine::{MasterKey, Options, Store};
@@ -35,6 +35,7 @@ fn sealkv_store(dir: &std::path::Path, name: &str, opts: Options) -> Store {
     )
     .expect("create");
     fill(|b| store.set(b).expect("fill"), N, "session");
+    settle();
     store
 }
 

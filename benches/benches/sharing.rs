@@ -14,7 +14,7 @@
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use sealkv_benches::{auth_like_value, fill, found_len, key_name, transaction_round};
+use sealkv_benches::{auth_like_value, fill, found_len, key_name, settle, transaction_round};
 use sealkv_engine::{Concurrency, MasterKey, Options, Store};
 
 const N: usize = 10_000;
@@ -49,6 +49,7 @@ fn sharing(c: &mut Criterion) {
         ),
         ("exclusive", store(dir.path(), Concurrency::Exclusive).0),
     ];
+    settle();
     let mut g = c.benchmark_group("sharing-get-1KiB");
     g.throughput(Throughput::Elements(1));
     let mut i = 0usize;

@@ -83,3 +83,13 @@ pub fn transaction_round(store: &sealkv_engine::Store, threads: usize, value: &[
         }
     });
 }
+
+/// Lets the disk settle after a fill: a store that commits through its journal folds
+/// the fill into its file within a second (a checkpoint writing every page the fill
+/// dirtied), and the kernel writes back what it buffered. Measuring before that times
+/// the first store against that I/O. Waits 1.5 s, then syncs the file systems.
+pub fn settle() {
+    std::thread::sleep(std::time::Duration::from_millis(1_500));
+    // `sync` is POSIX; where it is missing the wait alone has to do.
+    let _ = std::process::Command::new("sync").status();
+}

@@ -192,6 +192,33 @@ fn a_second_handle_is_served_by_the_first() {
     assert_eq!(mode & 0o777, 0o600, "{mode:o}");
 }
 
+/// A client's idle connection holds no snapshot on the owner: otherwise redb keeps
+/// every page the owner's later commits free (they may still be read through it), and
+/// the file grows with each commit (and each commit gets slower).
+#[test]
+fn an_idle_client_pins_no_pages_of_the_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.sealkv");
+    let owner = Store::create(&path, passphrase("pw"), fast_opts()).unwrap();
+    owner.put("n", "a", vec![1; 4000]).unwrap();
+    let client = Store::open(&path, passphrase("pw"), fast_opts()).unwrap();
+    assert!(!client.is_owner());
+    // Reads through the socket, then the client goes idle.
+    assert_eq!(client.get_one("n", "a").unwrap().unwrap().len(), 4000);
+    assert_eq!(client.count("n").unwrap(), 1);
+    let before = std::fs::metadata(&path).unwrap().len();
+    for i in 0..3000u32 {
+        owner.put("n", "a", vec![i as u8; 4000]).unwrap();
+    }
+    drop(owner);
+    let after = std::fs::metadata(&path).unwrap().len();
+    assert!(
+        after < before + (4 << 20),
+        "the file grew from {before} to {after} bytes rewriting one value"
+    );
+    drop(client);
+}
+
 /// The owner is SIGKILLed while it and two clients increment one counter under one
 /// lock key, each increment acknowledged to its process: afterwards every
 /// acknowledged increment is there, none is applied twice (a replayed commit would

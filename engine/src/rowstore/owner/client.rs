@@ -298,8 +298,15 @@ impl RemoteView {
 }
 
 impl Drop for RemoteView {
+    /// The connection goes back to the pool; if a read took a snapshot on the owner,
+    /// the owner is told to drop it first (an idle connection must not pin one).
     fn drop(&mut self) {
-        if let Some(conn) = lock(&self.conn).take() {
+        if let Some(mut conn) = lock(&self.conn).take() {
+            let read = !self.fresh.load(Ordering::Acquire);
+            if read && (conn.send(&Enc::new(wire::RELEASE)).is_err() || conn.out.flush().is_err()) {
+                // Out of step or gone: not pooled.
+                return;
+            }
             self.remote.put_back(conn);
         }
     }

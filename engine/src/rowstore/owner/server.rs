@@ -227,6 +227,7 @@ fn serve(shared: &Shared, stream: UnixStream) -> Result<()> {
                 })();
                 reply_with(&mut out, reply)?;
             }
+            wire::RELEASE => view = None,
             wire::BEGIN => {
                 view = None;
                 write(shared, &stream, &mut input, &mut out, &mut buf)?;

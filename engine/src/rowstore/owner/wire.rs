@@ -13,7 +13,8 @@ use crate::rowstore::Table;
 
 /// The protocol version in the owner's hello; a client of another version is refused
 /// by the client itself (it cannot read the rest).
-pub(crate) const VERSION: u8 = 1;
+/// Version 2 added `RELEASE`.
+pub(crate) const VERSION: u8 = 2;
 
 /// Largest frame either side accepts: well above the largest value (16 MiB by default;
 /// a store may allow more, up to this).
@@ -25,6 +26,10 @@ pub(crate) const GET_MANY: u8 = 2;
 pub(crate) const SCAN: u8 = 3;
 pub(crate) const LEN: u8 = 4;
 pub(crate) const IS_EMPTY: u8 = 5;
+/// Ends a read view: the owner drops its snapshot (a redb read transaction, which an
+/// idle connection would otherwise hold, keeping every page later commits free from
+/// being reused). Not answered.
+pub(crate) const RELEASE: u8 = 6;
 pub(crate) const BEGIN: u8 = 0x10;
 pub(crate) const PUT: u8 = 0x11;
 pub(crate) const DELETE: u8 = 0x12;
