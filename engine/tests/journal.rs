@@ -270,3 +270,46 @@ fn a_failed_journal_append_is_applied_exactly_once() {
         assert!(reopened.verify().unwrap().is_empty());
     }
 }
+
+/// A damaged record with whole, later records after it is not a torn append: the
+/// records after it were acknowledged, so the open is refused and nothing changes. A
+/// journal of another kind (a wrong header) is refused the same way.
+#[test]
+fn a_damaged_journal_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.sealkv");
+    crash_after_writes(&path, "exclusive");
+    let journal = journal_of(&path);
+    let good = std::fs::read(&journal).unwrap();
+    // A byte of the first record's body (past the 32-byte header and the record's
+    // 12-byte length and sequence).
+    let mut bad = good.clone();
+    bad[32 + 12 + 3] ^= 0x40;
+    std::fs::write(&journal, &bad).unwrap();
+    let file_before = std::fs::read(&path).unwrap();
+    for read_only in [false, true] {
+        let err = if read_only {
+            Store::open_read_only(&path, key(), fast_opts()).map(|_| ())
+        } else {
+            Store::open(&path, key(), fast_opts()).map(|_| ())
+        }
+        .unwrap_err();
+        assert!(
+            matches!(&err, Error::Corrupt(what) if what.contains("damaged")),
+            "{err:?}"
+        );
+    }
+    assert!(std::fs::read(&journal).unwrap() == bad);
+    assert!(std::fs::read(&path).unwrap() == file_before);
+    // Another header: refused too, and left alone.
+    let mut other = good.clone();
+    other[..16].copy_from_slice(b"sealkv journal 9");
+    std::fs::write(&journal, &other).unwrap();
+    let err = Store::open(&path, key(), fast_opts()).unwrap_err();
+    assert!(matches!(&err, Error::Corrupt(_)), "{err:?}");
+    assert!(std::fs::read(&journal).unwrap() == other);
+    // The journal as it was: everything is there.
+    std::fs::write(&journal, &good).unwrap();
+    let store = Store::open(&path, key(), fast_opts()).unwrap();
+    assert_all_there(&store);
+}

@@ -123,6 +123,18 @@ impl FileRows {
         create: bool,
         mode: Concurrency,
     ) -> Result<Database> {
+        Self::open_db(path, opts, create, mode, false)
+    }
+
+    /// [`FileRows::open_redb`]; `full` replays every record of the journal (see
+    /// `journal::replay`).
+    fn open_db(
+        path: &Path,
+        opts: &Options,
+        create: bool,
+        mode: Concurrency,
+        full: bool,
+    ) -> Result<Database> {
         let mut builder = redb::Builder::new();
         builder.set_cache_size(opts.cache_size);
         builder.set_concurrency_mode(match mode {
@@ -144,7 +156,7 @@ impl FileRows {
         };
         let db = result.map_err(|e| map_open_error(e, path))?;
         if !create {
-            journal::replay(path, &db, opts.backend.as_ref())?;
+            journal::replay(path, &db, opts.backend.as_ref(), full)?;
         }
         Ok(db)
     }
@@ -165,7 +177,13 @@ impl FileRows {
 
     /// Opens this store's file read-write again (after a failed commit or a compaction).
     fn open_handle(&self) -> Result<Arc<Handle>> {
-        let db = Self::open_redb(&self.path, &self.opts, false, self.mode)?;
+        self.reopen(false)
+    }
+
+    /// [`FileRows::open_handle`]; `full`: after a failed checkpoint (see
+    /// `journal::replay`).
+    fn reopen(&self, full: bool) -> Result<Arc<Handle>> {
+        let db = Self::open_db(&self.path, &self.opts, false, self.mode, full)?;
         let mut handle = Handle::read_write(db);
         handle.set_shared(self.mode == Concurrency::MultiWriter);
         if Self::journals(&self.opts, self.mode) {
@@ -248,8 +266,9 @@ impl RowStore for FileRows {
 
     fn recover(&self) -> Result<()> {
         let mut slot = write_lock(&self.slot);
+        let full = slot.as_ref().is_some_and(|h| h.checkpoint_failed());
         Self::release(&mut slot, 5_000);
-        *slot = Some(self.open_handle()?);
+        *slot = Some(self.reopen(full)?);
         Ok(())
     }
 

@@ -82,6 +82,14 @@ impl Handle {
         Ok(())
     }
 
+    /// True when a checkpoint of this handle's journal failed (the reopen then applies
+    /// the whole journal again).
+    pub(crate) fn checkpoint_failed(&self) -> bool {
+        self.journal
+            .as_ref()
+            .is_some_and(|j| lock(j).checkpoint_failed())
+    }
+
     /// True when commits go through the journal.
     pub(crate) fn journaled(&self) -> bool {
         self.journal.is_some()

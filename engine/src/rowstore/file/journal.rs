@@ -56,6 +56,9 @@ const MAGIC: &[u8; 16] = b"sealkv journal 1";
 const HEADER: u64 = 32;
 /// Bytes of journal after which a commit also checkpoints (one durable redb commit).
 pub(crate) const CHECKPOINT_BYTES: u64 = 8 << 20;
+/// Largest journal read back: a journal holds at most `CHECKPOINT_BYTES` plus one
+/// record smaller than that; anything far larger is not one of ours.
+const MAX_JOURNAL: u64 = 1 << 30;
 
 /// Where the journal of the store file at `store` lives.
 pub(crate) fn path_for(store: &Path) -> PathBuf {
@@ -310,8 +313,15 @@ impl Io {
         }))
     }
 
-    fn bytes(&self) -> io::Result<Vec<u8>> {
-        let mut bytes = vec![0u8; self.backend.len()? as usize];
+    fn bytes(&self) -> Result<Vec<u8>> {
+        let len = self.backend.len()?;
+        if len > MAX_JOURNAL {
+            return Err(Error::Corrupt(format!(
+                "the journal beside the store holds {len} bytes, more than a sealkv journal \
+                 ever does ({MAX_JOURNAL}); nothing was changed: move it away to open the store"
+            )));
+        }
+        let mut bytes = vec![0u8; len as usize];
         self.backend.read(0, &mut bytes)?;
         Ok(bytes)
     }
@@ -319,7 +329,11 @@ impl Io {
     /// Removes the journal (a real file), or empties it (a test's backend).
     fn remove(&self) -> io::Result<()> {
         match &self.file {
-            Some(path) => fs::remove_file(path),
+            // Gone already: another opener replayed it first (the multi-writer mode).
+            Some(path) => match fs::remove_file(path) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                other => other,
+            },
             None => {
                 self.backend.set_len(0)?;
                 self.backend.sync_data()
@@ -336,7 +350,7 @@ fn read(store: &Path, backend: Option<&BackendFactory>) -> Result<Option<Journal
         return Ok(None);
     };
     let bytes = io.bytes()?;
-    if bytes.len() < HEADER as usize || &bytes[..16] != MAGIC {
+    if bytes.len() < HEADER as usize || bytes[..HEADER as usize].iter().all(|&b| b == 0) {
         // A journal whose header did not reach the disk (a crash while it was made):
         // records are written only once the header is synced, so it holds none.
         return Ok(Some(Journaled {
@@ -345,29 +359,50 @@ fn read(store: &Path, backend: Option<&BackendFactory>) -> Result<Option<Journal
             records: Vec::new(),
         }));
     }
+    if &bytes[..16] != MAGIC {
+        return Err(Error::Corrupt(format!(
+            "{} is not a journal this build reads; nothing was changed: move it away to \
+             open the store",
+            path_for(store).display()
+        )));
+    }
     let mut id = [0u8; 16];
     id.copy_from_slice(&bytes[16..32]);
     let mut records = Vec::new();
     let mut at = HEADER as usize;
-    // len (4) + seq (8) + body + checksum (16)
-    while bytes.len() - at >= 28 {
-        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
-        let end = at + 12 + len + 16;
-        if end > bytes.len() {
-            break;
-        }
-        let seq = u64::from_le_bytes(bytes[at + 4..at + 12].try_into().expect("8 bytes"));
-        let body = &bytes[at + 12..at + 12 + len];
-        if checksum(seq, body) != bytes[end - 16..end] {
-            break;
-        }
+    while let Some((seq, body, end)) = record_at(&bytes, at) {
         records.push(Record {
             seq,
             body: body.to_vec(),
         });
         at = end;
     }
+    // What follows the last whole record is a torn append (a crash during it), unless a
+    // whole record with a later sequence number lies beyond it: then a record in the
+    // middle is damaged, and the records after it were acknowledged.
+    let last = records.last().map(|r| r.seq);
+    if (at + 1..bytes.len())
+        .any(|from| record_at(&bytes, from).is_some_and(|(seq, _, _)| last.is_none_or(|l| seq > l)))
+    {
+        return Err(Error::Corrupt(format!(
+            "the journal {} is damaged before its last records; nothing was changed",
+            path_for(store).display()
+        )));
+    }
     Ok(Some(Journaled { io, id, records }))
+}
+
+/// The whole record at `at`, if one is there: its sequence number, body and end.
+fn record_at(bytes: &[u8], at: usize) -> Option<(u64, &[u8], usize)> {
+    // len (4) + seq (8) + body + checksum (16)
+    let head = bytes.get(at..at.checked_add(12)?)?;
+    let len = u32::from_le_bytes(head[..4].try_into().ok()?) as usize;
+    let seq = u64::from_le_bytes(head[4..12].try_into().ok()?);
+    let body_end = (at + 12).checked_add(len)?;
+    let end = body_end.checked_add(16)?;
+    let body = bytes.get(at + 12..body_end)?;
+    let sum = bytes.get(body_end..end)?;
+    (checksum(seq, body) == sum).then_some((seq, body, end))
 }
 
 /// A journal as read: where it is, its id and its whole records.
@@ -460,14 +495,39 @@ fn apply_all(txn: &redb::WriteTransaction, records: &[Record]) -> Result<()> {
 /// Replays the journal beside the store file at `store` into `db` (opened read-write,
 /// before anything reads it), in one durable commit, then removes the journal.
 /// Nothing to do without a journal.
-pub(crate) fn replay(store: &Path, db: &Database, backend: Option<&BackendFactory>) -> Result<()> {
+///
+/// `full` (this process's checkpoint of the file failed) applies every record of the
+/// journal, not only those after the file's sequence: the file's pages for the earlier
+/// ones may never have reached the disk. Applied in order over a state that already
+/// holds them, the records leave it as it is, and write every row they touch again.
+pub(crate) fn replay(
+    store: &Path,
+    db: &Database,
+    backend: Option<&BackendFactory>,
+    full: bool,
+) -> Result<()> {
     let path = path_for(store);
     let Some(journal) = read(store, backend)? else {
         return Ok(());
     };
     let txn = db.begin_write()?;
     let file = stored(&txn.open_table(JOURNAL)?)?;
-    let records = pending(&path, (&journal.id, journal.records), file)?;
+    let id = journal.id;
+    let mut records = journal.records;
+    let earlier: Vec<Record> = if full && file.is_some_and(|(file_id, _)| file_id == id) {
+        let seq = file.map_or(0, |(_, seq)| seq);
+        let cut = records
+            .iter()
+            .position(|r| r.seq > seq)
+            .unwrap_or(records.len());
+        records.drain(..cut).collect()
+    } else {
+        Vec::new()
+    };
+    let mut records = pending(&path, (&id, records), file)?;
+    if !earlier.is_empty() {
+        records.splice(0..0, earlier);
+    }
     if records.is_empty() {
         txn.abort()?;
     } else {
@@ -527,6 +587,14 @@ pub(crate) struct Journal {
     /// Set when an append failed: what the journal holds past its last good record is
     /// unknown until the file is reopened (which replays what is there).
     broken: bool,
+    /// Set when a checkpoint's durable commit failed.
+    checkpoint_failed: bool,
+}
+
+/// The error of a commit on a journal that an earlier failure broke: an I/O error, so
+/// the engine reopens the file (replaying the journal) and retries.
+fn broken() -> Error {
+    io::Error::other("an earlier write of the store's journal failed; the file is reopened").into()
 }
 
 impl Journal {
@@ -575,6 +643,7 @@ impl Journal {
             next: seq + 1,
             since_checkpoint: 0,
             broken: false,
+            checkpoint_failed: false,
         })
     }
 
@@ -585,7 +654,7 @@ impl Journal {
     /// everywhere).
     pub(crate) fn commit(&mut self, mut txn: redb::WriteTransaction, ops: &Ops) -> Result<bool> {
         if self.broken {
-            return Err(Error::Poisoned);
+            return Err(broken());
         }
         if ops.0.len() as u64 >= CHECKPOINT_BYTES {
             // A commit this large gains nothing from the journal: a durable redb commit
@@ -648,18 +717,34 @@ impl Journal {
     /// failure leaves the journal as it is (every record still in it).
     pub(crate) fn checkpoint(&mut self, txn: redb::WriteTransaction) -> Result<()> {
         if self.broken {
-            return Err(Error::Poisoned);
+            return Err(broken());
         }
-        txn.commit()?;
+        if let Err(e) = txn.commit() {
+            // The file's sync failed: pages the journal's commits wrote may not be on
+            // the disk even where the page cache says so. Commits stop here (each
+            // fails as an I/O error, which reopens the file), and the reopen applies
+            // the whole journal again (`replay`'s `full`).
+            self.broken = true;
+            self.checkpoint_failed = true;
+            return Err(e.into());
+        }
         self.emptied()
+    }
+
+    /// True when a checkpoint failed: the next open of the file in this process
+    /// applies every record of the journal again.
+    pub(crate) fn checkpoint_failed(&self) -> bool {
+        self.checkpoint_failed
     }
 
     /// Empties the journal once a durable redb commit holds everything in it.
     fn emptied(&mut self) -> Result<()> {
         self.io.backend.set_len(HEADER)?;
-        self.io.backend.sync_data()?;
+        // Cut: the next record goes right after the header, whether or not the sync
+        // below succeeds (everything before it is in the file already).
         self.end = HEADER;
         self.since_checkpoint = 0;
+        self.io.backend.sync_data()?;
         Ok(())
     }
 

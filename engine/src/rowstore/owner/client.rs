@@ -257,6 +257,7 @@ impl Remote {
             let mut w = RemoteWrite {
                 conn: std::cell::RefCell::new(&mut conn),
                 begun: std::cell::Cell::new(false),
+                queued: std::cell::Cell::new(0),
                 meta: std::cell::RefCell::new(HashMap::new()),
                 expiry_empty: std::cell::Cell::new(None),
             };
@@ -399,6 +400,10 @@ impl RowRead for RemoteView {
     }
 }
 
+/// Bytes of unanswered frames a write transaction queues before it reads `BEGIN`'s
+/// answer (well below any platform's socket buffer: 8 KiB on macOS).
+const UNANSWERED_BEFORE_BEGIN: usize = 4 << 10;
+
 /// Meta records by name as a write transaction knows them (`None`: absent).
 type MetaCache = HashMap<Vec<u8>, Option<Vec<u8>>>;
 
@@ -408,6 +413,8 @@ struct RemoteWrite<'c> {
     conn: std::cell::RefCell<&'c mut Conn>,
     /// True once `BEGIN`'s answer was read (it is read with the first call's).
     begun: std::cell::Cell<bool>,
+    /// Bytes of unanswered frames queued while `BEGIN`'s answer is unread.
+    queued: std::cell::Cell<usize>,
     /// Meta records as this transaction has them, where known (those the owner sent
     /// with `BEGIN`, kept up to date by this transaction's own changes).
     meta: std::cell::RefCell<MetaCache>,
@@ -458,6 +465,16 @@ impl RemoteWrite<'_> {
         Ok(())
     }
     fn send(&self, frame: &Enc) -> Result<()> {
+        // Until BEGIN's answer is read, the owner may be blocked writing it (it carries
+        // the keyring); a client that kept writing unanswered frames into a full socket
+        // would block too. So it reads that answer before queuing much.
+        if !self.begun.get() {
+            let queued = self.queued.get() + frame.0.len();
+            self.queued.set(queued);
+            if queued > UNANSWERED_BEFORE_BEGIN {
+                self.settle()?;
+            }
+        }
         self.conn.borrow_mut().send(frame)
     }
 
