@@ -313,3 +313,31 @@ fn a_damaged_journal_is_refused_and_left_alone() {
     let store = Store::open(&path, key(), fast_opts()).unwrap();
     assert_all_there(&store);
 }
+
+/// A checkpoint whose durable commit fails: the journal takes no more commits, the
+/// next one reopens the file (applying the whole journal again) and goes through,
+/// applied once, and nothing acknowledged is lost.
+#[test]
+fn a_failed_checkpoint_reopens_the_file_and_loses_nothing() {
+    use sealkv_engine::internal::{JournalFault, inject_journal_fault, journal_fault_armed};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.sealkv");
+    let store = Store::create(&path, key(), opts(Concurrency::Exclusive)).unwrap();
+    for _ in 0..3 {
+        increment(&store);
+    }
+    inject_journal_fault(&path, JournalFault::FailCheckpoint);
+    // The checkpoint thread runs within a second of the last commit.
+    let waited = std::time::Instant::now();
+    while journal_fault_armed(&path) {
+        assert!(waited.elapsed().as_secs() < 10, "no checkpoint ran");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    increment(&store);
+    assert_eq!(counter(&store), "4");
+    increment(&store);
+    drop(store);
+    let reopened = Store::open(&path, key(), fast_opts()).unwrap();
+    assert_eq!(counter(&reopened), "5");
+    assert!(reopened.verify().unwrap().is_empty());
+}

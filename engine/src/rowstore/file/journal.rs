@@ -695,7 +695,8 @@ impl Journal {
         #[cfg(feature = "test-internals")]
         if let Some(fault) = faults::take(&self.path) {
             let keep = match fault {
-                Fault::FailSync => record.len(),
+                // (`take` never hands out a checkpoint's fault.)
+                Fault::FailSync | Fault::FailCheckpoint => record.len(),
                 Fault::TornWrite => record.len() / 2,
             };
             self.io.backend.write(self.end, &record[..keep])?;
@@ -719,6 +720,16 @@ impl Journal {
         if self.broken {
             return Err(broken());
         }
+        #[cfg(feature = "test-internals")]
+        let txn = match faults::take_if(&self.path, |f| matches!(f, Fault::FailCheckpoint)) {
+            Some(_) => {
+                drop(txn);
+                self.broken = true;
+                self.checkpoint_failed = true;
+                return Err(io::Error::other("injected checkpoint fault").into());
+            }
+            None => txn,
+        };
         if let Err(e) = txn.commit() {
             // The file's sync failed: pages the journal's commits wrote may not be on
             // the disk even where the page cache says so. Commits stop here (each
@@ -769,6 +780,8 @@ pub enum Fault {
     FailSync,
     /// Half the record is written, then the write fails (torn).
     TornWrite,
+    /// The next checkpoint's durable commit fails (it is not made).
+    FailCheckpoint,
 }
 
 #[cfg(feature = "test-internals")]
@@ -796,7 +809,18 @@ pub(crate) mod faults {
             .is_some_and(|m| m.contains_key(&super::path_for(store)))
     }
 
+    /// The fault armed for `journal` for an append (a checkpoint's stays armed).
     pub(super) fn take(journal: &Path) -> Option<Fault> {
-        crate::guards::lock(&ARMED).as_mut()?.remove(journal)
+        take_if(journal, |f| !matches!(f, Fault::FailCheckpoint))
+    }
+
+    /// The fault armed for `journal`, if `wanted` says it is the one.
+    pub(super) fn take_if(journal: &Path, wanted: impl Fn(Fault) -> bool) -> Option<Fault> {
+        let mut armed = crate::guards::lock(&ARMED);
+        let map = armed.as_mut()?;
+        match map.get(journal) {
+            Some(&f) if wanted(f) => map.remove(journal),
+            _ => None,
+        }
     }
 }
