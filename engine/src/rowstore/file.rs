@@ -65,7 +65,7 @@ impl FileRows {
             _ => None,
         };
         handle.set_shared(mode == Concurrency::MultiWriter);
-        if Self::journals(opts, mode) && !handle.is_read_only() {
+        if Self::journals(mode) && !handle.is_read_only() {
             handle.start_journal(path, opts.backend.as_ref())?;
         }
         Ok(Self {
@@ -81,10 +81,9 @@ impl FileRows {
     /// keeps lock keys in its own table), and the read snapshot cached, since every
     /// commit, its clients' too, goes through this handle.
     pub(crate) fn new_owned(path: &Path, db: Database, opts: &Options) -> Result<Self> {
+        // An owner holds the file alone: its commits go through the journal.
         let mut handle = Handle::read_write(db);
-        if Self::journals(opts, Concurrency::Exclusive) {
-            handle.start_journal(path, opts.backend.as_ref())?;
-        }
+        handle.start_journal(path, opts.backend.as_ref())?;
         Ok(Self {
             path: path.to_path_buf(),
             opts: opts.clone(),
@@ -111,7 +110,7 @@ impl FileRows {
     /// when this process holds the file alone (redb refuses commits without a sync in
     /// its multi-writer mode). A store a test opens through a storage backend keeps
     /// its journal in a backend the same factory makes.
-    fn journals(_opts: &Options, mode: Concurrency) -> bool {
+    fn journals(mode: Concurrency) -> bool {
         mode != Concurrency::MultiWriter
     }
 
@@ -186,7 +185,7 @@ impl FileRows {
         let db = Self::open_db(&self.path, &self.opts, false, self.mode, full)?;
         let mut handle = Handle::read_write(db);
         handle.set_shared(self.mode == Concurrency::MultiWriter);
-        if Self::journals(&self.opts, self.mode) {
+        if Self::journals(self.mode) {
             handle.start_journal(&self.path, self.opts.backend.as_ref())?;
         }
         Ok(handle.shared())

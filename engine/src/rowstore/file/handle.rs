@@ -273,7 +273,8 @@ pub(crate) fn probe_view(path: &Path, cache_size: usize) -> Result<Handle> {
         Err(e) => return Err(map_open_error(e, path)),
     };
     let file = journal::stored_in(&handle.begin_read()?)?;
-    if !journal::has_pending(path, file)? {
+    let records = journal::pending_for(path, file)?;
+    if records.is_empty() {
         return Ok(handle);
     }
     let handle = if matches!(handle.kind, Some(HandleKind::Recovered(_))) {
@@ -283,7 +284,7 @@ pub(crate) fn probe_view(path: &Path, cache_size: usize) -> Result<Handle> {
         Handle::recovered(path, cache_size)?
     };
     if let Some(HandleKind::Recovered(db)) = &handle.kind {
-        journal::replay_in_memory(path, db)?;
+        journal::apply_in_memory(db, &records)?;
     }
     Ok(handle)
 }

@@ -245,7 +245,7 @@ impl RowWrite for Logged<'_, '_> {
 }
 
 /// One record read back: its sequence number and body.
-struct Record {
+pub(crate) struct Record {
     seq: u64,
     body: Vec<u8>,
 }
@@ -445,36 +445,37 @@ fn foreign(path: &Path) -> Error {
     ))
 }
 
-/// The records of `journal` that follow a file at sequence `seq` with journal `id`,
-/// checked to follow it without a gap.
+/// The records of `journal` to apply to a file at `file` (its journal id and
+/// sequence): those after the file's sequence, checked to follow it without a gap, or
+/// with `full`, every record (see [`replay`]).
 fn pending(
     path: &Path,
-    journal: (&[u8; 16], Vec<Record>),
+    id: [u8; 16],
+    mut records: Vec<Record>,
     file: Option<([u8; 16], u64)>,
+    full: bool,
 ) -> Result<Vec<Record>> {
-    let (&id, records) = journal;
-    let Some((file_id, seq)) = file else {
-        // A file without a journal yet cannot have journaled commits.
+    // A file without a journal id, or with another one, has no commits in this journal.
+    let Some((_, seq)) = file.filter(|&(file_id, _)| file_id == id) else {
         return if records.is_empty() {
             Ok(records)
         } else {
             Err(foreign(path))
         };
     };
-    if id != file_id {
-        return if records.is_empty() {
-            Ok(records)
-        } else {
-            Err(foreign(path))
-        };
-    }
-    let later: Vec<Record> = records.into_iter().filter(|r| r.seq > seq).collect();
-    for (i, r) in later.iter().enumerate() {
+    let first_later = records
+        .iter()
+        .position(|r| r.seq > seq)
+        .unwrap_or(records.len());
+    for (i, r) in records[first_later..].iter().enumerate() {
         if r.seq != seq + 1 + i as u64 {
             return Err(foreign(path));
         }
     }
-    Ok(later)
+    if !full {
+        records.drain(..first_later);
+    }
+    Ok(records)
 }
 
 /// Applies `records` to `txn` and records the last one's sequence number.
@@ -492,6 +493,30 @@ fn apply_all(txn: &redb::WriteTransaction, records: &[Record]) -> Result<()> {
     Ok(())
 }
 
+/// Applies the journal beside `store` to `db` in one commit; the journal, if there
+/// was one, for the caller to remove.
+fn apply_journal(
+    store: &Path,
+    db: &Database,
+    backend: Option<&BackendFactory>,
+    full: bool,
+) -> Result<Option<Io>> {
+    let Some(journal) = read(store, backend)? else {
+        return Ok(None);
+    };
+    let txn = db.begin_write()?;
+    let file = stored(&txn.open_table(JOURNAL)?)?;
+    let Journaled { io, id, records } = journal;
+    let records = pending(&path_for(store), id, records, file, full)?;
+    if records.is_empty() {
+        txn.abort()?;
+    } else {
+        apply_all(&txn, &records)?;
+        txn.commit()?;
+    }
+    Ok(Some(io))
+}
+
 /// Replays the journal beside the store file at `store` into `db` (opened read-write,
 /// before anything reads it), in one durable commit, then removes the journal.
 /// Nothing to do without a journal.
@@ -506,47 +531,19 @@ pub(crate) fn replay(
     backend: Option<&BackendFactory>,
     full: bool,
 ) -> Result<()> {
-    let path = path_for(store);
-    let Some(journal) = read(store, backend)? else {
-        return Ok(());
-    };
-    let txn = db.begin_write()?;
-    let file = stored(&txn.open_table(JOURNAL)?)?;
-    let id = journal.id;
-    let mut records = journal.records;
-    let earlier: Vec<Record> = if full && file.is_some_and(|(file_id, _)| file_id == id) {
-        let seq = file.map_or(0, |(_, seq)| seq);
-        let cut = records
-            .iter()
-            .position(|r| r.seq > seq)
-            .unwrap_or(records.len());
-        records.drain(..cut).collect()
-    } else {
-        Vec::new()
-    };
-    let mut records = pending(&path, (&id, records), file)?;
-    if !earlier.is_empty() {
-        records.splice(0..0, earlier);
+    if let Some(io) = apply_journal(store, db, backend, full)? {
+        // Every record is in the file now: the journal can go.
+        io.remove()?;
     }
-    if records.is_empty() {
-        txn.abort()?;
-    } else {
-        apply_all(&txn, &records)?;
-        txn.commit()?;
-    }
-    // Every record is in the file now: the journal can go.
-    journal.io.remove()?;
     Ok(())
 }
 
-/// Whether a journal beside `store` has commits a file at `file` (id and sequence)
-/// lacks; an error when it does not follow the file.
-pub(crate) fn has_pending(store: &Path, file: Option<([u8; 16], u64)>) -> Result<bool> {
+/// The records of the journal beside `store` that a file at `file` (journal id and
+/// sequence) lacks; an error when the journal does not follow the file.
+pub(crate) fn pending_for(store: &Path, file: Option<([u8; 16], u64)>) -> Result<Vec<Record>> {
     match read(store, None)? {
-        None => Ok(false),
-        Some(journal) => {
-            Ok(!pending(&path_for(store), (&journal.id, journal.records), file)?.is_empty())
-        }
+        None => Ok(Vec::new()),
+        Some(j) => pending(&path_for(store), j.id, j.records, file, false),
     }
 }
 
@@ -559,16 +556,11 @@ pub(crate) fn stored_in(txn: &redb::ReadTransaction) -> Result<Option<([u8; 16],
     }
 }
 
-/// Replays the journal beside `store` into `db`, a view whose writes stay in memory
-/// (a read-only open of a file with journaled commits).
-pub(crate) fn replay_in_memory(store: &Path, db: &Database) -> Result<()> {
-    let Some(journal) = read(store, None)? else {
-        return Ok(());
-    };
+/// Applies `records` (from [`pending_for`]) to `db`, a view whose writes stay in
+/// memory (a read-only open of a file with journaled commits).
+pub(crate) fn apply_in_memory(db: &Database, records: &[Record]) -> Result<()> {
     let txn = db.begin_write()?;
-    let file = stored(&txn.open_table(JOURNAL)?)?;
-    let records = pending(&path_for(store), (&journal.id, journal.records), file)?;
-    apply_all(&txn, &records)?;
+    apply_all(&txn, records)?;
     txn.commit()?;
     Ok(())
 }
