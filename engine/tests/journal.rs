@@ -323,18 +323,29 @@ fn a_failed_checkpoint_reopens_the_file_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.sealkv");
     let store = Store::create(&path, key(), opts(Concurrency::Exclusive)).unwrap();
+    // Armed first, so the checkpoint that fails is the one after these commits.
+    inject_journal_fault(&path, JournalFault::FailCheckpoint);
     for _ in 0..3 {
         increment(&store);
     }
-    inject_journal_fault(&path, JournalFault::FailCheckpoint);
     // The checkpoint thread runs within a second of the last commit.
     let waited = std::time::Instant::now();
     while journal_fault_armed(&path) {
         assert!(waited.elapsed().as_secs() < 10, "no checkpoint ran");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    // The failed checkpoint left its three records in the journal.
+    let journal = journal_of(&path);
+    let before = std::fs::metadata(&journal).unwrap().len();
     increment(&store);
     assert_eq!(counter(&store), "4");
+    // That commit went through a reopen, which applied the journal and started a new
+    // one holding only it (a journal that took commits on would hold four records).
+    let after = std::fs::metadata(&journal).unwrap().len();
+    assert!(
+        after < before,
+        "the journal was not applied again: {before} then {after} bytes"
+    );
     increment(&store);
     drop(store);
     let reopened = Store::open(&path, key(), fast_opts()).unwrap();
