@@ -55,8 +55,9 @@ fn owner_child() {
     let store = Store::open(&path, passphrase("pw"), fast_opts()).unwrap();
     say(format!("READY {}", store.is_owner()));
     match mode.as_str() {
-        // Increments the shared counter until killed or done, saying each time one
-        // was acknowledged (and each failure, by kind).
+        // Increments the shared counter until killed, told to stop (a second line on
+        // stdin) or done, saying each time one was acknowledged (and each failure, by
+        // kind).
         "counter" => {
             let count: usize = std::env::var("SEALKV_OWNER_COUNT")
                 .unwrap()
@@ -65,7 +66,17 @@ fn owner_child() {
             // All start together, on a line from the test.
             let mut go = String::new();
             std::io::stdin().read_line(&mut go).unwrap();
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let told = stop.clone();
+            std::thread::spawn(move || {
+                let mut line = String::new();
+                let _ = std::io::stdin().read_line(&mut line);
+                told.store(true, std::sync::atomic::Ordering::Release);
+            });
             for i in 0..count {
+                if stop.load(std::sync::atomic::Ordering::Acquire) {
+                    break;
+                }
                 match increment(&store, &name, i) {
                     Ok(()) => say(format!("ACK {i} {}", now_micros())),
                     Err(e) => say(format!("ERR {i} {}", e.code())),
@@ -228,7 +239,9 @@ fn an_idle_client_pins_no_pages_of_the_owner() {
 fn an_owner_killed_mid_commit_loses_no_acknowledged_write_and_applies_none_twice() {
     let dir = tempfile::tempdir().unwrap();
     let path = new_store(dir.path(), "s.sealkv");
-    let count = "3000";
+    // The clients run until told to stop once each was served after the kill (a fixed
+    // count let a client favoured by the unfair lock key finish before the kill).
+    let count = "1000000";
     let mut owner = spawn("counter", &path, "o", &[("SEALKV_OWNER_COUNT", count)]);
     let owner_out = lines(&mut owner);
     assert_eq!(wait_for(&owner_out, "READY"), "READY true");
@@ -290,6 +303,8 @@ fn an_owner_killed_mid_commit_loses_no_acknowledged_write_and_applies_none_twice
                 let at: u128 = parts.next().unwrap().parse().unwrap();
                 if at > killed && first.is_none() {
                     first = Some(at - killed);
+                    // Served after the kill: a few more, then stop.
+                    child.stdin.as_mut().unwrap().write_all(b"stop\n").unwrap();
                 }
             } else if let Some(rest) = line.strip_prefix("ERR ") {
                 // Only a commit whose outcome the owner's death left unknown may fail,
