@@ -14,23 +14,15 @@
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use sealkv_benches::{auth_like_value, fill, found_len, key_name, settle, transaction_round};
+use sealkv_benches::{
+    auth_like_value, create_store, fill, found_len, key_name, settle, transaction_round,
+};
 use sealkv_engine::{Concurrency, MasterKey, Options, Store};
 
 const N: usize = 10_000;
 
 fn store(dir: &std::path::Path, mode: Concurrency) -> (Store, std::path::PathBuf, MasterKey) {
-    let path = dir.join(format!("{mode:?}.sealkv"));
-    let key = MasterKey::generate().expect("os random");
-    let store = Store::create(
-        &path,
-        key.clone(),
-        Options {
-            concurrency: mode,
-            ..Options::default()
-        },
-    )
-    .expect("create");
+    let (store, path, key) = create_store(dir, &format!("{mode:?}.sealkv"), mode);
     fill(|b| store.set(b).expect("fill"), N, "session");
     (store, path, key)
 }

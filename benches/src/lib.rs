@@ -93,3 +93,28 @@ pub fn settle() {
     // `sync` is POSIX; where it is missing the wait alone has to do.
     let _ = std::process::Command::new("sync").status();
 }
+
+/// A new store named `name` in `dir`, in `mode` (default options otherwise), with its
+/// path and key, so a second handle (a client of its owner) can open it.
+pub fn create_store(
+    dir: &std::path::Path,
+    name: &str,
+    mode: sealkv_engine::Concurrency,
+) -> (
+    sealkv_engine::Store,
+    std::path::PathBuf,
+    sealkv_engine::MasterKey,
+) {
+    let path = dir.join(name);
+    let key = sealkv_engine::MasterKey::generate().expect("os random");
+    let store = sealkv_engine::Store::create(
+        &path,
+        key.clone(),
+        sealkv_engine::Options {
+            concurrency: mode,
+            ..sealkv_engine::Options::default()
+        },
+    )
+    .expect("create");
+    (store, path, key)
+}

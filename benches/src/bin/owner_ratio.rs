@@ -8,8 +8,8 @@
 
 use std::time::Instant;
 
-use sealkv_benches::auth_like_value;
-use sealkv_engine::{Concurrency, MasterKey, Options, Store};
+use sealkv_benches::{auth_like_value, create_store};
+use sealkv_engine::{Concurrency, Options, Store};
 
 const BURST: usize = 20;
 
@@ -24,20 +24,7 @@ fn main() {
         .and_then(|a| a.parse().ok())
         .unwrap_or(40);
     let dir = tempfile::tempdir().expect("dir");
-    let make = |name: &str, mode: Concurrency| {
-        let path = dir.path().join(name);
-        let key = MasterKey::generate().expect("os random");
-        let store = Store::create(
-            &path,
-            key.clone(),
-            Options {
-                concurrency: mode,
-                ..Options::default()
-            },
-        )
-        .expect("create");
-        (store, path, key)
-    };
+    let make = |name: &str, mode: Concurrency| create_store(dir.path(), name, mode);
     let (owner, path, key) = make("owner.sealkv", Concurrency::Shared);
     let client = Store::open(&path, key, Options::default()).expect("client");
     assert!(owner.is_owner() && !client.is_owner());
