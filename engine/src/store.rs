@@ -904,13 +904,18 @@ impl Store {
     }
 
     /// Runs `f`; when it meets a keyring another process changed, reloads the keyring
-    /// and runs it again (a bounded number of times).
+    /// and runs it again (a bounded number of times, waiting a little longer each
+    /// time: a process re-encrypting changes the keyring with every batch, and a
+    /// writer that retried at once could lose every race to it).
     pub(crate) fn with_fresh_keyring<T>(&self, mut f: impl FnMut() -> Result<T>) -> Result<T> {
         // On a server, a read that fails while it fails over is tried again.
         self.riding(|| {
-            for _ in 0..16 {
+            for attempt in 0..16u32 {
                 match f() {
-                    Err(Error::KeyringChanged) => self.reload_keyring()?,
+                    Err(Error::KeyringChanged) => {
+                        std::thread::sleep(std::time::Duration::from_micros(50 << attempt.min(8)));
+                        self.reload_keyring()?
+                    }
                     Err(Error::Integrity {
                         reason: sealkv_crypto::CryptoError::UnknownKey(_),
                         ..
